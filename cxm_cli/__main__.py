@@ -1,0 +1,3 @@
+from cxm_cli.cli import main
+
+raise SystemExit(main())

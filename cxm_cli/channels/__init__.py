@@ -1,0 +1,38 @@
+"""How messages leave cxm.
+
+Every channel takes an :class:`OutboundMessage` and returns a
+:class:`SendResult`, or raises :class:`cxm_cli.errors.ChannelError` saying
+whether the failure is transient (retry later) or permanent. ``get_channel``
+picks the implementation named in cxm.toml's ``[channels]`` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class OutboundMessage:
+    channel: str  # "email" or "sms"
+    to: str  # email address or E.164 phone
+    body: str
+    subject: str | None = None
+    contact_id: int | None = None
+    # Stable per send attempt chain, so a retried send can be recognised.
+    idempotency_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    html_body: str | None = None
+
+
+@dataclass
+class SendResult:
+    provider_id: str | None
+    status: str = "sent"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, message: OutboundMessage) -> SendResult: ...

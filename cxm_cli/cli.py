@@ -1,0 +1,103 @@
+"""The command-line edge: global options, command groups, and error handling.
+
+Commands live in ``cxm_cli/commands/``, one module per group, each registering
+itself on the root app. They stay thin: parse options, call one core function,
+print the result. Problems a user can fix arrive here as ``CxmError`` and leave
+as one red line and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cxm_cli.commands import COMMAND_MODULES
+from cxm_cli.commands._common import State, stderr_console
+from cxm_cli.errors import CxmError
+
+
+class CxmGroup(TyperGroup):
+    """Typer group that turns ``CxmError`` into a message and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CxmError as exc:
+            state = ctx.obj if isinstance(ctx.obj, State) else None
+            if state is not None and state.debug:
+                raise
+            stderr_console().print(f"[red]error:[/red] {exc.message}", highlight=False)
+            if exc.hint:
+                stderr_console().print(f"  hint: {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=CxmGroup,
+    help="cxm: leads in, follow-ups out, one timeline per person.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Workspace folder (default: $CXM_WORKSPACE, else the current one).",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+) -> None:
+    """cxm: leads in, follow-ups out, one timeline per person."""
+    if isinstance(ctx.obj, State):
+        # Tests hand in a prepared state (a fake clock); keep it, add options.
+        ctx.obj.workspace_path = workspace or ctx.obj.workspace_path
+        ctx.obj.debug = debug or ctx.obj.debug
+    else:
+        ctx.obj = State(workspace_path=workspace, debug=debug)
+    configure_logging(debug=debug, verbose=verbose)
+
+
+def configure_logging(*, debug: bool, verbose: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    root_logger = logging.getLogger("cxm_cli")
+    root_logger.setLevel(level)
+    if not any(getattr(h, "_cxm", False) for h in root_logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        handler._cxm = True  # type: ignore[attr-defined]
+        root_logger.addHandler(handler)
+
+
+for module in COMMAND_MODULES:
+    module.register(app)
+
+
+def main() -> int:
+    try:
+        app()
+    except KeyboardInterrupt:
+        stderr_console().print("[red]interrupted[/red]")
+        return 130
+    return 0

@@ -1,0 +1,7 @@
+"""Commands of the run group (not written yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

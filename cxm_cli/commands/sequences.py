@@ -1,0 +1,7 @@
+"""Commands of the sequences group (not written yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

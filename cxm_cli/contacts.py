@@ -1,0 +1,196 @@
+"""Contacts: finding them, and their current state (tags, consent).
+
+Creating and merging contacts from files is the importer's job
+(``cxm_cli/importing``); this module holds what every part of cxm needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli.errors import NotFound
+from cxm_cli.events import record_event
+from cxm_cli.store import dumps, fetch_one, loads
+
+log = logging.getLogger(__name__)
+
+CHANNELS_WITH_CONSENT = ("email", "sms")
+
+
+def get_contact(db, contact_id: int) -> dict[str, Any]:
+    row = fetch_one(db, "SELECT * FROM contacts WHERE id = ?", [contact_id])
+    if row is None:
+        raise NotFound(f"no contact with id {contact_id}")
+    row["custom"] = loads(row["custom"], {})
+    return row
+
+
+def find_contact(db, reference: str, *, region: str = "US") -> dict[str, Any]:
+    """Find a contact by id, email or phone, as a user would type any of them."""
+    reference = str(reference).strip()
+    if reference.isdigit() and len(reference) < 9:
+        return get_contact(db, int(reference))
+
+    if "@" in reference:
+        row = fetch_one(
+            db,
+            "SELECT contact_id FROM contact_emails WHERE email = ?",
+            [reference.lower()],
+        )
+        if row:
+            return get_contact(db, row["contact_id"])
+        raise NotFound(f"no contact with email {reference}")
+
+    phone = normalise_phone_loosely(reference, region)
+    if phone:
+        rows = list(
+            db.query(
+                "SELECT DISTINCT contact_id FROM contact_phones WHERE phone = ?",
+                [phone],
+            )
+        )
+        if len(rows) == 1:
+            return get_contact(db, rows[0]["contact_id"])
+        if len(rows) > 1:
+            ids = ", ".join(str(r["contact_id"]) for r in rows)
+            raise NotFound(
+                f"phone {phone} belongs to several contacts ({ids})",
+                hint="name the contact by id or email instead",
+            )
+    raise NotFound(f"no contact matches {reference!r}", hint="use an id, email or phone")
+
+
+def normalise_phone_loosely(text: str, region: str) -> str | None:
+    """E.164 for a phone typed on the command line, or None."""
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def contact_tags(db, contact_id: int) -> list[str]:
+    return [
+        row["tag"]
+        for row in db.query(
+            "SELECT tag FROM contact_tags WHERE contact_id = ? ORDER BY tag",
+            [contact_id],
+        )
+    ]
+
+
+def add_tag(db, contact_id: int, tag: str, *, clock, source: str = "cli") -> bool:
+    """Tag a contact; records ``tag.added`` only when the tag is new."""
+    existing = fetch_one(
+        db,
+        "SELECT 1 AS x FROM contact_tags WHERE contact_id = ? AND tag = ?",
+        [contact_id, tag],
+    )
+    if existing:
+        return False
+    db["contact_tags"].insert(
+        {"contact_id": contact_id, "tag": tag, "created_at": clocks.now_iso(clock)}
+    )
+    record_event(db, contact_id, "tag.added", clock=clock, data={"tag": tag}, source=source)
+    return True
+
+
+def remove_tag(db, contact_id: int, tag: str, *, clock, source: str = "cli") -> bool:
+    cursor = db.execute(
+        "DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?", [contact_id, tag]
+    )
+    if cursor.rowcount == 0:
+        return False
+    record_event(
+        db, contact_id, "tag.removed", clock=clock, data={"tag": tag}, source=source
+    )
+    return True
+
+
+def consent_status(db, contact_id: int, channel: str) -> str | None:
+    row = fetch_one(
+        db,
+        "SELECT status FROM consents WHERE contact_id = ? AND channel = ?",
+        [contact_id, channel],
+    )
+    return row["status"] if row else None
+
+
+def is_opted_out(db, contact_id: int, channel: str) -> bool:
+    return consent_status(db, contact_id, channel) == "opted_out"
+
+
+def set_consent(
+    db,
+    contact_id: int,
+    channel: str,
+    status: str,
+    *,
+    clock,
+    source: str,
+    at: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Record an opt-out or opt-in; returns False when nothing changed.
+
+    Every change is an ``opted_out`` / ``opted_in`` event carrying its source
+    and time, so the business can prove consent later.
+    """
+    if status not in ("opted_in", "opted_out"):
+        raise ValueError(f"unknown consent status {status!r}")
+    if consent_status(db, contact_id, channel) == status:
+        return False
+
+    changed_at = at or clocks.now_iso(clock)
+    db["consents"].upsert(
+        {
+            "contact_id": contact_id,
+            "channel": channel,
+            "status": status,
+            "source": source,
+            "changed_at": changed_at,
+        },
+        pk=("contact_id", "channel"),
+    )
+    record_event(
+        db,
+        contact_id,
+        status,
+        clock=clock,
+        at=changed_at,
+        data={"channel": channel, **(detail or {})},
+        source=source,
+    )
+    log.info("contact %s %s on %s (source %s)", contact_id, status, channel, source)
+    return True
+
+
+def identifier_hash(value: str) -> str:
+    """One-way hash of a normalised email or phone, for suppression lists."""
+    return hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()
+
+
+def is_suppressed(db, value: str) -> bool:
+    return (
+        fetch_one(
+            db,
+            "SELECT 1 AS x FROM suppressions WHERE identifier_hash = ?",
+            [identifier_hash(value)],
+        )
+        is not None
+    )
+
+
+def update_custom(db, contact_id: int, values: dict[str, Any], *, clock) -> None:
+    contact = get_contact(db, contact_id)
+    merged = {**contact["custom"], **values}
+    db["contacts"].update(
+        contact_id, {"custom": dumps(merged), "updated_at": clocks.now_iso(clock)}
+    )

@@ -1,0 +1,140 @@
+"""The timeline: recording events and telling the rest of cxm about them.
+
+Parts of cxm that react to events (the engine's triggers and exit rules,
+pipeline rules, review answers) register a hook with :func:`on_event`. Hooks run
+synchronously, inside the caller's transaction, in registration order, so an
+event and everything it causes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli.store import dumps, loads
+
+log = logging.getLogger(__name__)
+
+# The documented vocabulary. Scripts may record other types too.
+KNOWN_TYPES = {
+    "lead.created": "a new contact entered cxm",
+    "contact.merged": "another record was merged into this contact",
+    "contact.updated": "fields changed by an import or by hand",
+    "form.submitted": "a web or lead form was filled in",
+    "appointment.booked": "an appointment was booked",
+    "appointment.confirmed": "the person confirmed an appointment",
+    "appointment.reschedule_requested": "the person asked to reschedule",
+    "appointment.completed": "an appointment took place",
+    "appointment.no_show": "the person did not come",
+    "appointment.cancelled": "an appointment was cancelled",
+    "invoice.paid": "an invoice was paid",
+    "invoice.refunded": "a payment was refunded",
+    "stage.changed": "the contact moved to another pipeline stage",
+    "tag.added": "a tag was added",
+    "tag.removed": "a tag was removed",
+    "message.sent": "a message went out",
+    "message.received": "the person wrote in",
+    "message.status": "a provider reported a delivery status",
+    "opted_out": "the person opted out of a channel",
+    "opted_in": "the person opted back in to a channel",
+}
+
+
+@dataclass
+class Event:
+    id: int
+    contact_id: int | None
+    type: str
+    at: str
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> Event:
+        return cls(
+            id=row["id"],
+            contact_id=row["contact_id"],
+            type=row["type"],
+            at=row["at"],
+            data=loads(row["data"], {}),
+            source=row.get("source"),
+        )
+
+
+EventHook = Callable[..., None]
+_HOOKS: list[tuple[str, EventHook]] = []
+
+
+def on_event(name: str) -> Callable[[EventHook], EventHook]:
+    """Register ``hook(db, event, clock)`` to run after every recorded event.
+
+    ``name`` identifies the hook so re-importing a module does not register it
+    twice.
+    """
+
+    def register(hook: EventHook) -> EventHook:
+        for index, (existing, _) in enumerate(_HOOKS):
+            if existing == name:
+                _HOOKS[index] = (name, hook)
+                return hook
+        _HOOKS.append((name, hook))
+        return hook
+
+    return register
+
+
+def record_event(
+    db,
+    contact_id: int | None,
+    type: str,
+    *,
+    clock,
+    data: dict[str, Any] | None = None,
+    at: datetime | str | None = None,
+    source: str | None = None,
+    run_hooks: bool = True,
+) -> Event:
+    """Append an event to a contact's timeline and run the registered hooks."""
+    recorded_at = clocks.now_iso(clock)
+    if at is None:
+        at_text = recorded_at
+    elif isinstance(at, str):
+        at_text = clocks.iso(clocks.parse(at))
+    else:
+        at_text = clocks.iso(at)
+
+    event_id = (
+        db["events"]
+        .insert(
+            {
+                "contact_id": contact_id,
+                "type": type,
+                "at": at_text,
+                "data": dumps(data or {}),
+                "source": source,
+                "recorded_at": recorded_at,
+            }
+        )
+        .last_pk
+    )
+    event = Event(event_id, contact_id, type, at_text, dict(data or {}), source)
+    log.debug("event %s %s contact=%s", event_id, type, contact_id)
+
+    if run_hooks:
+        for _, hook in list(_HOOKS):
+            hook(db, event, clock)
+    return event
+
+
+def events_for(db, contact_id: int, *, types: list[str] | None = None) -> list[Event]:
+    sql = "SELECT * FROM events WHERE contact_id = ?"
+    params: list[Any] = [contact_id]
+    if types:
+        sql += f" AND type IN ({', '.join('?' for _ in types)})"
+        params.extend(types)
+    sql += " ORDER BY at, id"
+    return [Event.from_row(row) for row in db.query(sql, params)]

@@ -1,0 +1,106 @@
+"""The workspace database: one SQLite file, WAL mode, foreign keys on.
+
+The schema is the sum of ordered migration sets, one per part of cxm (see
+``cxm_cli/schema/``). Each migration runs in one transaction with its record in
+``_sqlite_migrations``, so an interrupted upgrade never half-applies and a later
+release can upgrade any older file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from cxm_cli.schema import MIGRATION_SETS
+
+log = logging.getLogger(__name__)
+
+# Several runners, the web service and the CLI may write at once; SQLite
+# serialises writers, and a generous busy timeout turns contention into waiting.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    db.execute("PRAGMA foreign_keys = ON")
+    # NORMAL is durable across application crashes in WAL mode; only a power
+    # loss can drop the last commits, which the claim/lease design tolerates.
+    db.execute("PRAGMA synchronous = NORMAL")
+    if migrate:
+        apply_migrations(db)
+    return db
+
+
+def apply_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Apply every pending migration, set by set, in the declared order."""
+    applied: list[str] = []
+    for migration_set in MIGRATION_SETS:
+        pending = [m.name for m in migration_set.pending(db)]
+        if pending:
+            migration_set.apply(db)
+            applied.extend(f"{migration_set.name}:{name}" for name in pending)
+    if applied:
+        log.info("applied %d migrations", len(applied))
+    return applied
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A transaction that takes SQLite's write lock at once (BEGIN IMMEDIATE).
+
+    Read-then-write sequences such as claiming a due step must hold the write
+    lock from their first read, or two processes can both read the same row as
+    free. Nested use becomes a savepoint inside the outer transaction.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        name = f"cxm_{secrets.token_hex(8)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        return
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def dumps(value: Any) -> str:
+    """JSON for a TEXT column: compact, keys sorted, non-ASCII kept readable."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    if text is None or text == "":
+        return default
+    return json.loads(text)
+
+
+def fetch_one(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
+    rows = list(db.query(sql, params))
+    return rows[0] if rows else None
