@@ -42,6 +42,11 @@ def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Dat
     db.execute("PRAGMA synchronous = NORMAL")
     if migrate:
         apply_migrations(db)
+
+    # Every opened database may record events, so every hook must be present.
+    from cxm_cli.features import load_features
+
+    load_features()
     return db
 
 
