@@ -92,7 +92,9 @@ class Workspace:
         """Open (creating and migrating on first use) the workspace database."""
         from cxm_cli.store import open_database
 
-        return open_database(self.db_path)
+        db = open_database(self.db_path)
+        _WORKSPACES_BY_DB[str(self.db_path.resolve())] = self
+        return db
 
 
 def load_workspace(root: Path) -> Workspace:
@@ -187,3 +189,23 @@ def init_workspace(
     workspace.open_db().close()
     created.append("data/cxm.db")
     return InitResult(root=workspace.root, created=created)
+
+
+_WORKSPACES_BY_DB: dict[str, Workspace] = {}
+
+
+def workspace_of(db) -> Workspace:
+    """The workspace a database file belongs to (``<root>/data/cxm.db``).
+
+    Event hooks receive only the database; sequences, templates and settings
+    they need come from the workspace around that file.
+    """
+    row = db.execute("PRAGMA database_list").fetchone()
+    db_file = row[2] if row else ""
+    if not db_file:
+        raise CxmError("this database is not inside a cxm workspace (in memory)")
+    cached = _WORKSPACES_BY_DB.get(db_file)
+    if cached is None:
+        cached = load_workspace(Path(db_file).parent.parent)
+        _WORKSPACES_BY_DB[db_file] = cached
+    return cached
