@@ -10,11 +10,12 @@ import logging
 log = logging.getLogger(__name__)
 
 # Modules that register event hooks, step kinds or outbound decorators.
-# A module missing here is simply not active.
+# A module missing here is simply not active. Hooks run in this order: pipeline
+# rules first, so a trigger filtered on a stage sees the stage the event caused.
 FEATURE_MODULES = [
+    "cxm_cli.pipelines",
     "cxm_cli.engine",
     "cxm_cli.inbound",
-    "cxm_cli.pipelines",
     "cxm_cli.reviews",
 ]
 

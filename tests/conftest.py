@@ -17,6 +17,7 @@ from cxm_cli.cli import app
 from cxm_cli.clock import FakeClock
 from cxm_cli.commands._common import State
 from cxm_cli.workspace import init_workspace, load_workspace
+from tests.support.fixtures import sms_provider, smtp_server  # noqa: F401
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 REPO_DIR = Path(__file__).resolve().parents[1]

@@ -36,3 +36,10 @@ class Channel(Protocol):
     name: str
 
     def send(self, message: OutboundMessage) -> SendResult: ...
+
+
+def get_channel(workspace, kind: str) -> Channel:
+    """The channel configured in cxm.toml for ``kind`` ("email" or "sms")."""
+    from cxm_cli.channels.registry import get_channel as build
+
+    return build(workspace, kind)

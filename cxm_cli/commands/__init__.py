@@ -3,6 +3,7 @@
 from cxm_cli.commands import (
     audit,
     contacts,
+    contacts_list,
     events,
     inbox,
     init,
@@ -20,6 +21,7 @@ COMMAND_MODULES = [
     init,
     leads,
     contacts,
+    contacts_list,
     sequences,
     templates,
     events,

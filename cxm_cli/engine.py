@@ -1,0 +1,578 @@
+"""The follow-up engine's reaction to events: enrol, exit, answer keywords.
+
+Every recorded event passes through :func:`on_engine_event` (an ``@on_event``
+hook, run inside the recording transaction):
+
+1. a ``message.received`` whose text is a keyword a recent step offered (C to
+   confirm) records the event the keyword stands for;
+2. exit rules of the contact's active sequences stop them (cancelling the
+   queued step, ``sequence.exited`` with the reason), and "switch" rules enrol
+   the contact in another sequence;
+3. triggers enrol the contact in every sequence whose trigger matches, subject
+   to the re-enrolment policy and to groups (one active sequence per group,
+   a higher priority pre-empts).
+
+The steps themselves run later, in the runner (:mod:`cxm_cli.dispatch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli import queue
+from cxm_cli.conditions import ConditionContext, evaluate
+from cxm_cli.contacts import get_contact
+from cxm_cli.errors import CxmError
+from cxm_cli.events import Event, on_event, record_event
+from cxm_cli.sendwindow import contact_zone, workspace_calendar
+from cxm_cli.sequences import ExitRule, Sequence, SequenceSet, load_sequences
+from cxm_cli.store import dumps, fetch_one, loads, write_transaction
+from cxm_cli.waits import parse_timedelta, parse_wait, wait_until
+
+log = logging.getLogger(__name__)
+
+# Events recorded while handling an event run the hook again; a sequence that
+# triggers on its own consequences must not recurse without end.
+MAX_DEPTH = 6
+_local = threading.local()
+
+DEFAULT_KEYWORD_WINDOW = "3d"
+
+
+@on_event("engine")
+def on_engine_event(db, event: Event, clock) -> None:
+    if event.contact_id is None:
+        return
+    try:
+        from cxm_cli.workspace import workspace_of
+
+        workspace = workspace_of(db)
+    except CxmError:
+        return  # a database outside any workspace (scratch files in tests)
+    sequence_set = load_sequences(workspace)
+    interesting = _interesting_types(sequence_set)
+    if event.type not in interesting and event.type != "message.received":
+        return
+
+    depth = getattr(_local, "depth", 0)
+    if depth >= MAX_DEPTH:
+        log.warning("event %s: engine recursion stopped at depth %d", event.id, depth)
+        return
+    _local.depth = depth + 1
+    try:
+        with write_transaction(db):
+            if event.type == "message.received":
+                answer_keyword(db, event, clock)
+            apply_exit_rules(db, workspace, sequence_set, event, clock)
+            apply_triggers(db, workspace, sequence_set, event, clock)
+    finally:
+        _local.depth = depth
+
+
+_INTERESTING: dict[int, tuple[SequenceSet, set[str]]] = {}
+
+
+def _interesting_types(sequence_set: SequenceSet) -> set[str]:
+    cached = _INTERESTING.get(id(sequence_set))
+    if cached is not None and cached[0] is sequence_set:
+        return cached[1]
+    types: set[str] = set()
+    for sequence in sequence_set.sequences.values():
+        types.update(sequence.trigger_types)
+        for rule in sequence.exits:
+            types.update(rule.types)
+    _INTERESTING.clear()
+    _INTERESTING[id(sequence_set)] = (sequence_set, types)
+    return types
+
+
+# ---------------------------------------------------------------- triggers
+
+
+def apply_triggers(db, workspace, sequence_set: SequenceSet, event: Event, clock) -> None:
+    contact = None
+    for sequence in sequence_set.active.values():
+        if event.type not in sequence.trigger_types:
+            continue
+        if contact is None:
+            contact = get_contact(db, event.contact_id)
+        ctx = ConditionContext(db, workspace, contact, event_data=event.data)
+        if not evaluate(sequence.trigger_when, ctx):
+            continue
+        enroll(
+            db,
+            workspace,
+            sequence,
+            event.contact_id,
+            clock=clock,
+            trigger_event=event,
+        )
+
+
+def enroll(
+    db,
+    workspace,
+    sequence: Sequence,
+    contact_id: int,
+    *,
+    clock,
+    trigger_event: Event | None = None,
+    trigger_data: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> int | None:
+    """Enrol a contact now; returns the enrollment id, or None when not allowed.
+
+    The first step is scheduled from the moment of enrolment (the clock's now),
+    never from the trigger event's own time, so importing last year's leads
+    does not make their whole follow-up overdue at once.
+    """
+    now = clock.now()
+    data = dict(trigger_data if trigger_data is not None else (trigger_event.data if trigger_event else {}))
+
+    with write_transaction(db):
+        if _active_enrollment(db, contact_id, sequence.name) is not None:
+            return None  # already in it: a repeated trigger changes nothing
+        refusal = _reenroll_refusal(db, sequence, contact_id, now)
+        if refusal is None:
+            refusal = _group_refusal(db, sequence, contact_id)
+        if refusal is not None:
+            record_event(
+                db,
+                contact_id,
+                "sequence.skipped",
+                clock=clock,
+                data={"sequence": sequence.name, "reason": refusal},
+                source="engine",
+            )
+            return None
+
+        for other in _group_members(db, sequence, contact_id):
+            exit_enrollment(
+                db,
+                other,
+                clock=clock,
+                reason=f"pre-empted by {sequence.name} (priority {sequence.priority})",
+            )
+
+        enrollment_id = db.execute(
+            """
+            INSERT INTO enrollments (contact_id, sequence, sequence_group, priority,
+                status, trigger_event_id, trigger_type, trigger_data, enrolled_at)
+            VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)
+            """,
+            [
+                contact_id,
+                sequence.name,
+                sequence.group,
+                sequence.priority,
+                trigger_event.id if trigger_event else None,
+                trigger_event.type if trigger_event else None,
+                dumps(data),
+                clocks.iso(now),
+            ],
+        ).lastrowid
+        details = {"sequence": sequence.name, "enrollment_id": enrollment_id}
+        if trigger_event is not None:
+            details["trigger"] = trigger_event.type
+        if reason:
+            details["reason"] = reason
+        record_event(
+            db, contact_id, "sequence.enrolled", clock=clock, data=details, source="engine"
+        )
+        enrollment = enrollment_by_id(db, enrollment_id)
+        schedule_from(db, workspace, sequence, enrollment, 0, base=now, clock=clock)
+    log.info("contact %s enrolled in %s (%s)", contact_id, sequence.name, enrollment_id)
+    return enrollment_id
+
+
+def _reenroll_refusal(db, sequence: Sequence, contact_id: int, now: datetime) -> str | None:
+    last = fetch_one(
+        db,
+        "SELECT MAX(enrolled_at) AS at FROM enrollments WHERE sequence = ? "
+        "AND contact_id = ?",
+        [sequence.name, contact_id],
+    )
+    if not last or not last["at"] or sequence.reenroll == "always":
+        return None
+    if sequence.reenroll == "never":
+        return "enrolled before (reenroll: never)"
+    ready = clocks.parse(last["at"]) + (sequence.cooldown or timedelta(0))
+    if ready > now:
+        return f"enrolled {last['at']}; cool-down until {clocks.iso(ready)}"
+    return None
+
+
+def _group_members(db, sequence: Sequence, contact_id: int) -> list[dict[str, Any]]:
+    if not sequence.group:
+        return []
+    return list(
+        db.query(
+            "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
+            "AND sequence_group = ? AND sequence != ?",
+            [contact_id, sequence.group, sequence.name],
+        )
+    )
+
+
+def _group_refusal(db, sequence: Sequence, contact_id: int) -> str | None:
+    for other in _group_members(db, sequence, contact_id):
+        if other["priority"] >= sequence.priority:
+            return (
+                f"group {sequence.group} is busy with {other['sequence']} "
+                f"(priority {other['priority']} >= {sequence.priority})"
+            )
+    return None
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def schedule_from(
+    db,
+    workspace,
+    sequence: Sequence,
+    enrollment: dict[str, Any],
+    index: int,
+    *,
+    base: datetime,
+    clock,
+) -> int | None:
+    """Queue the first non-wait step at or after ``index``; None if finished.
+
+    Wait steps are worked out here rather than queued: the next real step is
+    queued for the moment its waits end, counted from ``base``.
+    """
+    contact = get_contact(db, enrollment["contact_id"])
+    trigger_data = _trigger_data(enrollment)
+    zone = contact_zone(workspace, contact)
+    calendar = workspace_calendar(workspace)
+    due = base
+    notes: list[str] = []
+
+    while index < len(sequence.steps) and sequence.steps[index].kind == "wait":
+        step = sequence.steps[index]
+        index += 1
+        when = step.spec.get("when")
+        if when and not evaluate(
+            when, _condition_context(db, workspace, contact, enrollment)
+        ):
+            continue
+        try:
+            due, note = wait_until(
+                parse_wait(step.spec.get("wait")), due, zone, calendar, trigger_data
+            )
+        except ValueError as exc:
+            record_step_event(
+                db, enrollment, step, "step.failed", str(exc), clock=clock
+            )
+            end_enrollment(
+                db, enrollment, clock=clock, status="exited",
+                reason=f"step {step.number} failed: {exc}",
+            )
+            return None
+        notes.append(f"step {step.number}: {note}")
+
+    if index >= len(sequence.steps):
+        end_enrollment(db, enrollment, clock=clock, status="completed", reason="all steps done")
+        return None
+
+    step = sequence.steps[index]
+    return queue.schedule_step(
+        db,
+        enrollment_id=enrollment["id"],
+        contact_id=enrollment["contact_id"],
+        sequence=sequence.name,
+        step_index=index,
+        step_label=step.label,
+        kind=step.kind,
+        due_at=due,
+        note="; ".join(notes) or "next step",
+        clock=clock,
+    )
+
+
+def _trigger_data(enrollment: dict[str, Any]) -> dict[str, Any]:
+    data = enrollment.get("trigger_data")
+    return loads(data, {}) if isinstance(data, str) else dict(data or {})
+
+
+def _condition_context(db, workspace, contact, enrollment) -> ConditionContext:
+    return ConditionContext(
+        db,
+        workspace,
+        contact,
+        event_data=_trigger_data(enrollment),
+        since=enrollment.get("enrolled_at"),
+    )
+
+
+# ---------------------------------------------------------------- exits
+
+
+def apply_exit_rules(db, workspace, sequence_set: SequenceSet, event: Event, clock) -> None:
+    for enrollment in active_enrollments(db, event.contact_id):
+        sequence = sequence_set.sequences.get(enrollment["sequence"])
+        if sequence is None:
+            continue
+        rule = _matching_rule(db, workspace, sequence, enrollment, event)
+        if rule is None:
+            continue
+        reason = f"{rule.reason}"
+        if rule.switch_to:
+            reason += f"; switching to {rule.switch_to}"
+        exit_enrollment(db, enrollment, clock=clock, reason=reason, event=event)
+        if rule.switch_to:
+            target = sequence_set.usable(rule.switch_to)
+            if target is None:
+                log.warning("exit rule of %s names unusable %s", sequence.name, rule.switch_to)
+                continue
+            enroll(
+                db,
+                workspace,
+                target,
+                event.contact_id,
+                clock=clock,
+                trigger_event=event,
+                trigger_data={**_trigger_data(enrollment), **event.data},
+                reason=f"switched from {sequence.name}",
+            )
+
+
+def _matching_rule(
+    db, workspace, sequence: Sequence, enrollment, event: Event
+) -> ExitRule | None:
+    for rule in sequence.exits:
+        if event.type not in rule.types:
+            continue
+        if any(
+            str(event.data.get(key)) not in values for key, values in rule.data_match.items()
+        ):
+            continue
+        if rule.when:
+            contact = get_contact(db, event.contact_id)
+            ctx = ConditionContext(db, workspace, contact, event_data=event.data)
+            if not evaluate(rule.when, ctx):
+                continue
+        return rule
+    return None
+
+
+def exit_enrollment(
+    db,
+    enrollment: dict[str, Any],
+    *,
+    clock,
+    reason: str,
+    event: Event | None = None,
+) -> None:
+    """Stop an active enrollment: cancel its queued step, say why on the timeline."""
+    end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason, event=event)
+
+
+def end_enrollment(
+    db,
+    enrollment: dict[str, Any],
+    *,
+    clock,
+    status: str,
+    reason: str,
+    event: Event | None = None,
+) -> bool:
+    with write_transaction(db):
+        cursor = db.execute(
+            "UPDATE enrollments SET status = ?, ended_at = ?, end_reason = ? "
+            "WHERE id = ? AND status = 'active'",
+            [status, clocks.now_iso(clock), reason, enrollment["id"]],
+        )
+        if cursor.rowcount == 0:
+            return False
+        for cancelled in queue.cancel_live(db, enrollment["id"], clock=clock, reason=reason):
+            record_event(
+                db,
+                enrollment["contact_id"],
+                "step.cancelled",
+                clock=clock,
+                data={
+                    "sequence": enrollment["sequence"],
+                    "step": cancelled["step_index"] + 1,
+                    "label": cancelled["step_label"],
+                    "kind": cancelled["kind"],
+                    "due_step_id": cancelled["id"],
+                    "enrollment_id": enrollment["id"],
+                    "reason": reason,
+                },
+                source="engine",
+            )
+        if status == "exited":
+            db.execute(
+                "UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id = ? "
+                "AND answered_at IS NULL AND expires_at > ?",
+                [clocks.now_iso(clock), enrollment["id"], clocks.now_iso(clock)],
+            )
+        data = {
+            "sequence": enrollment["sequence"],
+            "enrollment_id": enrollment["id"],
+            "reason": reason,
+        }
+        if event is not None:
+            data["event_id"] = event.id
+        record_event(
+            db,
+            enrollment["contact_id"],
+            "sequence.completed" if status == "completed" else "sequence.exited",
+            clock=clock,
+            data=data,
+            source="engine",
+        )
+    log.info("enrollment %s %s", enrollment["id"], status)
+    return True
+
+
+# ---------------------------------------------------------------- keywords
+
+
+def offer_keywords(
+    db,
+    enrollment: dict[str, Any],
+    due_step_id: int | None,
+    keywords: dict[str, str],
+    window: str | None,
+    *,
+    clock,
+) -> None:
+    """Remember the reply keywords a sent step offered, for ``window``."""
+    expires = clock.now() + parse_timedelta(window or DEFAULT_KEYWORD_WINDOW)
+    db.execute(
+        """
+        INSERT INTO keyword_offers (contact_id, enrollment_id, due_step_id, keywords,
+            offered_at, expires_at)
+        VALUES (?, ?, ?, ?, ?, ?)
+        """,
+        [
+            enrollment["contact_id"],
+            enrollment["id"],
+            due_step_id,
+            dumps({normalise_keyword(k): v for k, v in keywords.items()}),
+            clocks.now_iso(clock),
+            clocks.iso(expires),
+        ],
+    )
+
+
+def normalise_keyword(text: str) -> str:
+    return str(text).strip().strip(".!?,;:'\"()").strip().upper()
+
+
+def answer_keyword(db, event: Event, clock) -> str | None:
+    """Turn a one-word reply into the event its keyword stands for."""
+    text = _reply_text(db, event)
+    if not text:
+        return None
+    word = normalise_keyword(text)
+    if not word or len(word) > 24 or " " in word:
+        return None
+    offers = db.query(
+        "SELECT * FROM keyword_offers WHERE contact_id = ? AND answered_at IS NULL "
+        "AND expires_at > ? ORDER BY offered_at DESC, id DESC",
+        [event.contact_id, clocks.now_iso(clock)],
+    )
+    for offer in list(offers):
+        keywords = loads(offer["keywords"], {})
+        if word not in keywords:
+            continue
+        enrollment = enrollment_by_id(db, offer["enrollment_id"]) if offer["enrollment_id"] else None
+        data = dict(_trigger_data(enrollment) if enrollment else {})
+        data.update(
+            {
+                "keyword": word,
+                "reply_event_id": event.id,
+                "sequence": enrollment["sequence"] if enrollment else None,
+                "enrollment_id": offer["enrollment_id"],
+            }
+        )
+        if event.data.get("message_id"):
+            data["message_id"] = event.data["message_id"]
+        db.execute(
+            "UPDATE keyword_offers SET answered_at = ?, answer = ? WHERE id = ?",
+            [clocks.now_iso(clock), word, offer["id"]],
+        )
+        record_event(
+            db, event.contact_id, keywords[word], clock=clock, data=data, source="keyword"
+        )
+        log.info("contact %s answered keyword for offer %s", event.contact_id, offer["id"])
+        return keywords[word]
+    return None
+
+
+def _reply_text(db, event: Event) -> str | None:
+    for key in ("text", "body"):
+        if isinstance(event.data.get(key), str):
+            return event.data[key]
+    message_id = event.data.get("message_id")
+    if message_id:
+        row = fetch_one(db, "SELECT body FROM messages WHERE id = ?", [message_id])
+        if row and row["body"]:
+            return row["body"]
+    return None
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def enrollment_by_id(db, enrollment_id: int) -> dict[str, Any] | None:
+    return fetch_one(db, "SELECT * FROM enrollments WHERE id = ?", [enrollment_id])
+
+
+def active_enrollments(db, contact_id: int) -> list[dict[str, Any]]:
+    return list(
+        db.query(
+            "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
+            "ORDER BY id",
+            [contact_id],
+        )
+    )
+
+
+def _active_enrollment(db, contact_id: int, sequence: str) -> dict[str, Any] | None:
+    return fetch_one(
+        db,
+        "SELECT * FROM enrollments WHERE contact_id = ? AND sequence = ? "
+        "AND status = 'active'",
+        [contact_id, sequence],
+    )
+
+
+def record_step_event(
+    db,
+    enrollment: dict[str, Any],
+    step,
+    event_type: str,
+    reason: str,
+    *,
+    clock,
+    due_step_id: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Event:
+    """One engine decision about a step, on the contact's timeline."""
+    data = {
+        "sequence": enrollment["sequence"],
+        "step": step.number,
+        "label": step.label,
+        "kind": step.kind,
+        "enrollment_id": enrollment["id"],
+        "reason": reason,
+    }
+    if due_step_id is not None:
+        data["due_step_id"] = due_step_id
+    data.update(extra or {})
+    return record_event(
+        db, enrollment["contact_id"], event_type, clock=clock, data=data, source="runner"
+    )
+
+
+# Built-in step kinds register themselves when this module is imported.
+from cxm_cli import engine_steps  # noqa: E402, F401

@@ -1,0 +1,340 @@
+"""Reading export files: encodings, CSV dialects, JSON Lines, one record at a time.
+
+Input is never read whole into memory. Standard input is first copied to a
+temporary file, because detecting the encoding and inferring date orders need
+a second look at the data, which a pipe cannot give.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from charset_normalizer import from_bytes
+
+from cxm_cli.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+DELIMITER_NAMES = {
+    "comma": ",",
+    "semicolon": ";",
+    "tab": "\t",
+    "\\t": "\t",
+    "pipe": "|",
+    ",": ",",
+    ";": ";",
+    "|": "|",
+    "\t": "\t",
+}
+SAMPLE_BYTES = 256 * 1024
+# A field longer than this is almost always an unclosed quote swallowing rows.
+FIELD_LIMIT = 1024 * 1024
+
+csv.field_size_limit(FIELD_LIMIT)
+
+
+@dataclass
+class InputFile:
+    """A file to read: the user's file, or a spooled copy of standard input."""
+
+    path: Path
+    name: str  # how messages name it: the path as given, or "stdin"
+    is_stdin: bool
+    size: int
+
+
+@contextlib.contextmanager
+def open_input(source) -> Iterator[InputFile]:
+    """Yield an :class:`InputFile` for a path, ``-`` (stdin) or a stream."""
+    if isinstance(source, str | os.PathLike) and str(source) != "-":
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        yield InputFile(path, str(source), False, path.stat().st_size)
+        return
+
+    stream = sys.stdin if str(source) == "-" else source
+    binary: BinaryIO = getattr(stream, "buffer", stream)
+    spool = tempfile.NamedTemporaryFile(prefix="cxm-import-", suffix=".spool", delete=False)
+    try:
+        with spool:
+            if isinstance(binary, io.TextIOBase):
+                for chunk in iter(lambda: binary.read(1 << 16), ""):
+                    spool.write(chunk.encode("utf-8"))
+            else:
+                shutil.copyfileobj(binary, spool, 1 << 20)
+        path = Path(spool.name)
+        yield InputFile(path, "stdin", True, path.stat().st_size)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spool.name)
+
+
+# ---------------------------------------------------------------- encodings
+
+
+def detect_encoding(path: Path, override: str | None = None) -> str:
+    """A Python codec name for the file: BOM first, then UTF-8, then a detector."""
+    if override:
+        try:
+            return codecs.lookup(override).name
+        except LookupError:
+            raise InputError(f"--encoding {override!r} is not a known encoding") from None
+
+    with path.open("rb") as handle:
+        head = handle.read(SAMPLE_BYTES)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if not head:
+        return "utf-8"
+
+    guess = _utf16_without_bom(head)
+    if guess:
+        return guess
+
+    failure = _first_invalid_utf8(path)
+    if failure is None:
+        return "utf-8"
+    return _detect_single_byte(path, head, failure)
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    sample = head[:4096]
+    if len(sample) < 4 or sample.count(0) < len(sample) // 4:
+        return None
+    odd_nuls = sample[1::2].count(0)
+    even_nuls = sample[0::2].count(0)
+    if odd_nuls > even_nuls * 4:
+        return "utf-16-le"
+    if even_nuls > odd_nuls * 4:
+        return "utf-16-be"
+    return None
+
+
+def _first_invalid_utf8(path: Path) -> int | None:
+    """Byte offset of the first invalid UTF-8 sequence, or None when valid."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return offset + exc.start
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return offset
+    return None
+
+
+def _detect_single_byte(path: Path, head: bytes, failure: int) -> str:
+    """Ask charset-normalizer, preferring Windows-1252 among equal candidates.
+
+    Excel on Western Windows writes Windows-1252; the detector often ranks a
+    sibling code page (cp1250) equal or first on short name lists, and those
+    turn ``ñ`` into ``ń``.
+    """
+    with path.open("rb") as handle:
+        handle.seek(max(0, failure - 32 * 1024))
+        window = handle.read(64 * 1024)
+    sample = head[: SAMPLE_BYTES // 2] + b"\n" + window
+    matches = list(from_bytes(sample))
+    if not matches:
+        raise InputError(
+            f"{path.name}: cannot tell the text encoding",
+            hint="pass --encoding, e.g. --encoding cp1252",
+        )
+    lowest_chaos = min(match.chaos for match in matches)
+    for match in matches:
+        if match.chaos == lowest_chaos and "cp1252" in match.could_be_from_charset:
+            return "cp1252"
+    return codecs.lookup(matches[0].encoding).name
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def detect_delimiter(path: Path, encoding: str, override: str | None = None) -> str:
+    if override:
+        delimiter = DELIMITER_NAMES.get(override, DELIMITER_NAMES.get(override.lower()))
+        if delimiter is None:
+            if len(override) == 1:
+                return override
+            raise InputError(
+                f"--delimiter {override!r}: use comma, semicolon, tab, pipe or one character"
+            )
+        return delimiter
+
+    with path.open(encoding=encoding, newline="", errors="replace") as handle:
+        text = handle.read(64 * 1024)
+    header = _first_line(text)
+    counts = {d: _count_outside_quotes(header, d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _first_line(text: str) -> str:
+    in_quotes = False
+    for index, char in enumerate(text):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char in "\r\n" and not in_quotes:
+            return text[:index]
+    return text
+
+
+def _count_outside_quotes(line: str, delimiter: str) -> int:
+    count, in_quotes = 0, False
+    for char in line:
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == delimiter and not in_quotes:
+            count += 1
+    return count
+
+
+class CsvRecords:
+    """Header and numbered records of a delimited file, streamed.
+
+    ``number`` is the record's position after the header (a quoted field that
+    spans lines is still one record); ``position()`` is the byte offset read so
+    far, for progress bars.
+    """
+
+    def __init__(self, path: Path, encoding: str, delimiter: str, name: str):
+        self.path = path
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self.name = name
+        self._handle = None
+
+    def position(self) -> int:
+        if self._handle is None:
+            return 0
+        try:
+            return self._handle.buffer.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def header(self) -> list[str]:
+        for _, row in self._iterate(header_only=True):
+            return row
+        return []
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        return self._iterate(header_only=False)
+
+    def _iterate(self, *, header_only: bool) -> Iterator[tuple[int, list[str]]]:
+        with self.path.open(encoding=self.encoding, newline="") as handle:
+            self._handle = handle
+            reader = csv.reader(handle, delimiter=self.delimiter)
+            number = -1
+            try:
+                for row in reader:
+                    number += 1
+                    if number == 0:
+                        row = [cell.replace("\ufeff", "").strip() for cell in row]
+                        if header_only:
+                            yield 0, row
+                            return
+                        continue
+                    yield number, row
+            except csv.Error as exc:
+                raise InputError(
+                    f"{self.name}: line {reader.line_num}: {exc}",
+                    hint="a quote is probably not closed; nothing was imported",
+                ) from None
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{self.name}: not valid {self.encoding} near record {number + 1} "
+                    f"({exc.reason})",
+                    hint="pass --encoding with the file's real encoding",
+                ) from None
+            finally:
+                self._handle = None
+
+
+def is_blank(row: list[str]) -> bool:
+    """A blank line or a line of delimiters only (skipped, never rejected)."""
+    return not any(cell.strip() for cell in row)
+
+
+# ---------------------------------------------------------------- JSON Lines
+
+
+class JsonLinesRecords:
+    """One JSON object per line; keys play the part of CSV headers."""
+
+    def __init__(self, path: Path, encoding: str, name: str):
+        self.path = path
+        self.encoding = encoding
+        self.name = name
+        self._handle = None
+
+    def position(self) -> int:
+        if self._handle is None:
+            return 0
+        try:
+            return self._handle.buffer.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[str, str]] | None, str]]:
+        """(line number, key/value pairs or None when unreadable, raw line)."""
+        with self.path.open(encoding=self.encoding) as handle:
+            self._handle = handle
+            for number, line in enumerate(handle, 1):
+                text = line.strip()
+                if not text:
+                    yield number, [], text
+                    continue
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield number, None, f"not valid JSON ({exc.msg})"
+                    continue
+                if not isinstance(value, dict):
+                    yield number, None, "not a JSON object"
+                    continue
+                yield number, list(_flatten(value)), text
+            self._handle = None
+
+
+def _flatten(value: dict) -> Iterator[tuple[str, str]]:
+    for key, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, list):
+            for element in item:
+                if isinstance(element, dict | list):
+                    yield str(key), json.dumps(element, ensure_ascii=False)
+                elif element is not None:
+                    yield str(key), _text(element)
+        elif isinstance(item, dict):
+            yield str(key), json.dumps(item, ensure_ascii=False)
+        else:
+            yield str(key), _text(item)
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

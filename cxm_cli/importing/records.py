@@ -1,0 +1,505 @@
+"""One input record in, one normalised lead (or a reject with its reason) out.
+
+Nothing here touches the database: a :class:`RecordMapper` turns a record's
+cells into a :class:`Lead` using the layout's column roles, and the merge step
+decides what the lead does to the workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+from cxm_cli import clock as clocks
+from cxm_cli.importing.formats import Layout, Role, role_for
+from cxm_cli.importing.values import (
+    DateValue,
+    clean_cell,
+    is_placeholder,
+    normalise_email,
+    normalise_phone,
+    parse_date,
+    parse_money,
+    phone_kind,
+    repair_mojibake,
+    split_full_name,
+    truthy,
+)
+
+DATE_FIELDS = {"created", "birthday", "starts_at", "optin_time", "unsub_time", "clean_time"}
+_MULTI_SPLIT = " ::: "
+_META_ID = re.compile(r"^(?:l|ag|as|c|f|p):(\d+)$")
+_TEST_LEAD = "<test lead"
+
+
+@dataclass
+class Phone:
+    e164: str
+    extension: str | None
+    kind: str | None
+
+
+@dataclass
+class Lead:
+    row: int
+    first_name: str = ""
+    last_name: str = ""
+    company: str = ""
+    emails: list[str] = field(default_factory=list)
+    phones: list[Phone] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    source: str | None = None
+    created_at: str | None = None  # stored UTC text: earliest creation/submission
+    timezone: str | None = None
+    region: str | None = None
+    custom: dict = field(default_factory=dict)
+    # channel -> (opted_in | opted_out, stored time or None)
+    consent: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    bouncing: bool = False  # Mailchimp "cleaned": the address hard-bounced
+    events: list[tuple[str, str | None, dict]] = field(default_factory=list)
+    record_key: str | None = None
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, text)
+
+
+@dataclass
+class Reject:
+    row: int
+    column: str
+    reason: str
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class MapperSettings:
+    layout: Layout
+    overrides: dict[str, Role]
+    region: str  # default phone region
+    zone: str  # workspace time zone, for date-times without an offset
+    date_orders: dict[str, str]  # column -> "MDY" / "DMY"
+    date_format: str | None  # --date-format: MDY, DMY, YMD or a strptime pattern
+    source: str | None
+    tags: list[str]
+    file_label: str
+
+
+class RecordMapper:
+    """Maps records of one file; caches the column roles of its header."""
+
+    def __init__(self, settings: MapperSettings):
+        self.settings = settings
+        self._headers: object = None
+        self._roles: list[Role] = []
+        self._role_cache: dict[str, Role] = {}
+        self.has_unsubscribe = False
+        self.has_clean = False
+        self.has_optin = False
+
+    def prepare(self, headers: list[str]) -> None:
+        """Fix the roles for a header row (CSV) so each record reuses them."""
+        self._headers = headers
+        self._roles = [self.role(h) for h in headers]
+        fields_present = {role[0] for role in self._roles}
+        self.has_unsubscribe = "unsub_time" in fields_present
+        self.has_clean = "clean_time" in fields_present
+        self.has_optin = "optin_time" in fields_present
+
+    def role(self, header: str) -> Role:
+        cached = self._role_cache.get(header)
+        if cached is None:
+            cached = role_for(self.settings.layout, header, self.settings.overrides)
+            self._role_cache[header] = cached
+        return cached
+
+    def map_row(self, number: int, headers: list[str], row: list[str]) -> Lead | Reject:
+        """A CSV record: cells in header order."""
+        if len(row) > len(headers) and any(cell.strip() for cell in row[len(headers) :]):
+            return Reject(
+                number,
+                "",
+                f"malformed line: {len(row)} fields where the header has {len(headers)}",
+            )
+        roles = self._roles
+        cells = [
+            (headers[index], roles[index], value)
+            for index, value in enumerate(row[: len(headers)])
+            if value and not value.isspace()
+        ]
+        return self._map(number, cells)
+
+    def map_pairs(self, number: int, pairs: list[tuple[str, str]]) -> Lead | Reject:
+        """A JSON Lines object or a vCard: key/value pairs, keys may repeat."""
+        cells = [(key, self.role(key), value) for key, value in pairs if value and value.strip()]
+        fields_present = {role[0] for _, role, _ in cells}
+        self.has_unsubscribe = "unsub_time" in fields_present
+        self.has_clean = "clean_time" in fields_present
+        self.has_optin = "optin_time" in fields_present
+        return self._map(number, cells)
+
+    # ------------------------------------------------------------ the mapping
+
+    def _map(self, number: int, cells: list[tuple[str, Role, str]]) -> Lead | Reject:
+        settings = self.settings
+        lead = Lead(row=number)
+        names: dict[str, str] = {}
+        raw_emails: list[tuple[str, str, object]] = []
+        raw_phones: list[tuple[str, str, object]] = []
+        labels: dict[tuple[str, object], str] = {}
+        dates: dict[str, DateValue] = {}
+        event: dict = {}
+        questions: dict[object, str] = {}
+        responses: dict[object, str] = {}
+        country = None
+        external_id = None
+
+        for header, (kind, argument), raw in cells:
+            value = clean_cell(raw)
+            if not value:
+                continue
+            if value.lower().startswith(_TEST_LEAD):
+                return Reject(number, header, "test lead from the Lead Ads testing tool")
+
+            if kind in ("first_name", "middle_name", "last_name", "full_name", "company"):
+                if not is_placeholder(value) and kind not in names:
+                    names[kind] = repair_mojibake(" ".join(value.split()))
+            elif kind == "email":
+                for part in _split_multi(value, emails=True):
+                    raw_emails.append((part, header, argument))
+            elif kind == "email_label":
+                labels[("email", argument)] = value
+            elif kind == "phone":
+                for part in _split_multi(value, emails=False):
+                    raw_phones.append((part, header, argument))
+            elif kind == "phone_label":
+                labels[("phone", argument)] = value
+            elif kind == "tags":
+                lead.tags.extend(t for t in parse_tags(value, argument) if t not in lead.tags)
+            elif kind == "source":
+                lead.source = lead.source or value
+            elif kind in DATE_FIELDS:
+                parsed = self._date(header, value)
+                if parsed.problem:
+                    lead.warnings.append((header, f"{parsed.problem}; kept as text"))
+                    lead.custom[header] = value
+                    lead.custom.setdefault("import_flags", []).append(
+                        f"{header}: {parsed.problem}"
+                    )
+                else:
+                    dates.setdefault(kind, parsed)
+                    if kind == "birthday":
+                        lead.custom["birthday"] = parsed.text()
+            elif kind == "notes":
+                previous = lead.custom.get("notes")
+                lead.custom["notes"] = f"{previous}\n{value}" if previous else value
+            elif kind == "region":
+                lead.region = lead.region or (value.upper() if len(value) <= 3 else None)
+                lead.custom.setdefault(header, value)
+            elif kind == "country":
+                country = country or value
+                lead.custom.setdefault(header, value)
+            elif kind == "timezone":
+                if lead.timezone is None and _valid_zone(value):
+                    lead.timezone = value
+                lead.custom.setdefault(header, value)
+            elif kind in ("email_opt_out", "sms_opt_out"):
+                if truthy(value):
+                    lead.consent[kind.split("_")[0]] = ("opted_out", None)
+            elif kind in ("email_opt_in", "sms_opt_in"):
+                channel = kind.split("_")[0]
+                if truthy(value) and channel not in lead.consent:
+                    lead.consent[channel] = ("opted_in", None)
+            elif kind == "email_status":
+                status = value.strip().lower()
+                if status in ("unsubscribed", "opted out", "opted_out"):
+                    lead.consent["email"] = ("opted_out", None)
+                elif status in ("subscribed", "opted in", "opted_in"):
+                    lead.consent.setdefault("email", ("opted_in", None))
+                lead.custom[header] = value
+            elif kind == "money":
+                amount = parse_money(value)
+                lead.custom[header] = amount if amount is not None else value
+            elif kind == "external_id":
+                external_id = external_id or _strip_prefix(value)
+                lead.custom[header] = _strip_prefix(value)
+            elif kind in ("form", "service"):
+                event[kind] = value
+                lead.custom[header] = value
+            elif kind == "cancelled":
+                event["cancelled"] = bool(truthy(value))
+                lead.custom[header] = value
+            elif kind == "response_type":
+                event["partial"] = value.strip().lower() == "partial"
+                lead.custom[header] = value
+            elif kind == "question":
+                questions[argument] = value
+            elif kind == "response":
+                responses[argument] = value
+            elif kind == "ignore":
+                continue
+            else:
+                lead.custom[header] = _strip_prefix(value)
+
+        for slot, question in questions.items():
+            if slot in responses:
+                lead.custom[question] = responses.pop(slot)
+        for slot, answer in responses.items():
+            lead.custom[f"Response {slot}"] = answer
+
+        region = self._row_region(country, lead.timezone)
+        problems = self._identifiers(lead, raw_emails, raw_phones, labels, region)
+        if not lead.emails and not lead.phones:
+            column, reason = problems[0] if problems else ("", "no email or phone")
+            if problems:
+                reason = f"no usable email or phone: {reason}"
+            return Reject(number, column, reason, lead.warnings)
+
+        self._names(lead, names)
+        self._consent_and_times(lead, dates)
+        self._events(lead, event, dates, external_id, cells)
+        if settings.source:
+            lead.source = settings.source
+        for tag in settings.tags:
+            if tag not in lead.tags:
+                lead.tags.append(tag)
+        return lead
+
+    def _date(self, header: str, value: str) -> DateValue:
+        settings = self.settings
+        zone = settings.layout.naive_zone or settings.zone
+        fmt = settings.date_format
+        if fmt and "%" in fmt:
+            try:
+                moment = datetime.strptime(value.strip(), fmt)
+            except ValueError:
+                return DateValue(problem=f"{value} does not match --date-format {fmt}")
+            if "%H" in fmt or "%I" in fmt:
+                return DateValue(day=moment.date(), moment=moment.replace(tzinfo=ZoneInfo(zone)))
+            return DateValue(day=moment.date())
+        order = fmt or settings.date_orders.get(header) or "MDY"
+        if order == "YMD":
+            order = "MDY"  # four-digit years come first and read the same way
+        return parse_date(value, order=order, zone=zone)
+
+    def _row_region(self, country: str | None, zone: str | None) -> str:
+        if country:
+            code = country_code(country)
+            if code:
+                return code
+        if zone:
+            code = zone_country(zone)
+            if code:
+                return code
+        return self.settings.region
+
+    def _identifiers(self, lead, raw_emails, raw_phones, labels, region) -> list:
+        problems: list[tuple[str, str]] = []
+        for value, header, slot in raw_emails:
+            result = normalise_email(value)
+            if result.email is None:
+                problems.append((header, result.problem))
+                lead.warnings.append((header, f"email dropped: {result.problem}"))
+                continue
+            if result.typo_hint:
+                lead.warnings.append(
+                    (header, f"{result.email}: did you mean {result.typo_hint}? (kept)")
+                )
+            if result.email not in lead.emails:
+                lead.emails.append(result.email)
+
+        for value, header, argument in raw_phones:
+            result = normalise_phone(value, region)
+            if result.e164 is None:
+                problems.append((header, result.problem))
+                lead.warnings.append((header, f"phone dropped: {result.problem}"))
+                continue
+            if result.note:
+                lead.warnings.append((header, result.note))
+            if isinstance(argument, int):  # numbered column: kind from its label
+                phone_type = phone_kind(labels.get(("phone", argument)))
+            else:
+                phone_type = argument if isinstance(argument, str) else None
+            if all(p.e164 != result.e164 for p in lead.phones):
+                lead.phones.append(Phone(result.e164, result.extension, phone_type))
+        # A damaged number (scientific notation) is the reason to report first.
+        problems.sort(key=lambda item: "scientific" not in (item[1] or ""))
+        return problems
+
+    def _names(self, lead: Lead, names: dict[str, str]) -> None:
+        first = names.get("first_name", "")
+        last = names.get("last_name", "")
+        if not first and not last and names.get("full_name"):
+            first, last = split_full_name(names["full_name"])
+        if names.get("middle_name"):
+            lead.custom.setdefault("middle_name", names["middle_name"])
+        lead.first_name, lead.last_name = first, last
+        lead.company = names.get("company", "")
+
+    def _consent_and_times(self, lead: Lead, dates: dict[str, DateValue]) -> None:
+        zone = self.settings.layout.naive_zone or self.settings.zone
+        created = dates.get("created")
+        if created is not None:
+            lead.created_at = _stored(created, zone)
+        if self.has_unsubscribe:
+            at = _stored(dates["unsub_time"], zone) if "unsub_time" in dates else None
+            lead.consent["email"] = ("opted_out", at)
+        elif self.has_clean:
+            lead.bouncing = True
+        elif self.has_optin and "email" not in lead.consent:
+            at = _stored(dates["optin_time"], zone) if "optin_time" in dates else None
+            lead.consent["email"] = ("opted_in", at)
+
+    def _events(self, lead, event, dates, external_id, cells) -> None:
+        layout = self.settings.layout
+        if layout.event is None:
+            return
+        values = "\x1f".join(value for _, _, value in cells)
+        identity = external_id or hashlib.sha1(values.encode("utf-8")).hexdigest()
+        lead.record_key = f"{layout.name}:{identity}"
+        source = self.settings.source or layout.name
+
+        if layout.event == "form.submitted":
+            if event.get("partial"):
+                return
+            answers = {
+                key: value
+                for key, value in lead.custom.items()
+                if key not in ("import_flags", "birthday", "notes")
+            }
+            data = {**answers, "form": event.get("form") or layout.name, "source": source}
+            if external_id:
+                data["lead_id"] = external_id
+            lead.events.append(("form.submitted", lead.created_at, data))
+            return
+
+        data = {"source": source}
+        if external_id:
+            data["appointment_id"] = external_id
+        if event.get("service"):
+            data["service"] = event["service"]
+        starts = dates.get("starts_at")
+        if starts is not None:
+            data["starts_at"] = _stored(starts, lead.timezone or self.settings.zone)
+        lead.events.append(("appointment.booked", lead.created_at, data))
+        if event.get("cancelled"):
+            lead.events.append(("appointment.cancelled", None, dict(data)))
+
+
+def _stored(value: DateValue, zone: str) -> str | None:
+    """Stored UTC text for a parsed date or date-time (midnight for dates)."""
+    moment = value.moment
+    if moment is None and value.day is not None:
+        moment = datetime.combine(value.day, datetime.min.time())
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone) if zone else UTC)
+    return clocks.iso(moment)
+
+
+def _split_multi(value: str, *, emails: bool) -> list[str]:
+    parts = [p.strip() for p in value.split(_MULTI_SPLIT)] if _MULTI_SPLIT in value else [value]
+    out: list[str] = []
+    for part in parts:
+        if emails and part.count("@") > 1 and re.search(r"[;,\s]", part):
+            out.extend(p for p in re.split(r"[;,\s]+", part) if p)
+        elif not emails and ";" in part:
+            out.extend(p.strip() for p in part.split(";") if p.strip())
+        elif part:
+            out.append(part)
+    return out
+
+
+def _strip_prefix(value: str) -> str:
+    match = _META_ID.match(value)
+    if match:
+        return match.group(1)
+    if value.startswith("zcrm_"):
+        return value[5:]
+    return value
+
+
+SYSTEM_LABELS = {"mycontacts", "my contacts", "starred"}
+
+
+def parse_tags(value: str, style: object) -> list[str]:
+    """Tags from a cell in the style its export writes them."""
+    text = value.strip()
+    if style == "google" or (style == "auto" and _MULTI_SPLIT in text):
+        parts = text.split(_MULTI_SPLIT)
+        return [p.strip() for p in parts if p.strip() and not p.strip().startswith("*")]
+    if style == "quoted" or (style == "auto" and text.startswith('"')):
+        return [p for p in re.findall(r'"([^"]*)"', text) if p.strip()] or [text]
+    if style == "semicolon" or (style == "auto" and ";" in text and "," not in text):
+        parts = text.split(";")
+    else:
+        parts = text.split(",")
+    tags = [p.strip() for p in parts if p.strip()]
+    return [t for t in tags if t.lower() not in SYSTEM_LABELS]
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    names: dict[str, str] = {
+        "usa": "US",
+        "united states of america": "US",
+        "u.s.": "US",
+        "u.s.a.": "US",
+        "uk": "GB",
+        "england": "GB",
+        "great britain": "GB",
+        "deutschland": "DE",
+    }
+    try:
+        text = resources.files("tzdata").joinpath("zoneinfo/iso3166.tab").read_text("utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return names
+    for line in text.splitlines():
+        if line.startswith("#") or "\t" not in line:
+            continue
+        code, name = line.split("\t", 1)
+        names[name.strip().lower()] = code.strip()
+    return names
+
+
+def country_code(value: str) -> str | None:
+    text = value.strip()
+    if len(text) == 2 and text.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return text.upper()
+    return _country_names().get(text.lower())
+
+
+@lru_cache(maxsize=1)
+def _zone_countries() -> dict[str, str]:
+    try:
+        text = resources.files("tzdata").joinpath("zoneinfo/zone.tab").read_text("utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    zones = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            zones[parts[2].strip()] = parts[0].strip()
+    return zones
+
+
+def zone_country(zone: str) -> str | None:
+    return _zone_countries().get(zone.strip())
+
+
+@lru_cache(maxsize=1024)
+def _valid_zone(value: str) -> bool:
+    if "/" not in value and value not in ("UTC",):
+        return False
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

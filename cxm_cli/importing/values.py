@@ -1,0 +1,664 @@
+"""Normalising the values real exports contain: phones, emails, names, dates, money.
+
+Every function here is pure and cheap to call again: phone and email results
+are cached because a large export repeats the same values (household phones,
+front desks, re-exports), and the importer calls these once per cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+# Values people and tools type into a field that mean "nothing here".
+PLACEHOLDERS = {
+    "",
+    "-",
+    "--",
+    "?",
+    ".",
+    "n/a",
+    "na",
+    "n.a.",
+    "none",
+    "null",
+    "nil",
+    "unknown",
+    "undefined",
+    "not provided",
+    "[not provided]",
+    "no email",
+    "no phone",
+    "tbd",
+    "x",
+}
+
+PLACEHOLDER_EMAILS = {
+    "test@test",
+    "test@test.com",
+    "asdf@asdf",
+    "asdf@asdf.com",
+    "noemail@noemail.com",
+    "no@email.com",
+    "none@none.com",
+    "email@email.com",
+    "example@example.com",
+}
+
+PLACEHOLDER_PHONE_DIGITS = {
+    "1234567890",
+    "11234567890",
+    "0123456789",
+    "5555555555",
+    "15555555555",
+}
+
+COMMON_EMAIL_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "icloud.com",
+    "aol.com",
+    "live.com",
+    "msn.com",
+    "me.com",
+    "mac.com",
+    "comcast.net",
+    "att.net",
+    "verizon.net",
+    "protonmail.com",
+    "proton.me",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "yahoo.co.uk",
+    "hotmail.co.uk",
+    "btinternet.com",
+    "yandex.ru",
+    "mail.ru",
+)
+
+_SCIENTIFIC = re.compile(r"^[+]?\d+(?:[.,]\d+)?[eE][+]?\d+$")
+_TRAILING_NOTE = re.compile(r"\s*\((?=[^)]*[A-Za-z])[A-Za-z .]+\)\s*$")
+_TRUNK_ZERO = re.compile(r"\(\s*0\s*\)")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_MOJIBAKE = re.compile(r"[ÃÂÅÄ][\u0080-\u00bf]|â€|Ã.")
+
+
+def clean_cell(value: str | None) -> str:
+    """A cell with surrounding space and Excel's ``'`` text guard removed.
+
+    Excel, Square, Shopify and Acuity put ``'`` before numbers so a spreadsheet
+    keeps them as text; it is never part of the value.
+    """
+    if value is None:
+        return ""
+    text = value.strip()
+    if text.startswith("'") and len(text) > 1 and _looks_numeric(text[1:]):
+        text = text[1:].strip()
+    return text
+
+
+def _looks_numeric(text: str) -> bool:
+    return bool(text) and all(ch.isdigit() or ch in "+-() ./" for ch in text)
+
+
+def is_placeholder(value: str) -> bool:
+    return value.strip().lower() in PLACEHOLDERS
+
+
+# ---------------------------------------------------------------- phones
+
+
+@dataclass(frozen=True)
+class PhoneResult:
+    e164: str | None
+    extension: str | None = None
+    problem: str | None = None  # why the value is not a usable phone
+    note: str | None = None  # a warning about how it was read
+    damaged: bool = False  # scientific notation: data lost, never guessed
+
+
+@functools.lru_cache(maxsize=131_072)
+def normalise_phone(raw: str, region: str) -> PhoneResult:
+    """E.164 and extension for a phone as an export wrote it, or the problem."""
+    text = raw.strip()
+    if text.startswith("'"):
+        text = text[1:].strip()
+    if text[:2].lower() == "p:":
+        text = text[2:].strip()
+    text = _TRAILING_NOTE.sub("", text)
+
+    if is_placeholder(text):
+        return PhoneResult(None, problem="placeholder, not a phone number")
+    if _SCIENTIFIC.match(text.replace(" ", "")):
+        return PhoneResult(
+            None,
+            problem=f"{text} is in scientific notation (damaged by a spreadsheet)",
+            damaged=True,
+        )
+
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if text.startswith("+"):
+        text = _TRUNK_ZERO.sub("", text)
+
+    digits = "".join(ch for ch in _without_extension(text) if ch.isdigit())
+    if len(set(digits)) <= 1 or digits in PLACEHOLDER_PHONE_DIGITS:
+        return PhoneResult(None, problem="placeholder, not a phone number")
+    if len(digits) < 8:
+        return PhoneResult(None, problem=f"{text} has no area code")
+
+    parsed = _parse(text, region)
+    if parsed is not None and phonenumbers.is_valid_number(parsed):
+        return PhoneResult(_e164(parsed), parsed.extension or None)
+
+    # A long number with no "+" that is not valid here is usually a foreign
+    # number whose "+" was lost (61491570156); never store it as +1...
+    if not text.startswith("+") and len(digits) >= 11:
+        foreign = _parse("+" + digits, region)
+        if foreign is not None and phonenumbers.is_valid_number(foreign):
+            region_code = phonenumbers.region_code_for_number(foreign)
+            return PhoneResult(
+                _e164(foreign),
+                parsed.extension if parsed is not None else None,
+                note=f"{text} read as an international number ({region_code})",
+            )
+    return PhoneResult(None, problem=f"{text} is not a valid phone number")
+
+
+def _without_extension(text: str) -> str:
+    return re.split(r"(?i)\s*(?:ext\.?|extension|x|#)\s*\d+\s*$", text)[0]
+
+
+def _parse(text: str, region: str):
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _e164(parsed) -> str:
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+PHONE_KIND_WORDS = {
+    "mobile": "mobile",
+    "cell": "mobile",
+    "cellular": "mobile",
+    "iphone": "mobile",
+    "handy": "mobile",
+    "car": "mobile",
+    "sms": "mobile",
+    "text": "mobile",
+    "home": "home",
+    "private": "home",
+    "privat": "home",
+    "work": "work",
+    "business": "work",
+    "office": "work",
+    "main": "work",
+    "company": "work",
+    "geschäftlich": "work",
+    "fax": "fax",
+    "pager": "other",
+    "other": "other",
+}
+
+
+def phone_kind(label: str | None) -> str | None:
+    """mobile | home | work | fax | other from a label or column name."""
+    if not label:
+        return None
+    words = re.findall(r"[a-zäöü]+", label.lower())
+    if "fax" in words or "faxnummer" in words:
+        return "fax"
+    for word in words:
+        if word in PHONE_KIND_WORDS:
+            return PHONE_KIND_WORDS[word]
+    if "mobiltelefon" in words:
+        return "mobile"
+    return None
+
+
+# ---------------------------------------------------------------- emails
+
+
+@dataclass(frozen=True)
+class EmailResult:
+    email: str | None
+    problem: str | None = None
+    typo_hint: str | None = None  # "did you mean gmail.com?"
+
+
+@functools.lru_cache(maxsize=131_072)
+def normalise_email(raw: str) -> EmailResult:
+    """The lower-cased address, or why the value is not an email."""
+    text = raw.strip().strip("<>").strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:].strip()
+    lowered = text.lower()
+
+    if is_placeholder(lowered) or lowered in PLACEHOLDER_EMAILS:
+        return EmailResult(None, problem="placeholder, not an email address")
+    if lowered.startswith("/o=") or lowered.startswith("/cn="):
+        return EmailResult(None, problem="an Exchange directory name, not an email")
+    if "@" not in lowered:
+        return EmailResult(None, problem=f"{text} is not an email address")
+
+    local, _, domain = lowered.rpartition("@")
+    if _DOT_ATOM.match(local) and len(local) <= 64 and _domain_ok(domain):
+        email = lowered
+    else:
+        try:
+            checked = validate_email(text, check_deliverability=False)
+        except EmailNotValidError as exc:
+            return EmailResult(None, problem=f"{text} is not an email address ({exc})")
+        email = checked.normalized.lower()
+        domain = email.rpartition("@")[2]
+    if len(email) > 254:
+        return EmailResult(None, problem="email address too long")
+    return EmailResult(email, typo_hint=domain_typo(domain))
+
+
+@functools.lru_cache(maxsize=8192)
+def _domain_ok(domain: str) -> bool:
+    """Whether email-validator accepts this domain (checked once per domain)."""
+    if not domain.isascii():
+        return False
+    try:
+        validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=8192)
+def domain_typo(domain: str) -> str | None:
+    """The common domain this one is one keystroke away from, if any."""
+    if domain in COMMON_EMAIL_DOMAINS:
+        return None
+    for common in COMMON_EMAIL_DOMAINS:
+        if _one_edit_apart(domain, common):
+            return common
+    return None
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
+    shorter, longer = (a, b) if len(a) < len(b) else (b, a)
+    for index in range(len(longer)):
+        if longer[:index] + longer[index + 1 :] == shorter:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- names
+
+_HONORIFICS = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "rev", "sir"}
+_SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "md", "phd", "dds", "esq", "cpa"}
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo UTF-8 read as Windows-1252 (``PeÃ±a`` -> ``Peña``) when certain."""
+    if not text or not _MOJIBAKE.search(text):
+        return text
+    for codec in ("cp1252", "latin-1"):
+        try:
+            repaired = text.encode(codec).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+        if repaired != text:
+            return repaired
+    return text
+
+
+def fold_name(text: str | None) -> str:
+    """Case-, accent- and space-insensitive form used to compare names."""
+    if not text:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", repair_mojibake(text))
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(bare.casefold().split())
+
+
+def name_quality(text: str | None) -> tuple[int, int, int]:
+    """Higher is better among variants of one name.
+
+    Mixed case beats ALL CAPS or all lower; kept accents beat stripped ones;
+    mojibake loses to everything.
+    """
+    if not text:
+        return (-1, 0, 0)
+    clean = 0 if _MOJIBAKE.search(text) else 1
+    letters = [ch for ch in text if ch.isalpha()]
+    mixed = int(any(ch.isupper() for ch in letters) and any(ch.islower() for ch in letters))
+    accents = sum(1 for ch in letters if not ch.isascii())
+    return (clean, mixed, accents)
+
+
+def is_variant_of(old: str | None, new: str | None) -> bool:
+    return bool(old) and bool(new) and fold_name(old) == fold_name(new)
+
+
+def split_full_name(full: str) -> tuple[str, str]:
+    """(first, last) from a single name column; ``Last, First`` is understood."""
+    text = " ".join(full.split())
+    if not text:
+        return "", ""
+    if text.count(",") == 1:
+        last, first = (part.strip() for part in text.split(","))
+        if last and first and first.lower().strip(".") not in _SUFFIXES:
+            return first, last
+
+    words = text.split(" ")
+    while len(words) > 1 and words[0].lower().strip(".") in _HONORIFICS:
+        words = words[1:]
+        if len(words) == 1:
+            return "", words[0]
+    suffix = []
+    while len(words) > 2 and words[-1].lower().strip(".,") in _SUFFIXES:
+        suffix.insert(0, words.pop())
+    if len(words) == 1:
+        return words[0], " ".join(suffix)
+    return " ".join(words[:-1]), " ".join([words[-1], *suffix])
+
+
+def display_name(first: str, last: str, company: str) -> str | None:
+    person = " ".join(part for part in (first, last) if part)
+    return person or company or None
+
+
+# ---------------------------------------------------------------- dates
+
+_ISO = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2}|UTC)?$",
+    re.IGNORECASE,
+)
+_YEARLESS = re.compile(r"^--(\d{2})-?(\d{2})$")
+_NUMERIC = re.compile(
+    r"^(\d{1,4})[/.\-](\d{1,2})(?:[/.\-](\d{2,4}))?"
+    r"(?:[ ,T]+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([ap]\.?m\.?)?)?"
+    r"(?:\s*(?:GMT|UTC)?\s*([+-]\d{1,2}(?::?\d{2})?))?$",
+    re.IGNORECASE,
+)
+_MONTHS = {
+    name: index
+    for index, names in enumerate(
+        [
+            ("jan", "january", "jän", "januar", "janvier", "enero"),
+            ("feb", "february", "februar", "février", "febrero"),
+            ("mar", "march", "mär", "märz", "mars", "marzo"),
+            ("apr", "april", "avril", "abril"),
+            ("may", "mai", "mayo"),
+            ("jun", "june", "juni", "juin", "junio"),
+            ("jul", "july", "juli", "juillet", "julio"),
+            ("aug", "august", "août", "agosto"),
+            ("sep", "sept", "september", "septembre", "septiembre"),
+            ("oct", "october", "okt", "oktober", "octobre", "octubre"),
+            ("nov", "november", "novembre", "noviembre"),
+            ("dec", "december", "dez", "dezember", "décembre", "diciembre"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+_MONTH_NAME = re.compile(
+    r"^(?:(?P<d1>\d{1,2})\.?\s+(?P<m1>[^\W\d_]+)\.?,?\s+(?P<y1>\d{4})"
+    r"|(?P<m2>[^\W\d_]+)\.?\s+(?P<d2>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y2>\d{4}))"
+    r"(?:,?\s+(?:at\s+)?(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?\s*"
+    r"(?P<ap>[ap]\.?m\.?)?)?$",
+    re.IGNORECASE,
+)
+_EMPTY_DATES = {"0/0/00", "0/0/0000", "00/00/0000", "0000-00-00", "00.00.0000"}
+
+MONTH_FIRST_REGIONS = {"US", "CA", "PH", "FM", "MH", "PW", "GU", "AS", "PR", "VI"}
+
+
+@dataclass(frozen=True)
+class DateValue:
+    """A parsed date: a full date, a year-less birthday, or a date-time."""
+
+    day: date | None = None
+    month_day: tuple[int, int] | None = None  # year unknown
+    moment: datetime | None = None  # aware when the value had an offset
+    problem: str | None = None
+
+    def text(self) -> str | None:
+        if self.moment is not None:
+            return self.moment.isoformat()
+        if self.day is not None:
+            return self.day.isoformat()
+        if self.month_day is not None:
+            return f"--{self.month_day[0]:02d}-{self.month_day[1]:02d}"
+        return None
+
+
+def numeric_date_parts(value: str) -> tuple[int, int] | None:
+    """The first two numbers of a ``a/b/yyyy`` date, to vote on day/month order."""
+    match = _NUMERIC.match(value.strip())
+    if not match or len(match.group(1)) > 2:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+class DateOrderVote:
+    """Infers a column's day/month order from the values that settle it."""
+
+    def __init__(self) -> None:
+        self.day_first = 0  # values like 30/04/2024
+        self.month_first = 0  # values like 04/30/2024
+        self.ambiguous = 0
+        self.example: str | None = None
+
+    def feed(self, value: str) -> None:
+        parts = numeric_date_parts(value)
+        if parts is None:
+            return
+        first, second = parts
+        if first > 12 >= second:
+            self.day_first += 1
+        elif second > 12 >= first:
+            self.month_first += 1
+        elif first != second:
+            self.ambiguous += 1
+            self.example = self.example or value.strip()
+
+    def decide(self, region: str) -> tuple[str, str | None]:
+        """("MDY" | "DMY", the assumption to warn about or None)."""
+        if self.day_first and not self.month_first:
+            return "DMY", None
+        if self.month_first and not self.day_first:
+            return "MDY", None
+        if self.day_first or self.month_first:
+            order = "DMY" if self.day_first > self.month_first else "MDY"
+            return order, "the column mixes day-first and month-first dates"
+        order = "MDY" if region in MONTH_FIRST_REGIONS else "DMY"
+        if self.ambiguous:
+            reading = "month/day" if order == "MDY" else "day/month"
+            return order, (
+                f"dates such as {self.example} were read as {reading} "
+                f"(the {region} convention); nothing in the column settles it"
+            )
+        return order, None
+
+
+def parse_date(value: str, *, order: str = "MDY", zone: str | None = None) -> DateValue:
+    """Read one date or date-time cell; ``order`` settles ``a/b/y`` values.
+
+    A value that contradicts ``order`` or names an impossible day is returned
+    with a ``problem``, never rolled over into some other date.
+    """
+    text = " ".join(value.strip().split())
+    if not text or text in _EMPTY_DATES:
+        return DateValue()
+
+    match = _YEARLESS.match(text)
+    if match:
+        return _month_day(int(match.group(1)), int(match.group(2)), text)
+
+    match = _ISO.match(text)
+    if match:
+        year, month, day = (int(match.group(i)) for i in (1, 2, 3))
+        clock_parts = match.group(4), match.group(5), match.group(6)
+        return _build(text, year, month, day, clock_parts, None, match.group(7), zone)
+
+    match = _NUMERIC.match(text)
+    if match:
+        return _numeric(text, match, order, zone)
+
+    match = _MONTH_NAME.match(text)
+    if match:
+        month_word = (match.group("m1") or match.group("m2")).lower().rstrip(".")
+        month = _MONTHS.get(month_word)
+        if month is None:
+            return DateValue(problem=f"{text} is not a date")
+        day = int(match.group("d1") or match.group("d2"))
+        year = int(match.group("y1") or match.group("y2"))
+        clock_parts = match.group("h"), match.group("mi"), match.group("s")
+        return _build(text, year, month, day, clock_parts, match.group("ap"), None, zone)
+
+    return DateValue(problem=f"{text} is not a date")
+
+
+def _numeric(text: str, match, order: str, zone: str | None) -> DateValue:
+    first, second, third = match.group(1), match.group(2), match.group(3)
+    clock_parts = match.group(4), match.group(5), match.group(6)
+    meridiem, offset = match.group(7), match.group(8)
+
+    if len(first) == 4:  # 2024/03/05 is always year-month-day
+        year, month, day = int(first), int(second), int(third or 0)
+        if third is None:
+            return DateValue(problem=f"{text} is not a date")
+    elif third is None:  # Mailchimp birthdays: 04/17 with no year
+        a, b = int(first), int(second)
+        month, day = (b, a) if order == "DMY" else (a, b)
+        return _month_day(month, day, text)
+    else:
+        a, b = int(first), int(second)
+        year = int(third)
+        if len(third) == 2:
+            year += 2000 if year < 70 else 1900
+        month, day = (b, a) if order == "DMY" else (a, b)
+        if month > 12 and day <= 12:
+            expected = "day/month" if order == "DMY" else "month/day"
+            return DateValue(problem=f"{text} does not fit the {expected} order")
+
+    return _build(text, year, month, day, clock_parts, meridiem, offset, zone)
+
+
+def _month_day(month: int, day: int, text: str) -> DateValue:
+    try:
+        date(2000, month, day)  # a leap year, so 29 February is possible
+    except ValueError:
+        return DateValue(problem=f"{text} is not a real day of the year")
+    return DateValue(month_day=(month, day))
+
+
+def _build(text, year, month, day, clock_parts, meridiem, offset, zone) -> DateValue:
+    try:
+        the_day = date(year, month, day)
+    except ValueError:
+        return DateValue(problem=f"{text} is not a real date")
+    hour, minute, second = clock_parts
+    if hour is None:
+        return DateValue(day=the_day)
+
+    hour = int(hour)
+    if meridiem:
+        pm = meridiem.lower().startswith("p")
+        if hour > 12:
+            return DateValue(problem=f"{text} is not a real time")
+        hour = (hour % 12) + (12 if pm else 0)
+    try:
+        moment_time = time(hour, int(minute), int(second or 0))
+    except ValueError:
+        return DateValue(problem=f"{text} is not a real time")
+    moment = datetime.combine(the_day, moment_time)
+    tzinfo = _offset_zone(offset) if offset else None
+    if tzinfo is None and zone:
+        tzinfo = ZoneInfo(zone)
+    if tzinfo is not None:
+        moment = moment.replace(tzinfo=tzinfo)
+    return DateValue(day=the_day, moment=moment)
+
+
+def _offset_zone(offset: str):
+    from datetime import UTC, timedelta, timezone
+
+    text = offset.upper()
+    if text in ("Z", "UTC"):
+        return UTC
+    sign = -1 if text.startswith("-") else 1
+    digits = text[1:].replace(":", "")
+    hours = int(digits[:2]) if len(digits) > 2 else int(digits)
+    minutes = int(digits[2:]) if len(digits) > 2 else 0
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+# ---------------------------------------------------------------- money & flags
+
+_MONEY_CHARS = re.compile(r"[^\d,.\-]")
+
+
+def parse_money(value: str) -> float | None:
+    """``$1,204.50`` or ``1.204,50 €`` as 1204.5; None when it is not money."""
+    text = _MONEY_CHARS.sub("", value.strip().replace("\u00a0", ""))
+    if not text or not any(ch.isdigit() for ch in text):
+        return None
+    negative = text.startswith("-") or value.strip().startswith("(")
+    text = text.replace("-", "")
+    if "," in text and "." in text:
+        decimal = "," if text.rfind(",") > text.rfind(".") else "."
+    elif text.count(",") == 1 and len(text.rpartition(",")[2]) in (1, 2):
+        decimal = ","
+    elif text.count(".") == 1:
+        decimal = "."
+    else:
+        decimal = ""
+    thousands = {",", "."} - {decimal}
+    for mark in thousands:
+        text = text.replace(mark, "")
+    if decimal == ",":
+        text = text.replace(",", ".")
+    try:
+        amount = float(text)
+    except ValueError:
+        return None
+    return -amount if negative else amount
+
+
+TRUE_WORDS = {"true", "yes", "y", "1", "x", "checked", "on", "ja", "oui", "si", "sí"}
+FALSE_WORDS = {"false", "no", "n", "0", "", "off", "nein", "non"}
+
+
+def truthy(value: str) -> bool | None:
+    """True / False for yes-no cells; None when the cell says neither."""
+    text = value.strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    return None

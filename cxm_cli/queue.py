@@ -1,0 +1,232 @@
+"""The queue of due steps: scheduling, claiming with a lease, finishing.
+
+A runner claims due steps in one ``BEGIN IMMEDIATE`` transaction, writing its
+id and a lease end on each row. Only the claimer may finish a row, and only
+while its claim stands; a row whose lease ran out (its runner died) is claimed
+again by the next runner. So two runners never run one step, and a killed
+runner loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli.store import fetch_one, write_transaction
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("pending", "claimed")
+FINAL_STATUSES = ("done", "skipped", "failed", "cancelled")
+
+
+def schedule_step(
+    db,
+    *,
+    enrollment_id: int,
+    contact_id: int,
+    sequence: str,
+    step_index: int,
+    step_label: str | None,
+    kind: str,
+    due_at: datetime,
+    note: str,
+    clock,
+) -> int:
+    """Queue the next step of an enrollment; returns its id."""
+    cursor = db.execute(
+        """
+        INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
+            step_label, kind, due_at, status, note, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+        """,
+        [
+            enrollment_id,
+            contact_id,
+            sequence,
+            step_index,
+            step_label,
+            kind,
+            clocks.iso(due_at),
+            note,
+            clocks.now_iso(clock),
+        ],
+    )
+    return cursor.lastrowid
+
+
+def claim_due(
+    db, runner_id: str, *, clock, limit: int = 50, lease_seconds: float = 300
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` due steps (and steps whose lease ran out)."""
+    now = clocks.now_iso(clock)
+    lease_until = clocks.iso(clock.now() + timedelta(seconds=lease_seconds))
+    with write_transaction(db):
+        cursor = db.execute(
+            """
+            UPDATE due_steps
+            SET status = 'claimed', claimed_by = ?, lease_until = ?,
+                claims = claims + 1
+            WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, due_at FROM due_steps
+                    WHERE status = 'pending' AND due_at <= ?
+                    UNION ALL
+                    SELECT id, due_at FROM due_steps
+                    WHERE status = 'claimed' AND lease_until < ?
+                )
+                ORDER BY due_at, id
+                LIMIT ?
+            )
+            RETURNING *
+            """,
+            [runner_id, lease_until, now, now, limit],
+        )
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    rows.sort(key=lambda row: (row["due_at"], row["id"]))
+    if rows:
+        log.debug("runner %s claimed %d steps", runner_id, len(rows))
+    return rows
+
+
+def still_claimed(db, step_id: int, runner_id: str) -> bool:
+    return (
+        fetch_one(
+            db,
+            "SELECT 1 AS x FROM due_steps WHERE id = ? AND status = 'claimed' "
+            "AND claimed_by = ?",
+            [step_id, runner_id],
+        )
+        is not None
+    )
+
+
+def renew_claim(
+    db, step_id: int, runner_id: str, *, clock, lease_seconds: float = 300
+) -> bool:
+    """Extend a claim before slow work; False when the claim was lost."""
+    lease_until = clocks.iso(clock.now() + timedelta(seconds=lease_seconds))
+    cursor = db.execute(
+        "UPDATE due_steps SET lease_until = ? WHERE id = ? AND status = 'claimed' "
+        "AND claimed_by = ?",
+        [lease_until, step_id, runner_id],
+    )
+    return cursor.rowcount == 1
+
+
+def finish(
+    db, step_id: int, runner_id: str, status: str, *, clock, error: str | None = None
+) -> bool:
+    """Close a claimed step; False (and no change) when the claim was lost."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    cursor = db.execute(
+        """
+        UPDATE due_steps
+        SET status = ?, finished_at = ?, last_error = COALESCE(?, last_error),
+            lease_until = NULL
+        WHERE id = ? AND status = 'claimed' AND claimed_by = ?
+        """,
+        [status, clocks.now_iso(clock), error, step_id, runner_id],
+    )
+    return cursor.rowcount == 1
+
+
+def release(
+    db,
+    step_id: int,
+    runner_id: str,
+    due_at: datetime,
+    *,
+    note: str,
+    error: str | None = None,
+    failed_attempt: bool = False,
+) -> bool:
+    """Put a claimed step back to wait until ``due_at`` (deferral or retry)."""
+    cursor = db.execute(
+        """
+        UPDATE due_steps
+        SET status = 'pending', due_at = ?, note = ?, claimed_by = NULL,
+            lease_until = NULL, last_error = COALESCE(?, last_error),
+            attempts = attempts + ?
+        WHERE id = ? AND status = 'claimed' AND claimed_by = ?
+        """,
+        [clocks.iso(due_at), note, error, int(failed_attempt), step_id, runner_id],
+    )
+    return cursor.rowcount == 1
+
+
+def cancel_live(db, enrollment_id: int, *, clock, reason: str) -> list[dict[str, Any]]:
+    """Cancel an enrollment's pending or claimed step; returns what was cancelled.
+
+    A step a runner is sending right now is cancelled too: the runner's finish
+    then fails and it records nothing more.
+    """
+    with write_transaction(db):
+        cursor = db.execute(
+            """
+            UPDATE due_steps
+            SET status = 'cancelled', finished_at = ?, last_error = ?,
+                lease_until = NULL
+            WHERE enrollment_id = ? AND status IN ('pending', 'claimed')
+            RETURNING id, sequence, step_index, step_label, kind
+            """,
+            [clocks.now_iso(clock), reason, enrollment_id],
+        )
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_seconds: float = 60,
+    cap_seconds: float = 3600,
+    rng: random.Random | None = None,
+) -> timedelta:
+    """Exponential backoff with jitter for the ``attempt``-th retry (1-based).
+
+    The delay is drawn between half and all of ``base * 2**(attempt-1)``
+    (capped), so retries of many steps that failed together spread out.
+    """
+    ceiling = min(cap_seconds, base_seconds * (2 ** max(0, attempt - 1)))
+    chooser = rng or random
+    return timedelta(seconds=ceiling * (0.5 + chooser.random() / 2))
+
+
+def next_due_at(db) -> datetime | None:
+    row = fetch_one(
+        db,
+        "SELECT MIN(due_at) AS due FROM due_steps WHERE status = 'pending'",
+    )
+    pending = row["due"] if row else None
+    row = fetch_one(
+        db,
+        "SELECT MIN(lease_until) AS due FROM due_steps WHERE status = 'claimed'",
+    )
+    expiring = row["due"] if row else None
+    candidates = [clocks.parse(value) for value in (pending, expiring) if value]
+    return min(candidates) if candidates else None
+
+
+def queue_counts(db, *, clock) -> dict[str, int]:
+    now = clocks.now_iso(clock)
+    row = fetch_one(
+        db,
+        """
+        SELECT
+            SUM(status = 'pending' AND due_at <= ?) AS due_now,
+            SUM(status = 'pending' AND due_at > ?) AS scheduled,
+            SUM(status = 'claimed') AS claimed,
+            SUM(status = 'claimed' AND lease_until < ?) AS lease_expired,
+            SUM(status = 'failed') AS failed,
+            SUM(status = 'done') AS done
+        FROM due_steps
+        """,
+        [now, now, now],
+    )
+    return {key: int(value or 0) for key, value in (row or {}).items()}

@@ -1,0 +1,678 @@
+"""Message templates: finding them, and rendering them for one contact.
+
+A template is a file ``<name>.j2``: YAML front matter between ``---`` lines,
+then the message body in Jinja2::
+
+    ---
+    channels: [sms]
+    subject: "Thanks for reaching out"      # email only; a Jinja template too
+    fallbacks: {first_name: there}
+    description: First text to a new lead
+    ---
+    Hi {{ first_name }}, thanks for contacting {{ business.name }}!
+
+An optional sibling ``<name>.html.j2`` (no front matter) is the HTML part of an
+email; files named ``_<piece>.j2`` are shared pieces for ``{% include %}``. The
+workspace's ``templates/`` folder overrides the shipped defaults in
+``cxm_cli/templates/messages/`` name by name.
+
+Rendering runs in Jinja's sandbox. A variable that is missing, ``None`` or blank
+takes its fallback (the template's own first, then ``[templates.fallbacks]`` in
+cxm.toml); printing one that has no fallback raises :class:`TemplateError`
+naming the template and the variable, so nobody gets "Hi ," or a raw
+placeholder. Testing a missing variable (``{% if company %}``) is allowed and
+reads as false.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from cxm_cli import clock as clocks
+from cxm_cli.errors import NotFound, TemplateError
+from cxm_cli.sms_encoding import SegmentInfo, sms_segments
+
+log = logging.getLogger(__name__)
+
+SHIPPED_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates" / "messages"
+SUFFIX = ".j2"
+HTML_SUFFIX = ".html.j2"
+CHANNELS = ("email", "sms")
+FRONT_MATTER_KEYS = {"channels", "subject", "fallbacks", "description"}
+TEXT_NAME = "(text)"
+
+
+@dataclass
+class MessageTemplate:
+    name: str
+    path: Path
+    source: str  # "shipped" or "workspace"
+    channels: list[str]
+    subject: str | None
+    fallbacks: dict[str, Any]
+    description: str
+    body: str  # the Jinja source after the front matter
+    body_line: int  # line of the file the body starts on (1-based)
+    html_path: Path | None = None
+
+
+@dataclass
+class TemplateInfo:
+    name: str
+    channels: list[str]
+    source: str
+    subject: str | None
+    description: str
+    path: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "source": self.source,
+            "subject": self.subject,
+            "description": self.description,
+            "path": self.path,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RenderedMessage:
+    subject: str | None
+    body: str
+    html_body: str | None
+    template: str | None
+    channel: str
+    sms: SegmentInfo | None = None
+    fallbacks_used: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- finding
+
+
+def template_folders(workspace) -> list[tuple[str, Path]]:
+    """Where templates are looked up, first match wins."""
+    return [("workspace", workspace.templates_dir), ("shipped", SHIPPED_TEMPLATES_DIR)]
+
+
+def _template_files(workspace) -> dict[str, tuple[str, Path]]:
+    found: dict[str, tuple[str, Path]] = {}
+    for source, folder in reversed(template_folders(workspace)):
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f"*{SUFFIX}"):
+            if path.name.endswith(HTML_SUFFIX) or path.name.startswith("_"):
+                continue
+            found[path.name[: -len(SUFFIX)]] = (source, path)
+    return found
+
+
+def template_names(workspace) -> set[str]:
+    """Names of every template the workspace can use (shipped and its own)."""
+    return set(_template_files(workspace))
+
+
+def load_template(workspace, name: str) -> MessageTemplate:
+    """Read a template by name; the workspace's copy wins over the shipped one."""
+    files = _template_files(workspace)
+    if name not in files:
+        folders = ", ".join(str(folder) for _, folder in template_folders(workspace))
+        raise NotFound(
+            f"no message template named {name!r} (looked for {name}{SUFFIX} in "
+            f"{folders})",
+            hint="`cxm templates list` shows the available templates",
+        )
+    source, path = files[name]
+    return _parse_template_file(name, source, path)
+
+
+def list_templates(workspace) -> list[TemplateInfo]:
+    """Every template, sorted by name; a broken file is listed with its error."""
+    infos: list[TemplateInfo] = []
+    for name, (source, path) in sorted(_template_files(workspace).items()):
+        try:
+            template = _parse_template_file(name, source, path)
+        except TemplateError as exc:
+            infos.append(
+                TemplateInfo(name, [], source, None, "", str(path), exc.message)
+            )
+            continue
+        infos.append(
+            TemplateInfo(
+                name,
+                template.channels,
+                source,
+                template.subject,
+                template.description,
+                str(path),
+            )
+        )
+    return infos
+
+
+_PARSED: dict[Path, tuple[tuple[int, int] | None, MessageTemplate]] = {}
+
+
+def _parse_template_file(name: str, source: str, path: Path) -> MessageTemplate:
+    """Parse a template file, reusing the last parse while the file is unchanged."""
+    stamp = _file_stamp(path)
+    cached = _PARSED.get(path)
+    if cached is None or cached[0] != stamp or stamp is None:
+        cached = (stamp, _read_template_file(name, source, path))
+        _PARSED[path] = cached
+    # The HTML part may appear or go without the main file changing.
+    html_path = path.with_name(name + HTML_SUFFIX)
+    return replace(cached[1], html_path=html_path if html_path.is_file() else None)
+
+
+def _read_template_file(name: str, source: str, path: Path) -> MessageTemplate:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    text = text.replace("\r\n", "\n")
+
+    meta: dict[str, Any] = {}
+    body = text
+    body_line = 1
+    lines = text.split("\n")
+    if lines and lines[0].strip() == "---":
+        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+        if end is None:
+            raise TemplateError(f"{path}: front matter starts with --- but never ends")
+        try:
+            meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 2}" if mark is not None else ""
+            raise TemplateError(
+                f"{path}{where}: front matter is not valid YAML"
+            ) from exc
+        if not isinstance(meta, dict):
+            raise TemplateError(f"{path}: front matter must be a mapping of settings")
+        body = "\n".join(lines[end + 1 :])
+        body_line = end + 2
+
+    unknown = sorted(set(meta) - FRONT_MATTER_KEYS)
+    if unknown:
+        raise TemplateError(
+            f"{path}: unknown front matter key(s) {', '.join(unknown)}",
+            hint=f"known keys: {', '.join(sorted(FRONT_MATTER_KEYS))}",
+        )
+
+    channels = meta.get("channels", ["email", "sms"])
+    if isinstance(channels, str):
+        channels = [channels]
+    if not isinstance(channels, list) or not channels:
+        raise TemplateError(f"{path}: channels must be a list such as [sms, email]")
+    bad = [c for c in channels if c not in CHANNELS]
+    if bad:
+        raise TemplateError(
+            f"{path}: unknown channel(s) {', '.join(map(str, bad))}",
+            hint=f"channels are {', '.join(CHANNELS)}",
+        )
+
+    fallbacks = meta.get("fallbacks") or {}
+    if not isinstance(fallbacks, dict):
+        raise TemplateError(f"{path}: fallbacks must be a mapping (name: value)")
+    subject = meta.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise TemplateError(f"{path}: subject must be text")
+    if "email" in channels and not subject:
+        raise TemplateError(f"{path}: an email template needs a subject")
+
+    html_path = path.with_name(name + HTML_SUFFIX)
+    return MessageTemplate(
+        name=name,
+        path=path,
+        source=source,
+        channels=list(channels),
+        subject=subject,
+        fallbacks={str(k): v for k, v in fallbacks.items()},
+        description=str(meta.get("description") or ""),
+        body=body,
+        body_line=body_line,
+        html_path=html_path if html_path.is_file() else None,
+    )
+
+
+# ---------------------------------------------------------------- rendering
+
+
+class MissingValue(jinja2.StrictUndefined):
+    """Fails when printed or used, but tests as false in ``{% if %}``."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    @property
+    def _undefined_message(self) -> str:
+        # Encoded so _run can name the variable (and the mapping it was read
+        # from, such as business.phone) in the error it raises.
+        if self._undefined_hint is None and isinstance(self._undefined_name, str):
+            if self._undefined_obj is jinja2.utils.missing:
+                return f"{_MISSING_MARK}::{self._undefined_name}"
+            if isinstance(self._undefined_obj, dict):
+                parent = id(self._undefined_obj)
+                return f"{_MISSING_MARK}:{parent}:{self._undefined_name}"
+        return super()._undefined_message
+
+
+_MISSING_MARK = "cxm-missing"
+
+
+class _Loader(jinja2.BaseLoader):
+    """Loads a template's body, keeping the file's line numbers in errors."""
+
+    def __init__(self, workspace):
+        self.workspace = workspace
+
+    def get_source(self, environment, template):
+        if template.startswith("_"):
+            return self._partial_source(template)
+        html = template.endswith("#html")
+        name = template.removesuffix("#html")
+        try:
+            message_template = load_template(self.workspace, name)
+        except NotFound as exc:
+            raise jinja2.TemplateNotFound(name) from exc
+        if html:
+            path = message_template.html_path
+            if path is None:
+                raise jinja2.TemplateNotFound(template)
+            source = path.read_text(encoding="utf-8")
+        else:
+            path = message_template.path
+            # Blank lines in place of the front matter keep line numbers true.
+            source = "\n" * (message_template.body_line - 1) + message_template.body
+        stamp = _file_stamp(path)
+        main_path = message_template.path
+
+        def uptodate() -> bool:
+            # A workspace override added later must replace a cached shipped copy.
+            current = _template_files(self.workspace).get(name)
+            return (
+                current is not None
+                and current[1] == main_path
+                and _file_stamp(path) == stamp
+            )
+
+        return source, str(path), uptodate
+
+    def _partial_source(self, template: str):
+        """A shared piece such as ``{% include "_signature.j2" %}``."""
+        file_name = template if template.endswith(SUFFIX) else template + SUFFIX
+        for _, folder in template_folders(self.workspace):
+            path = folder / file_name
+            if path.is_file() and path.parent == folder:
+                stamp = _file_stamp(path)
+                source = path.read_text(encoding="utf-8")
+                return source, str(path), lambda: _file_stamp(path) == stamp
+        raise jinja2.TemplateNotFound(template)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+_ENVIRONMENTS: dict[tuple[str, bool], ImmutableSandboxedEnvironment] = {}
+
+
+def _environment(workspace, *, html: bool = False) -> ImmutableSandboxedEnvironment:
+    key = (str(workspace.root), html)
+    env = _ENVIRONMENTS.get(key)
+    if env is None:
+        env = ImmutableSandboxedEnvironment(
+            loader=_Loader(workspace),
+            undefined=MissingValue,
+            autoescape=html,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            auto_reload=True,
+        )
+        env.filters["when"] = _filter_when
+        env.filters["day"] = _filter_day
+        env.filters["time_of_day"] = _filter_time_of_day
+        _ENVIRONMENTS[key] = env
+    return env
+
+
+def build_context(
+    workspace,
+    db,
+    contact: dict[str, Any],
+    *,
+    channel: str,
+    extra: dict[str, Any] | None = None,
+    fallbacks: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The variables a template sees, and which of them came from fallbacks."""
+    custom = contact.get("custom") or {}
+    if isinstance(custom, str):
+        from cxm_cli.store import loads
+
+        custom = loads(custom, {})
+    tags = _contact_tags(db, contact.get("id"))
+    business = dict(workspace.config.get("business") or {})
+    business.setdefault("name", workspace.business_name)
+
+    context: dict[str, Any] = {}
+    # Event data is more specific than a custom field from an old import, but
+    # never replaces the contact's own name, email or phone.
+    for key, value in custom.items():
+        if str(key).isidentifier():
+            context[str(key)] = value
+    for key, value in (extra or {}).items():
+        if str(key).isidentifier():
+            context[str(key)] = value
+    for key in (
+        "first_name",
+        "last_name",
+        "display_name",
+        "email",
+        "phone",
+        "company",
+        "source",
+    ):
+        if not _blank(contact.get(key)):
+            context[key] = contact[key]
+    context.update(
+        {
+            "contact_id": contact.get("id"),
+            "custom": custom,
+            "tags": tags,
+            "business": business,
+            "extra": dict(extra or {}),
+            "channel": channel,
+            "timezone": contact.get("timezone") or workspace.timezone,
+        }
+    )
+    context = {k: v for k, v in context.items() if not _blank(v)}
+
+    merged_fallbacks = {
+        **(workspace.setting("templates.fallbacks", {}) or {}),
+        **(fallbacks or {}),
+    }
+    used: list[str] = []
+    for dotted, value in merged_fallbacks.items():
+        if _apply_fallback(context, str(dotted), value):
+            used.append(str(dotted))
+    return context, used
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _apply_fallback(context: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set ``a.b`` in the context unless it already holds a value."""
+    parts = dotted.split(".")
+    node = context
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    if _blank(node.get(parts[-1])):
+        node[parts[-1]] = value
+        return True
+    return False
+
+
+def _contact_tags(db, contact_id: int | None) -> list[str]:
+    if db is None or contact_id is None:
+        return []
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT tag FROM contact_tags WHERE contact_id = ? ORDER BY tag",
+            [contact_id],
+        ).fetchall()
+    ]
+
+
+def render_message(
+    workspace,
+    db,
+    template_name: str,
+    contact: dict[str, Any],
+    *,
+    channel: str,
+    extra: dict[str, Any] | None = None,
+) -> RenderedMessage:
+    """Render a template for one contact on one channel."""
+    template = load_template(workspace, template_name)
+    if channel not in template.channels:
+        raise TemplateError(
+            f"template {template_name!r} is for {', '.join(template.channels)}, "
+            f"not {channel} ({template.path})"
+        )
+    context, used = build_context(
+        workspace,
+        db,
+        contact,
+        channel=channel,
+        extra=extra,
+        fallbacks=template.fallbacks,
+    )
+    env = _environment(workspace)
+
+    body = _run(
+        template_name,
+        contact,
+        lambda: env.get_template(template_name).render(context),
+        context=context,
+    ).strip()
+    subject = None
+    if channel == "email":
+        subject = _run(
+            template_name,
+            contact,
+            lambda: _compiled(env, template.subject or "").render(context),
+            part="subject",
+            context=context,
+        )
+        subject = " ".join(subject.split())
+    html_body = None
+    if channel == "email" and template.html_path is not None:
+        html_env = _environment(workspace, html=True)
+        html_body = _run(
+            template_name,
+            contact,
+            lambda: html_env.get_template(template_name + "#html").render(context),
+            part="HTML part",
+            context=context,
+        )
+
+    if not body:
+        raise TemplateError(
+            f"template {template_name!r} rendered an empty message for contact "
+            f"{contact.get('id')} ({template.path})"
+        )
+    log.debug(
+        "rendered %s for contact %s on %s", template_name, contact.get("id"), channel
+    )
+    return RenderedMessage(
+        subject=subject,
+        body=body,
+        html_body=html_body,
+        template=template_name,
+        channel=channel,
+        sms=sms_segments(body) if channel == "sms" else None,
+        fallbacks_used=used,
+    )
+
+
+def render_text(
+    workspace,
+    text: str,
+    contact: dict[str, Any],
+    *,
+    extra: dict[str, Any] | None = None,
+    channel: str = "sms",
+    db=None,
+    fallbacks: dict[str, Any] | None = None,
+) -> str:
+    """Render text typed by staff (a reply, a snippet) with the same rules."""
+    context, _ = build_context(
+        workspace, db, contact, channel=channel, extra=extra, fallbacks=fallbacks
+    )
+    env = _environment(workspace)
+    return _run(
+        TEXT_NAME,
+        contact,
+        lambda: env.from_string(text).render(context),
+        context=context,
+    ).strip()
+
+
+_COMPILED: dict[tuple[int, str], jinja2.Template] = {}
+
+
+def _compiled(env, source: str) -> jinja2.Template:
+    """Compile a short template (an email subject) once per environment."""
+    key = (id(env), source)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) > 512:
+            _COMPILED.clear()
+        compiled = _COMPILED[key] = env.from_string(source)
+    return compiled
+
+
+def _missing_variable_name(message: str, context: dict[str, Any]) -> str:
+    _, parent, name = message.split(":", 2)
+    if not parent:
+        return name
+    for key, value in context.items():
+        if id(value) == int(parent):
+            return f"{key}.{name}"
+    return name
+
+
+def _run(
+    template_name: str,
+    contact: dict[str, Any],
+    render,
+    *,
+    part: str = "",
+    context: dict[str, Any] | None = None,
+):
+    where = f"template {template_name!r}" + (f" ({part})" if part else "")
+    try:
+        return render()
+    except jinja2.TemplateSyntaxError as exc:
+        location = f"{exc.filename or where}, line {exc.lineno}"
+        raise TemplateError(f"{location}: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateError(f"{where} tried something unsafe: {exc}") from exc
+    except jinja2.UndefinedError as exc:
+        message = str(exc)
+        if message.startswith(_MISSING_MARK + ":"):
+            variable = _missing_variable_name(message, context or {})
+            raise TemplateError(
+                f"{where} needs {{{{ {variable} }}}}, but contact "
+                f"{contact.get('id')} has no {variable} and the template has no "
+                f"fallback for it",
+                hint=f"add it under `fallbacks:` in the template, e.g. "
+                f'{variable}: "..."',
+            ) from exc
+        raise TemplateError(f"{where}: {message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            f"{where} includes {exc.name!r}, which does not exist"
+        ) from exc
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise TemplateError(f"{where} failed: {exc}") from exc
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _as_local(value: Any, zone: str) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = clocks.parse(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    try:
+        return moment.astimezone(ZoneInfo(zone))
+    except ZoneInfoNotFoundError:
+        return moment
+
+
+@jinja2.pass_context
+def _filter_when(context, value: Any) -> str:
+    """``Tue, Mar 3 at 2:30 PM`` in the contact's zone; other text unchanged."""
+    local = _as_local(value, context.get("timezone") or "UTC")
+    if local is None:
+        return str(value)
+    return f"{local:%a, %b} {local.day} at {_clock_time(local)}"
+
+
+@jinja2.pass_context
+def _filter_day(context, value: Any) -> str:
+    """``Tuesday, March 3`` in the contact's zone; other text unchanged."""
+    local = _as_local(value, context.get("timezone") or "UTC")
+    if local is None:
+        return str(value)
+    return f"{local:%A, %B} {local.day}"
+
+
+@jinja2.pass_context
+def _filter_time_of_day(context, value: Any) -> str:
+    """``2:30 PM`` in the contact's zone; other text unchanged."""
+    local = _as_local(value, context.get("timezone") or "UTC")
+    if local is None:
+        return str(value)
+    return _clock_time(local)
+
+
+def _clock_time(local: datetime) -> str:
+    hour = local.hour % 12 or 12
+    return f"{hour}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
+
+
+def copy_template(workspace, name: str) -> Path:
+    """Copy a shipped template (and its HTML part) into the workspace to edit."""
+    import shutil
+
+    shipped = SHIPPED_TEMPLATES_DIR / f"{name}{SUFFIX}"
+    if not shipped.is_file():
+        raise NotFound(
+            f"no shipped template named {name!r} in {SHIPPED_TEMPLATES_DIR}",
+            hint="`cxm templates list` shows the shipped templates",
+        )
+    target = workspace.templates_dir / shipped.name
+    if target.exists():
+        raise TemplateError(f"{target} already exists; edit it directly")
+    workspace.templates_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped, target)
+    html = SHIPPED_TEMPLATES_DIR / f"{name}{HTML_SUFFIX}"
+    if html.is_file():
+        shutil.copyfile(html, workspace.templates_dir / html.name)
+    return target

@@ -1,0 +1,274 @@
+"""``POST /events``: web forms and booking tools telling cxm what happened.
+
+Authenticated by a per-workspace bearer token (``CXM_EVENTS_TOKEN`` in
+``.env``, or the variable named by ``[server] events_token_env``). The body is
+JSON::
+
+    {"type": "form.submitted",
+     "contact": {"email": "...", "phone": "...", "first_name": "...",
+                 "last_name": "...", "name": "..."},      # or "contact_id": 12
+     "data": {"form": "contact-us", "message": "..."},
+     "at": "2026-03-02T15:00:00Z",                        # optional
+     "source": "website",                                 # optional
+     "idempotency_key": "form-8812"}                      # optional
+
+The contact is found by email, then phone, and created (with
+``lead.created``) when neither matches. A repeated ``idempotency_key`` (or
+``Idempotency-Key`` header) returns the first answer and records nothing new.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, jsonify, request
+
+from cxm_cli import clock as clocks
+from cxm_cli.contacts import get_contact, normalise_phone_loosely, set_consent
+from cxm_cli.errors import CxmError, InputError
+from cxm_cli.events import record_event
+from cxm_cli.inbound import contact_by_address, create_minimal_contact, record_inbound
+from cxm_cli.server import current_clock, current_db, current_workspace
+from cxm_cli.store import fetch_one, write_transaction
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("events_api", __name__)
+
+DEFAULT_TOKEN_ENV = "CXM_EVENTS_TOKEN"
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+# Types only cxm itself records: they refer to rows a caller cannot make.
+_RESERVED_TYPES = {
+    "message.sent",
+    "message.status",
+    "message.auto_reply",
+    "contact.erased",
+    "contact.merged",
+    "lead.created",
+}
+
+
+def _token_problem() -> tuple[str, int] | None:
+    workspace = current_workspace()
+    variable = workspace.setting("server.events_token_env", DEFAULT_TOKEN_ENV)
+    expected = workspace.secret(variable)
+    if not expected:
+        return f"POST /events is off: set {variable} in .env", 403
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        return "a valid bearer token is required", 401
+    return None
+
+
+def _refuse(message: str, status: int = 400):
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+@blueprint.post("/events")
+def post_event():
+    problem = _token_problem()
+    if problem:
+        return _refuse(*problem)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _refuse("the body must be a JSON object")
+    try:
+        answer, status = _handle(body)
+    except CxmError as exc:
+        return _refuse(exc.message)
+    return jsonify(answer), status
+
+
+def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    event_type = body.get("type")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+        raise InputError("type must be an event name such as form.submitted")
+    if event_type in _RESERVED_TYPES:
+        raise InputError(f"type {event_type} is recorded by cxm itself")
+    data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise InputError("data must be a JSON object")
+    at = body.get("at")
+    if at is not None:
+        try:
+            at = clocks.iso(clocks.parse(str(at)))
+        except ValueError as exc:
+            raise InputError(f"at: cannot read time {at!r}") from exc
+    source = str(body.get("source") or "web")
+    key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
+
+    workspace, db, clock = current_workspace(), current_db(), current_clock()
+    if event_type == "message.received":
+        return _inbound_message(workspace, db, clock, body, data, at, source, key)
+
+    with write_transaction(db):
+        if key:
+            seen = fetch_one(db, "SELECT * FROM event_keys WHERE key = ?", [str(key)])
+            if seen:
+                return {
+                    "contact_id": seen["contact_id"],
+                    "event_id": seen["event_id"],
+                    "created_contact": False,
+                    "duplicate": True,
+                }, 200
+        contact_id, created = _find_or_create_contact(
+            workspace, db, clock, body, source
+        )
+
+        if event_type in ("opted_out", "opted_in"):
+            channel = data.get("channel")
+            if channel not in ("email", "sms"):
+                raise InputError("data.channel must be email or sms")
+            changed = set_consent(
+                db,
+                contact_id,
+                channel,
+                event_type,
+                clock=clock,
+                source=source,
+                at=at,
+                detail={k: v for k, v in data.items() if k != "channel"},
+            )
+            row = fetch_one(
+                db,
+                "SELECT id FROM events WHERE contact_id = ? AND type = ? "
+                "ORDER BY id DESC LIMIT 1",
+                [contact_id, event_type],
+            )
+            event_id = row["id"] if changed and row else None
+        else:
+            if event_type == "form.submitted":
+                data = {"source": source, **data}
+            event_id = record_event(
+                db, contact_id, event_type, clock=clock, data=data, at=at, source=source
+            ).id
+        if key:
+            db["event_keys"].insert(
+                {
+                    "key": str(key),
+                    "event_id": event_id,
+                    "contact_id": contact_id,
+                    "created_at": clocks.now_iso(clock),
+                }
+            )
+    log.info("event %s %s for contact %s", event_id, event_type, contact_id)
+    return {
+        "contact_id": contact_id,
+        "event_id": event_id,
+        "created_contact": created,
+        "duplicate": False,
+    }, 201
+
+
+def _inbound_message(workspace, db, clock, body, data, at, source, key):
+    """A chat widget or booking tool passing on what the person wrote."""
+    with write_transaction(db):
+        contact_id, created = _find_or_create_contact(
+            workspace, db, clock, body, source
+        )
+    result = record_inbound(
+        workspace,
+        db,
+        clock,
+        channel=str(data.get("channel") or "chat"),
+        text=data.get("text"),
+        subject=data.get("subject"),
+        contact_id=contact_id,
+        provider_id=str(key) if key else None,
+        at=at,
+        source=source,
+    )
+    answer = {
+        "contact_id": result.contact_id,
+        "event_id": result.event_id,
+        "message_id": result.message_id,
+        "created_contact": created,
+        "duplicate": result.duplicate,
+    }
+    return answer, 200 if result.duplicate else 201
+
+
+def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bool]:
+    if body.get("contact_id") is not None:
+        try:
+            return get_contact(db, int(body["contact_id"]))["id"], False
+        except (TypeError, ValueError) as exc:
+            raise InputError("contact_id must be a number") from exc
+
+    person = body.get("contact")
+    if not isinstance(person, dict):
+        raise InputError("give contact (with email or phone) or contact_id")
+    email = _email(person.get("email"))
+    phone = _phone(workspace, person.get("phone"))
+    if not email and not phone:
+        raise InputError("contact needs an email or a phone")
+
+    found = contact_by_address(db, email=email) if email else None
+    found = found or (contact_by_address(db, phone=phone) if phone else None)
+    if found:
+        _add_missing_phone(db, clock, found["id"], phone)
+        return found["id"], False
+
+    name = person.get("name")
+    contact_id = create_minimal_contact(
+        db,
+        clock,
+        email=email,
+        phone=phone,
+        first_name=_text(person.get("first_name")),
+        last_name=_text(person.get("last_name")),
+        display_name=_text(name),
+        source=source,
+    )
+    return contact_id, True
+
+
+def _add_missing_phone(db, clock, contact_id: int, phone: str | None) -> None:
+    if not phone:
+        return
+    known = fetch_one(
+        db,
+        "SELECT 1 AS x FROM contact_phones WHERE contact_id = ? AND phone = ?",
+        [contact_id, phone],
+    )
+    if not known:
+        db["contact_phones"].insert(
+            {
+                "contact_id": contact_id,
+                "phone": phone,
+                "is_primary": 0,
+                "created_at": clocks.now_iso(clock),
+            }
+        )
+
+
+def _email(value) -> str | None:
+    if not value:
+        return None
+    try:
+        checked = validate_email(str(value), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InputError(f"contact.email: {exc}") from exc
+    return checked.normalized.lower()
+
+
+def _phone(workspace, value) -> str | None:
+    if not value:
+        return None
+    phone = normalise_phone_loosely(str(value), workspace.phone_region)
+    if phone is None:
+        raise InputError(f"contact.phone: cannot read {value!r} as a phone number")
+    return phone
+
+
+def _text(value) -> str | None:
+    return str(value).strip() or None if value else None

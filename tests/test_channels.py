@@ -1,0 +1,310 @@
+"""Channels against real loopback servers: what is sent and how errors read."""
+
+from __future__ import annotations
+
+import json
+import socket
+from email import message_from_bytes, policy
+
+import pytest
+
+from cxm_cli.channels import OutboundMessage, get_channel
+from cxm_cli.channels.outbox import OutboxChannel
+from cxm_cli.channels.smtp import SmtpChannel
+from cxm_cli.channels.twilio import TwilioChannel, send_voicemail
+from cxm_cli.errors import ChannelError, ConfigError
+from tests.support.fixtures import update_settings
+
+
+def text_to(
+    number: str = "+15125550101", body: str = "Hello from the test"
+) -> OutboundMessage:
+    return OutboundMessage(channel="sms", to=number, body=body, contact_id=3)
+
+
+def email_to(address: str = "ana@example.com") -> OutboundMessage:
+    return OutboundMessage(
+        channel="email",
+        to=address,
+        subject="Your visit",
+        body="See you soon.",
+        contact_id=3,
+        headers={"Message-ID": "<test-1@example.com>"},
+    )
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections but never answers (for timeouts)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------- choosing
+
+
+def test_outbox_is_the_default_for_both_kinds(workspace):
+    assert isinstance(get_channel(workspace, "email"), OutboxChannel)
+    assert isinstance(get_channel(workspace, "sms"), OutboxChannel)
+
+
+def test_configured_channels_are_built(workspace, smtp_server, sms_provider):
+    workspace = smtp_server.configure(workspace)
+    workspace = sms_provider.configure(workspace)
+    assert isinstance(get_channel(workspace, "email"), SmtpChannel)
+    assert isinstance(get_channel(workspace, "sms"), TwilioChannel)
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"channels.sms": "carrier-pigeon"}, "not one of outbox, twilio"),
+        ({"channels.email": "twilio"}, "not one of outbox, smtp"),
+        ({"channels.sms": "twilio"}, "CXM_SMS_ACCOUNT_SID and CXM_SMS_AUTH_TOKEN"),
+        ({"channels.email": "smtp", "smtp.security": "tls13"}, "starttls"),
+        ({"channels.email": "smtp", "smtp.from_address": "nobody"}, "from_address"),
+    ],
+)
+def test_bad_channel_settings_are_config_errors(workspace, settings, problem):
+    workspace = update_settings(workspace, settings)
+    kind = "sms" if "channels.sms" in settings else "email"
+    with pytest.raises(ConfigError, match=problem):
+        get_channel(workspace, kind)
+
+
+def test_unknown_kind_is_refused(workspace):
+    with pytest.raises(ConfigError, match="unknown channel"):
+        get_channel(workspace, "pager")
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def test_outbox_files_are_unique_and_per_contact(workspace):
+    outbox = get_channel(workspace, "sms")
+    ids = {outbox.send(text_to()).provider_id for _ in range(25)}
+    files = list((workspace.outbox_dir / "3").glob("*.json"))
+    assert len(ids) == 25 and len(files) == 25
+
+
+def test_outbox_email_is_a_readable_eml(workspace):
+    result = get_channel(workspace, "email").send(email_to())
+
+    [path] = (workspace.outbox_dir / "3").glob("*.eml")
+    parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert parsed["To"] == "ana@example.com"
+    assert parsed["Subject"] == "Your visit"
+    assert parsed["Message-ID"] == "<test-1@example.com>" == result.provider_id
+    assert "Bright Smile Dental" in parsed["From"]
+    assert parsed.get_body(("plain",)).get_content().strip() == "See you soon."
+
+
+def test_outbox_without_a_contact_uses_its_own_folder(workspace):
+    message = text_to()
+    message.contact_id = None
+    get_channel(workspace, "sms").send(message)
+    assert list((workspace.outbox_dir / "no-contact").glob("*.json"))
+
+
+# ---------------------------------------------------------------- smtp
+
+
+def test_smtp_delivers_headers_and_html_part(workspace, smtp_server):
+    workspace = update_settings(
+        smtp_server.configure(workspace), {"smtp.reply_to": "desk@example.com"}
+    )
+    message = email_to()
+    message.html_body = "<p>See you soon.</p>"
+    message.headers["In-Reply-To"] = "<their-1@example.net>"
+
+    result = get_channel(workspace, "email").send(message)
+
+    [mail] = smtp_server.messages
+    assert mail.mail_from == "hello@example.com"
+    assert mail.message["Reply-To"] == "desk@example.com"
+    assert mail.message["In-Reply-To"] == "<their-1@example.net>"
+    assert mail.message.get_body(("html",)).get_content().strip() == (
+        "<p>See you soon.</p>"
+    )
+    assert result.provider_id == "<test-1@example.com>"
+
+
+def test_smtp_unreachable_server_is_transient(workspace):
+    workspace = update_settings(
+        workspace,
+        {
+            "channels.email": "smtp",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": closed_port(),
+            "smtp.security": "none",
+        },
+    )
+    with pytest.raises(ChannelError, match="cannot reach") as error:
+        get_channel(workspace, "email").send(email_to())
+    assert error.value.transient
+
+
+def test_smtp_silent_server_times_out_as_transient(workspace, silent_port):
+    workspace = update_settings(
+        workspace,
+        {
+            "channels.email": "smtp",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": silent_port,
+            "smtp.security": "none",
+            "smtp.timeout_seconds": 0.5,
+        },
+    )
+    with pytest.raises(ChannelError) as error:
+        get_channel(workspace, "email").send(email_to())
+    assert error.value.transient
+
+
+def test_starttls_against_a_plain_server_says_what_to_check(workspace, smtp_server):
+    workspace = update_settings(
+        smtp_server.configure(workspace), {"smtp.security": "starttls"}
+    )
+    with pytest.raises(ChannelError) as error:
+        get_channel(workspace, "email").send(email_to())
+    assert error.value.transient
+    assert "security" in (error.value.hint or "")
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"), [(421, True), (452, True), (554, False)]
+)
+def test_smtp_reply_codes_decide_retry(workspace, smtp_server, code, transient):
+    workspace = smtp_server.configure(workspace)
+    smtp_server.fail_next(code)
+
+    with pytest.raises(ChannelError) as error:
+        get_channel(workspace, "email").send(email_to())
+
+    assert error.value.transient is transient
+    assert error.value.provider_code == str(code)
+    # The failure was for one message only; the next goes through.
+    get_channel(workspace, "email").send(email_to())
+    assert len(smtp_server.messages) == 1
+
+
+# ---------------------------------------------------------------- twilio
+
+
+def test_twilio_request_carries_auth_and_form(workspace, sms_provider):
+    workspace = update_settings(
+        sms_provider.configure(workspace),
+        {"twilio.status_callback_url": "https://cxm.example.test/twilio/status"},
+    )
+
+    result = get_channel(workspace, "sms").send(text_to(body="Hi Ana, café at 3? €5"))
+
+    [request] = sms_provider.requests
+    assert request.username == sms_provider.account_sid
+    assert request.password == sms_provider.auth_token
+    assert request.form == {
+        "To": "+15125550101",
+        "From": sms_provider.from_number,
+        "Body": "Hi Ana, café at 3? €5",
+        "StatusCallback": "https://cxm.example.test/twilio/status",
+    }
+    assert result.provider_id == request.sid and result.provider_id.startswith("SM")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "transient", "opt_out"),
+    [
+        (429, 20429, True, False),
+        (500, None, True, False),
+        (502, None, True, False),
+        (400, 21211, False, False),
+        (400, 21614, False, False),
+        (400, 21610, False, True),
+        (401, 20003, False, False),
+    ],
+)
+def test_twilio_errors_are_classified(
+    workspace, sms_provider, status, code, transient, opt_out
+):
+    workspace = sms_provider.configure(workspace)
+    sms_provider.fail_next(status, code=code, message="Provider says no")
+
+    with pytest.raises(ChannelError) as error:
+        get_channel(workspace, "sms").send(text_to())
+
+    assert error.value.transient is transient
+    assert error.value.opt_out is opt_out
+    assert error.value.provider_code == str(code if code is not None else status)
+    assert "Provider says no" in error.value.message
+
+
+def test_twilio_failures_last_only_as_long_as_told(workspace, sms_provider):
+    workspace = sms_provider.configure(workspace)
+    sms_provider.fail_next(503, count=2)
+    channel = get_channel(workspace, "sms")
+
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append(channel.send(text_to()).provider_id[:2])
+        except ChannelError as exc:
+            outcomes.append(exc.transient)
+
+    assert outcomes == [True, True, "SM"]
+
+
+def test_twilio_unreachable_and_silent_servers_are_transient(
+    workspace, sms_provider, silent_port
+):
+    workspace = sms_provider.configure(workspace)
+    for base_url in (
+        f"http://127.0.0.1:{closed_port()}",
+        f"http://127.0.0.1:{silent_port}",
+    ):
+        configured = update_settings(
+            workspace, {"twilio.base_url": base_url, "twilio.timeout_seconds": 0.5}
+        )
+        with pytest.raises(ChannelError) as error:
+            get_channel(configured, "sms").send(text_to())
+        assert error.value.transient, base_url
+
+
+def test_voicemail_drop_posts_a_call(workspace, sms_provider):
+    workspace = sms_provider.configure(workspace)
+
+    result = send_voicemail(
+        workspace, "+15125550101", "https://example.test/vm.mp3?a=1&b=2"
+    )
+
+    [request] = sms_provider.requests
+    assert request.path.endswith(f"/Accounts/{sms_provider.account_sid}/Calls.json")
+    assert request.form["To"] == "+15125550101"
+    assert request.form["From"] == sms_provider.from_number
+    assert request.form["Twiml"] == (
+        "<Response><Play>https://example.test/vm.mp3?a=1&amp;b=2</Play></Response>"
+    )
+    assert result.provider_id == request.sid and request.sid.startswith("CA")
+
+    sms_provider.fail_next(400, code=21215, message="Geo permission")
+    with pytest.raises(ChannelError) as error:
+        send_voicemail(workspace, "+15125550101", "https://example.test/vm.mp3")
+    assert not error.value.transient and error.value.provider_code == "21215"
+
+
+def test_outbox_records_a_voicemail_drop(workspace):
+    result = get_channel(workspace, "sms").send_voicemail(
+        "+15125550101", "https://example.test/vm.mp3", contact_id=9
+    )
+    [path] = (workspace.outbox_dir / "9").glob("*.voicemail.json")
+    record = json.loads(path.read_text())
+    assert record["audio_url"] == "https://example.test/vm.mp3"
+    assert record["provider_id"] == result.provider_id
