@@ -54,7 +54,9 @@ def _rules(workspace, contact: dict, channel: str) -> list[_Rule]:
     for period in ("day", "week"):
         limit = int(configured.get(f"{channel}_per_{period}", 0) or 0)
         if limit > 0:
-            rules.append(_Rule((channel,), limit, period, f"{limit} {channel} per {period}"))
+            rules.append(
+                _Rule((channel,), limit, period, f"{limit} {channel} per {period}")
+            )
 
     state = strict_state(contact)
     if state and channel in STRICT_CHANNELS:
@@ -71,7 +73,15 @@ def _rules(workspace, contact: dict, channel: str) -> list[_Rule]:
 
 
 def check_caps(
-    db, workspace, contact: dict, channel: str, *, clock, exempt: bool = False
+    db,
+    workspace,
+    contact: dict,
+    channel: str,
+    *,
+    clock,
+    exempt: bool = False,
+    at: datetime | None = None,
+    planned: list[tuple[str, datetime]] | None = None,
 ) -> CapDecision:
     """May one more message go to ``contact`` on ``channel`` now?
 
@@ -86,7 +96,7 @@ def check_caps(
         if rule.period == "day":
             local = now.astimezone(zone)
             since = local_moment(local.date(), time.min, zone)
-            times = _sent_times(db, contact["id"], rule.channels, since)
+            times = _sent_times(db, contact["id"], rule.channels, since, now, planned)
             if len(times) >= rule.limit:
                 tomorrow = local_moment(
                     local.date() + timedelta(days=1), time.min, zone
@@ -95,7 +105,9 @@ def check_caps(
             continue
 
         period = timedelta(days=7) if rule.period == "week" else timedelta(hours=24)
-        times = _sent_times(db, contact["id"], rule.channels, now - period)
+        times = _sent_times(
+            db, contact["id"], rule.channels, now - period, now, planned
+        )
         if len(times) >= rule.limit:
             # The cap lifts when the oldest counted message leaves the window.
             until = times[len(times) - rule.limit] + period
@@ -103,18 +115,22 @@ def check_caps(
     return CapDecision(True)
 
 
-def _sent_times(db, contact_id: int, channels: tuple[str, ...], since: datetime):
+def _sent_times(db, contact_id, channels, since: datetime, until: datetime, planned):
     marks = ", ".join("?" for _ in channels)
     rows = db.execute(
         f"""
         SELECT at FROM messages
         WHERE contact_id = ? AND direction = 'outbound' AND channel IN ({marks})
-          AND at >= ? AND status NOT IN ('failed', 'refused', 'skipped')
+          AND at >= ? AND at <= ? AND status NOT IN ('failed', 'refused', 'skipped')
         ORDER BY at
         """,
-        [contact_id, *channels, clocks.iso(since)],
+        [contact_id, *channels, clocks.iso(since), clocks.iso(until)],
     ).fetchall()
-    return [clocks.parse(row[0]) for row in rows]
+    times = [clocks.parse(row[0]) for row in rows]
+    for channel, moment in planned or []:
+        if channel in channels and since <= moment <= until:
+            times.append(moment)
+    return sorted(times)
 
 
 def reserve_send_slot(db, key: str, interval_seconds: float, *, clock) -> datetime:

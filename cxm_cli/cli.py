@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from cxm_cli.commands import COMMAND_MODULES
@@ -25,16 +25,17 @@ from cxm_cli.errors import CxmError
 class CxmGroup(TyperGroup):
     """Typer group that turns ``CxmError`` into a message and an exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except CxmError as exc:
             state = ctx.obj if isinstance(ctx.obj, State) else None
             if state is not None and state.debug:
                 raise
-            stderr_console().print(f"[red]error:[/red] {exc.message}", highlight=False)
+            console = stderr_console()
+            console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                stderr_console().print(f"  hint: {exc.hint}", highlight=False)
+                console.print(f"  hint: {escape(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
 

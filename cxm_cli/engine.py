@@ -93,7 +93,9 @@ def _interesting_types(sequence_set: SequenceSet) -> set[str]:
 # ---------------------------------------------------------------- triggers
 
 
-def apply_triggers(db, workspace, sequence_set: SequenceSet, event: Event, clock) -> None:
+def apply_triggers(
+    db, workspace, sequence_set: SequenceSet, event: Event, clock
+) -> None:
     contact = None
     for sequence in sequence_set.active.values():
         if event.type not in sequence.trigger_types:
@@ -131,7 +133,11 @@ def enroll(
     does not make their whole follow-up overdue at once.
     """
     now = clock.now()
-    data = dict(trigger_data if trigger_data is not None else (trigger_event.data if trigger_event else {}))
+    data = dict(
+        trigger_data
+        if trigger_data is not None
+        else (trigger_event.data if trigger_event else {})
+    )
 
     with write_transaction(db):
         if _active_enrollment(db, contact_id, sequence.name) is not None:
@@ -181,7 +187,12 @@ def enroll(
         if reason:
             details["reason"] = reason
         record_event(
-            db, contact_id, "sequence.enrolled", clock=clock, data=details, source="engine"
+            db,
+            contact_id,
+            "sequence.enrolled",
+            clock=clock,
+            data=details,
+            source="engine",
         )
         enrollment = enrollment_by_id(db, enrollment_id)
         schedule_from(db, workspace, sequence, enrollment, 0, base=now, clock=clock)
@@ -189,7 +200,9 @@ def enroll(
     return enrollment_id
 
 
-def _reenroll_refusal(db, sequence: Sequence, contact_id: int, now: datetime) -> str | None:
+def _reenroll_refusal(
+    db, sequence: Sequence, contact_id: int, now: datetime
+) -> str | None:
     last = fetch_one(
         db,
         "SELECT MAX(enrolled_at) AS at FROM enrollments WHERE sequence = ? "
@@ -270,14 +283,19 @@ def schedule_from(
                 db, enrollment, step, "step.failed", str(exc), clock=clock
             )
             end_enrollment(
-                db, enrollment, clock=clock, status="exited",
+                db,
+                enrollment,
+                clock=clock,
+                status="exited",
                 reason=f"step {step.number} failed: {exc}",
             )
             return None
         notes.append(f"step {step.number}: {note}")
 
     if index >= len(sequence.steps):
-        end_enrollment(db, enrollment, clock=clock, status="completed", reason="all steps done")
+        end_enrollment(
+            db, enrollment, clock=clock, status="completed", reason="all steps done"
+        )
         return None
 
     step = sequence.steps[index]
@@ -313,7 +331,9 @@ def _condition_context(db, workspace, contact, enrollment) -> ConditionContext:
 # ---------------------------------------------------------------- exits
 
 
-def apply_exit_rules(db, workspace, sequence_set: SequenceSet, event: Event, clock) -> None:
+def apply_exit_rules(
+    db, workspace, sequence_set: SequenceSet, event: Event, clock
+) -> None:
     for enrollment in active_enrollments(db, event.contact_id):
         sequence = sequence_set.sequences.get(enrollment["sequence"])
         if sequence is None:
@@ -328,7 +348,9 @@ def apply_exit_rules(db, workspace, sequence_set: SequenceSet, event: Event, clo
         if rule.switch_to:
             target = sequence_set.usable(rule.switch_to)
             if target is None:
-                log.warning("exit rule of %s names unusable %s", sequence.name, rule.switch_to)
+                log.warning(
+                    "exit rule of %s names unusable %s", sequence.name, rule.switch_to
+                )
                 continue
             enroll(
                 db,
@@ -349,7 +371,8 @@ def _matching_rule(
         if event.type not in rule.types:
             continue
         if any(
-            str(event.data.get(key)) not in values for key, values in rule.data_match.items()
+            str(event.data.get(key)) not in values
+            for key, values in rule.data_match.items()
         ):
             continue
         if rule.when:
@@ -370,7 +393,9 @@ def exit_enrollment(
     event: Event | None = None,
 ) -> None:
     """Stop an active enrollment: cancel its queued step, say why on the timeline."""
-    end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason, event=event)
+    end_enrollment(
+        db, enrollment, clock=clock, status="exited", reason=reason, event=event
+    )
 
 
 def end_enrollment(
@@ -390,7 +415,9 @@ def end_enrollment(
         )
         if cursor.rowcount == 0:
             return False
-        for cancelled in queue.cancel_live(db, enrollment["id"], clock=clock, reason=reason):
+        for cancelled in queue.cancel_live(
+            db, enrollment["id"], clock=clock, reason=reason
+        ):
             record_event(
                 db,
                 enrollment["contact_id"],
@@ -430,6 +457,69 @@ def end_enrollment(
         )
     log.info("enrollment %s %s", enrollment["id"], status)
     return True
+
+
+def cancel_pending_steps(
+    db, contact_id: int, *, channel: str, clock, reason: str
+) -> int:
+    """Skip the contact's queued steps on ``channel`` (after an opt-out).
+
+    Each skipped step is on the timeline and its enrollment moves on to the
+    next step at the time the skipped one was due, so an email step after a
+    text the person opted out of still goes out on schedule.
+    """
+    from cxm_cli.dispatch import channel_of
+    from cxm_cli.workspace import workspace_of
+
+    workspace = workspace_of(db)
+    sequence_set = load_sequences(workspace)
+    skipped = 0
+    with write_transaction(db):
+        rows = list(
+            db.query(
+                "SELECT * FROM due_steps WHERE contact_id = ? AND status = 'pending'",
+                [contact_id],
+            )
+        )
+        for row in rows:
+            sequence = sequence_set.sequences.get(row["sequence"])
+            if sequence is None or row["step_index"] >= len(sequence.steps):
+                continue
+            step = sequence.steps[row["step_index"]]
+            step_channel = channel_of(step)
+            if step_channel == "voicemail":
+                step_channel = "sms"
+            if step_channel != channel:
+                continue
+            cursor = db.execute(
+                "UPDATE due_steps SET status = 'skipped', finished_at = ?, "
+                "last_error = ? WHERE id = ? AND status = 'pending'",
+                [clocks.now_iso(clock), reason, row["id"]],
+            )
+            if cursor.rowcount == 0:
+                continue
+            enrollment = enrollment_by_id(db, row["enrollment_id"])
+            record_step_event(
+                db,
+                enrollment,
+                step,
+                "step.skipped",
+                reason,
+                clock=clock,
+                due_step_id=row["id"],
+            )
+            base = max(clocks.parse(row["due_at"]), clock.now())
+            schedule_from(
+                db,
+                workspace,
+                sequence,
+                enrollment,
+                step.index + 1,
+                base=base,
+                clock=clock,
+            )
+            skipped += 1
+    return skipped
 
 
 # ---------------------------------------------------------------- keywords
@@ -484,7 +574,11 @@ def answer_keyword(db, event: Event, clock) -> str | None:
         keywords = loads(offer["keywords"], {})
         if word not in keywords:
             continue
-        enrollment = enrollment_by_id(db, offer["enrollment_id"]) if offer["enrollment_id"] else None
+        enrollment = (
+            enrollment_by_id(db, offer["enrollment_id"])
+            if offer["enrollment_id"]
+            else None
+        )
         data = dict(_trigger_data(enrollment) if enrollment else {})
         data.update(
             {
@@ -501,9 +595,16 @@ def answer_keyword(db, event: Event, clock) -> str | None:
             [clocks.now_iso(clock), word, offer["id"]],
         )
         record_event(
-            db, event.contact_id, keywords[word], clock=clock, data=data, source="keyword"
+            db,
+            event.contact_id,
+            keywords[word],
+            clock=clock,
+            data=data,
+            source="keyword",
         )
-        log.info("contact %s answered keyword for offer %s", event.contact_id, offer["id"])
+        log.info(
+            "contact %s answered keyword for offer %s", event.contact_id, offer["id"]
+        )
         return keywords[word]
     return None
 
@@ -570,7 +671,12 @@ def record_step_event(
         data["due_step_id"] = due_step_id
     data.update(extra or {})
     return record_event(
-        db, enrollment["contact_id"], event_type, clock=clock, data=data, source="runner"
+        db,
+        enrollment["contact_id"],
+        event_type,
+        clock=clock,
+        data=data,
+        source="runner",
     )
 
 

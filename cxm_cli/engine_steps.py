@@ -71,7 +71,15 @@ def run_wait(ctx: StepContext) -> StepOutcome:
 
 
 def validate_send(step: dict[str, Any]) -> list[str]:
-    allowed = {"send", "template", "text", "subject", "keywords", "keywords_window", "caps"}
+    allowed = {
+        "send",
+        "template",
+        "text",
+        "subject",
+        "keywords",
+        "keywords_window",
+        "caps",
+    }
     problems = _unknown_fields(step, allowed)
     channel = step.get("send")
     if channel not in MESSAGE_CHANNELS:
@@ -80,7 +88,9 @@ def validate_send(step: dict[str, Any]) -> list[str]:
     has_template = isinstance(step.get("template"), str) and step["template"].strip()
     has_text = isinstance(step.get("text"), str) and step["text"].strip()
     if has_template == has_text:
-        problems.append("template: give a template name (or a text), not both or neither")
+        problems.append(
+            "template: give a template name (or a text), not both or neither"
+        )
     if step.get("subject") is not None and not isinstance(step.get("subject"), str):
         problems.append("subject: must be text")
     problems.extend(_validate_keywords(step))
@@ -94,7 +104,9 @@ def _validate_keywords(step: dict[str, Any]) -> list[str]:
     problems = []
     if keywords is not None:
         if not isinstance(keywords, dict) or not keywords:
-            problems.append("keywords: write a mapping such as {C: appointment.confirmed}")
+            problems.append(
+                "keywords: write a mapping such as {C: appointment.confirmed}"
+            )
         else:
             for word, event_type in keywords.items():
                 if " " in str(word).strip() or not str(word).strip():
@@ -179,7 +191,9 @@ def run_voicemail(ctx: StepContext) -> StepOutcome:
         ).lastrowid
 
     try:
-        result = channel.send_voicemail(address, audio_url, contact_id=ctx.contact["id"])
+        result = channel.send_voicemail(
+            address, audio_url, contact_id=ctx.contact["id"]
+        )
     except ChannelError as exc:
         with write_transaction(ctx.db):
             ctx.db.execute(
@@ -204,7 +218,8 @@ def run_voicemail(ctx: StepContext) -> StepOutcome:
             source="runner",
         )
         ctx.db.execute(
-            "UPDATE messages SET status = ?, provider_id = ?, event_id = ? WHERE id = ?",
+            "UPDATE messages SET status = ?, provider_id = ?, event_id = ? "
+            "WHERE id = ?",
             [result.status or "sent", result.provider_id, event.id, message_id],
         )
     return StepOutcome(
@@ -221,11 +236,15 @@ def validate_task(step: dict[str, Any]) -> list[str]:
     kind = step["kind"]
     problems = _unknown_fields(step, {kind, "to", "via", "url", "details"})
     if not isinstance(step.get(kind), str) or not step[kind].strip():
-        problems.append(f"{kind}: write what staff should do, e.g. Call {{{{ first_name }}}}")
+        problems.append(
+            f"{kind}: write what staff should do, e.g. Call {{{{ first_name }}}}"
+        )
     via = step.get("via", "email")
     if via not in ("email", "webhook"):
         problems.append(f"via: {via!r} is not email or webhook")
-    if via == "webhook" and not str(step.get("url") or "").startswith(("http://", "https://")):
+    if via == "webhook" and not str(step.get("url") or "").startswith(
+        ("http://", "https://")
+    ):
         problems.append("url: a webhook task needs url: https://...")
     return problems
 
@@ -243,12 +262,25 @@ def _run_task(ctx: StepContext) -> StepOutcome:
         db=ctx.db,
     )
     details = ctx.step.get("details")
-    body = render_text(
-        ctx.workspace, details, ctx.contact, extra=ctx.trigger_data, channel="email",
-        db=ctx.db,
-    ) if details else ""
+    body = (
+        render_text(
+            ctx.workspace,
+            details,
+            ctx.contact,
+            extra=ctx.trigger_data,
+            channel="email",
+            db=ctx.db,
+        )
+        if details
+        else ""
+    )
     if ctx.step.get("via", "email") == "webhook":
-        payload = {"type": "task", "title": title, "details": body, **_payload_base(ctx)}
+        payload = {
+            "type": "task",
+            "title": title,
+            "details": body,
+            **_payload_base(ctx),
+        }
         if ctx.dry_run:
             return StepOutcome("done", detail=f"would post task to {ctx.step['url']}")
         post_json(ctx.step["url"], payload, timeout=10.0, key=f"step-{ctx.due_step_id}")
@@ -256,9 +288,10 @@ def _run_task(ctx: StepContext) -> StepOutcome:
 
     staff = ctx.step.get("to") or ctx.workspace.setting("staff.email")
     if not staff:
-        raise ConfigError(
-            "a task step needs a staff address: set [staff] email in cxm.toml "
-            "or to: on the step"
+        return StepOutcome(
+            "skipped",
+            detail="no staff address for the task: set [staff] email in cxm.toml "
+            "(or to: on the step)",
         )
     if ctx.dry_run:
         return StepOutcome("done", detail=f"would email task to staff: {title}")
@@ -293,7 +326,9 @@ def _email_staff(ctx: StepContext, staff: str, title: str, body: str) -> None:
 
 step_kind("task", validate=validate_task)(_run_task)
 step_kind("notify", validate=validate_task)(_run_task)
-_run_task.__doc__ = "Tell staff to do something: an email to [staff] email, or a webhook."
+_run_task.__doc__ = (
+    "Tell staff to do something: an email to [staff] email, or a webhook."
+)
 
 
 # ---------------------------------------------------------------- webhook
@@ -324,12 +359,17 @@ def run_webhook(ctx: StepContext) -> StepOutcome:
     if secret_env:
         secret = ctx.workspace.secret(secret_env)
         if not secret:
-            raise ConfigError(f"webhook step: environment variable {secret_env} is empty")
+            raise ConfigError(
+                f"webhook step: environment variable {secret_env} is empty"
+            )
         headers["Authorization"] = f"Bearer {secret}"
     if ctx.dry_run:
         return StepOutcome("done", detail=f"would POST to {ctx.step['webhook']}")
     status = post_json(
-        ctx.step["webhook"], payload, timeout=timeout, key=f"step-{ctx.due_step_id}",
+        ctx.step["webhook"],
+        payload,
+        timeout=timeout,
+        key=f"step-{ctx.due_step_id}",
         headers=headers,
     )
     return StepOutcome("done", detail=f"webhook answered HTTP {status}")
@@ -344,8 +384,16 @@ def _payload_base(ctx: StepContext) -> dict[str, Any]:
         "at": clocks.now_iso(ctx.clock),
         "contact": {
             key: contact.get(key)
-            for key in ("id", "display_name", "first_name", "last_name", "email",
-                        "phone", "source", "company")
+            for key in (
+                "id",
+                "display_name",
+                "first_name",
+                "last_name",
+                "email",
+                "phone",
+                "source",
+                "company",
+            )
         },
         "trigger": ctx.trigger_data,
     }
@@ -362,9 +410,13 @@ def post_json(
     """POST JSON; ChannelError (transient for timeouts, 429, 5xx) on failure."""
     all_headers = {"Idempotency-Key": key, **(headers or {})}
     try:
-        response = requests.post(url, json=payload, timeout=timeout, headers=all_headers)
+        response = requests.post(
+            url, json=payload, timeout=timeout, headers=all_headers
+        )
     except requests.Timeout as exc:
-        raise ChannelError(f"webhook timed out after {timeout:g}s", transient=True) from exc
+        raise ChannelError(
+            f"webhook timed out after {timeout:g}s", transient=True
+        ) from exc
     except requests.RequestException as exc:
         raise ChannelError(
             f"webhook unreachable: {exc.__class__.__name__}", transient=True
@@ -403,7 +455,9 @@ def run_add_tag(ctx: StepContext) -> StepOutcome:
     if not ctx.dry_run:
         with write_transaction(ctx.db):
             for tag in _tags(ctx):
-                add_tag(ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner")
+                add_tag(
+                    ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner"
+                )
     return StepOutcome("done", detail=f"tagged {', '.join(_tags(ctx))}")
 
 
@@ -413,7 +467,9 @@ def run_remove_tag(ctx: StepContext) -> StepOutcome:
     if not ctx.dry_run:
         with write_transaction(ctx.db):
             for tag in _tags(ctx):
-                remove_tag(ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner")
+                remove_tag(
+                    ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner"
+                )
     return StepOutcome("done", detail=f"untagged {', '.join(_tags(ctx))}")
 
 
@@ -443,10 +499,15 @@ def run_branch(ctx: StepContext) -> StepOutcome:
         ),
     )
     if holds:
-        return StepOutcome("goto", detail="condition holds", next_step=ctx.step["goto"])
+        target = ctx.step["goto"]
+        return StepOutcome(
+            "goto", detail=f"condition holds: go to {target}", next_step=target
+        )
     if ctx.step.get("else") is not None:
-        return StepOutcome("goto", detail="condition does not hold",
-                           next_step=ctx.step["else"])
+        target = ctx.step["else"]
+        return StepOutcome(
+            "goto", detail=f"condition does not hold: go to {target}", next_step=target
+        )
     return StepOutcome("done", detail="condition does not hold")
 
 
@@ -460,7 +521,9 @@ def validate_goto(step: dict[str, Any]) -> list[str]:
 @step_kind("goto", validate=validate_goto)
 def run_goto(ctx: StepContext) -> StepOutcome:
     """Continue at another step."""
-    return StepOutcome("goto", next_step=ctx.step["goto"])
+    return StepOutcome(
+        "goto", detail=f"go to {ctx.step['goto']}", next_step=ctx.step["goto"]
+    )
 
 
 def validate_switch(step: dict[str, Any]) -> list[str]:

@@ -48,6 +48,22 @@ KNOWN_TYPES = {
     "contact.erased": "a contact was erased (no personal data kept)",
     "opted_out": "the person opted out of a channel",
     "opted_in": "the person opted back in to a channel",
+    "sequence.enrolled": "the engine started a sequence for the contact",
+    "sequence.skipped": "a trigger matched but the contact was not enrolled (why)",
+    "sequence.exited": "a sequence stopped early (reply, booking, exit rule, ...)",
+    "sequence.completed": "a sequence ran to its end",
+    "step.sent": "a sequence step sent a message",
+    "step.done": "a sequence step that sends nothing ran (tag, branch, webhook)",
+    "step.deferred": "a step was moved later (quiet hours, retry) and to when",
+    "step.capped": "a step was held back by a per-contact cap, and until when",
+    "step.skipped": "a step was skipped (opted out, no address, condition)",
+    "step.failed": "a step failed, with the reason",
+    "step.cancelled": "a queued step was cancelled (the sequence exited)",
+    "review.requested": "the person was asked for a review (public links offered)",
+    "review.rated": "the person answered a review request with a 1-5 score",
+    "review.received": "a public review by the person was imported",
+    "feedback.received": "the person sent private feedback to the owner",
+    "staff.alerted": "staff were told of a low score or private feedback",
 }
 
 

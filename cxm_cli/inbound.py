@@ -94,7 +94,8 @@ class InboundResult:
     event_id: int | None
     duplicate: bool = False
     created_contact: bool = False
-    kind: str = "reply"  # reply | opt_out | opt_in | help | auto_reply
+    # reply | opt_out | opt_in | help | auto_reply | keyword_answer
+    kind: str = "reply"
     keyword: str | None = None
     flag: str | None = None
     actions: list[str] = field(default_factory=list)
@@ -175,9 +176,12 @@ def record_inbound(
     channel = channel.strip().lower()
     if not channel:
         raise InputError("an inbound message needs a channel (sms, email, ...)")
-    at_text = clocks.iso(clocks.parse(at)) if at else clocks.now_iso(clock)
+    given_at = clocks.iso(clocks.parse(at)) if at else None
 
     with write_transaction(db):
+        # Taken under the write lock, so "recorded at" orders this message
+        # against every send: a send stamped later saw the opt-out.
+        at_text = given_at or clocks.now_iso(clock)
         if provider_id:
             existing = fetch_one(
                 db,
@@ -300,6 +304,10 @@ def _record(
         source=source,
     )
     db["messages"].update(message_id, {"event_id": event.id})
+    if kind == "reply" and _answered_an_offered_keyword(db, contact_id, event.id):
+        # "C" to confirm was handled by the engine; nobody needs to answer it.
+        kind = "keyword_answer"
+        db["inbound_messages"].update(message_id, {"kind": kind})
 
     result = InboundResult(
         message_id=message_id,
@@ -341,6 +349,18 @@ def _record(
         result.actions.append("flagged: reads like an opt-out, a person should decide")
     log.info("inbound message %s contact=%s kind=%s", message_id, contact_id, kind)
     return result
+
+
+def _answered_an_offered_keyword(db, contact_id: int, event_id: int) -> bool:
+    return (
+        fetch_one(
+            db,
+            "SELECT 1 AS x FROM events WHERE contact_id = ? AND id > ? "
+            "AND source = 'keyword' AND json_extract(data, '$.reply_event_id') = ?",
+            [contact_id, event_id, event_id],
+        )
+        is not None
+    )
 
 
 def _duplicate_result(db, existing: dict) -> InboundResult:

@@ -269,6 +269,76 @@ def send_message(
     )
 
 
+def drop_voicemail(
+    workspace,
+    db,
+    clock,
+    contact_id: int,
+    audio_url: str,
+    *,
+    due_step_id: int | None = None,
+    source: str = "runner",
+    automated: bool = True,
+    event_data: dict[str, Any] | None = None,
+) -> SentMessage:
+    """Leave a recorded voicemail on the contact's phone (a ``voicemail`` message).
+
+    The same rules as a text: the phone must not be a fax, and a contact who
+    opted out of SMS is not called either. Goes through the SMS channel's
+    provider (or the outbox).
+    """
+    if not str(audio_url).startswith(("https://", "http://")):
+        raise InputError(f"voicemail audio must be an http(s) URL, not {audio_url!r}")
+    contact = contacts.get_contact(db, contact_id)
+    if contacts.is_opted_out(db, contact_id, "voicemail"):
+        raise ConsentRefused(
+            f"contact {contact_id} opted out of voicemail", reason="opted_out"
+        )
+    if db.conn.in_transaction:
+        raise RuntimeError("drop_voicemail must be called outside a transaction")
+    sender = get_channel(workspace, "sms")
+
+    with write_transaction(db):
+        address = check_consent(db, contact, "sms")
+        message_id = (
+            db["messages"]
+            .insert(
+                {
+                    "contact_id": contact_id,
+                    "channel": "voicemail",
+                    "direction": "outbound",
+                    "address": address,
+                    "body": audio_url,
+                    "status": "sending",
+                    "due_step_id": due_step_id,
+                    "at": clocks.now_iso(clock),
+                }
+            )
+            .last_pk
+        )
+
+    try:
+        result = sender.send_voicemail(address, audio_url, contact_id=contact_id)
+    except ChannelError as exc:
+        _record_failure(db, clock, contact_id, "sms", message_id, exc)
+        raise
+
+    with write_transaction(db):
+        _update_message(db, message_id, status="sent", provider_id=result.provider_id)
+        data = {
+            **(event_data or {}),
+            "message_id": message_id,
+            "channel": "voicemail",
+            "due_step_id": due_step_id,
+            "automated": automated,
+        }
+        event = record_event(
+            db, contact_id, "message.sent", clock=clock, data=data, source=source
+        )
+        _update_message(db, message_id, event_id=event.id)
+    return SentMessage(message_id, result.provider_id, "sent", "voicemail", address)
+
+
 def _record_sending(
     workspace,
     db,
@@ -281,6 +351,14 @@ def _record_sending(
 ) -> int:
     """Insert the message as 'sending' and let decorators touch it; commit."""
     with write_transaction(db):
+        # Checked again under the write lock: an opt-out recorded since the
+        # first check (a STOP arriving mid-render) must still stop this send.
+        if check_consent(db, contact, outbound.channel) != outbound.to:
+            raise ConsentRefused(
+                f"contact {contact['id']}'s {outbound.channel} address changed "
+                "while the message was prepared",
+                reason="no_address",
+            )
         message_id = (
             db["messages"]
             .insert(

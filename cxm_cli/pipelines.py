@@ -18,6 +18,7 @@ Every move is a ``stage.changed`` event on the timeline (the history); the
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -207,6 +208,11 @@ def stage_key(name: str) -> str:
     return " ".join(str(name).lower().replace("-", " ").replace("_", " ").split())
 
 
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _problems_hint(problems: list[ConfigProblem]) -> str | None:
     if not problems:
         return None
@@ -214,7 +220,12 @@ def _problems_hint(problems: list[ConfigProblem]) -> str | None:
 
 
 class ConfigPlaces:
-    """Line numbers of tables in cxm.toml, since tomllib does not report them."""
+    """Line numbers of tables in cxm.toml, since tomllib does not report them.
+
+    Limitation: only ``[table]`` / ``[[array]]`` headers are found; a pipeline
+    written as an inline table (``pipelines = [{...}]``) is reported without a
+    line number.
+    """
 
     def __init__(self, text: str, file_name: str = "cxm.toml"):
         self.file_name = file_name
@@ -232,8 +243,12 @@ class ConfigPlaces:
         return found[index] if index < len(found) else None
 
     def table(self, dotted: str) -> int | None:
+        """Line of ``[dotted]``, else of the first table under it."""
         for line, name in self.headers:
             if name == dotted:
+                return line
+        for line, name in self.headers:
+            if name.startswith(dotted + "."):
                 return line
         return None
 
@@ -279,8 +294,12 @@ def pipeline_config(workspace) -> PipelineConfig:
         return cached[1]
 
     parsed = parse_pipeline_config(config, config_places(workspace))
-    for problem in parsed.problems:
-        log.warning("%s", problem)
+    if parsed.problems:
+        # One line for the runner's log; the commands print each problem.
+        log.warning(
+            "problems in the pipelines of cxm.toml: %d; see `cxm pipeline list`",
+            len(parsed.problems),
+        )
     _CONFIG_CACHE[id(config)] = (config, parsed)
     return parsed
 
@@ -396,6 +415,9 @@ def _parse_stages(raw: Any, pipeline_name: str, report) -> list[Stage]:
             )
             continue
         name = str(entry["name"]).strip()
+        for key in sorted(set(entry) - {"name", "kind", "stale_after_days"}):
+            hint = did_you_mean(key, ("name", "kind", "stale_after_days"))
+            report(f"stage {name!r}: unknown setting {key!r}{hint} (ignored)", "stages")
         if any(stage_key(s.name) == stage_key(name) for s in stages):
             report(f"stage {name!r} appears twice in {pipeline_name!r}", "stages")
             continue
@@ -459,7 +481,7 @@ def _parse_rule(item, number, line, pipelines, default_name, report):
     unknown = sorted(set(item) - RULE_KEYS)
     if unknown:
         report(
-            f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(RULE_KEYS))})",
+            f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], RULE_KEYS)}",
             unknown[0],
         )
         return None
@@ -667,10 +689,10 @@ def move_contact(
         )
 
     log.info(
-        "contact %s moved in %s to stage %s by %s",
+        "contact %s moved in %s to %s by %s",
         contact_id,
         target_pipeline.name,
-        target.position,
+        target.name,
         by,
     )
     return Move(
@@ -719,8 +741,15 @@ def _step_stage(step: dict[str, Any]) -> Any:
     return step.get("stage") or step.get("move_stage")
 
 
+MOVE_STAGE_FIELDS = {"kind", "name", "when", "move_stage", "stage", "pipeline", "value"}
+
+
 def _validate_move_stage(step: dict[str, Any]) -> list[str]:
-    problems = []
+    problems = [
+        f"{key}: unknown field for a move_stage step (known: stage, pipeline, value)"
+        for key in step
+        if key not in MOVE_STAGE_FIELDS
+    ]
     stage = _step_stage(step)
     if not isinstance(stage, str) or not stage.strip():
         problems.append("move_stage needs stage: <stage name>")
@@ -763,7 +792,7 @@ def run_move_stage(ctx: StepContext) -> StepOutcome:
         pipeline=pipeline.name,
         value=step.get("value"),
         by=by,
-        reason=step.get("reason") or f"step of sequence {sequence}",
+        reason=f"step of sequence {sequence}",
     )
     detail = (
         f"moved to {move.to_stage}" if move.changed else f"already in {move.to_stage}"

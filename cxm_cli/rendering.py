@@ -30,6 +30,7 @@ import logging
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -321,8 +322,12 @@ class _Loader(jinja2.BaseLoader):
             if path.is_file() and path.parent == folder:
                 stamp = _file_stamp(path)
                 source = path.read_text(encoding="utf-8")
-                return source, str(path), lambda: _file_stamp(path) == stamp
+                return source, str(path), partial(_unchanged, path, stamp)
         raise jinja2.TemplateNotFound(template)
+
+
+def _unchanged(path: Path, stamp: tuple[int, int] | None) -> bool:
+    return _file_stamp(path) == stamp
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:

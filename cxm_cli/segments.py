@@ -30,6 +30,7 @@ from cxm_cli.pipelines import (
     ConfigPlaces,
     ConfigProblem,
     config_places,
+    did_you_mean,
     pipeline_config,
 )
 
@@ -88,6 +89,8 @@ SEGMENT_KEYS = {
     "none_of",
 }
 
+# Limitation: lifetime value is the sum of invoice.paid amounts as recorded;
+# refunds (invoice.refunded) and currencies are not taken into account.
 LIFETIME_VALUE_SQL = """(SELECT COALESCE(SUM(CAST(json_extract(e.data, '$.amount')
     AS REAL)), 0) FROM events e
     WHERE e.contact_id = c.id AND e.type = 'invoice.paid')"""
@@ -130,7 +133,11 @@ class SegmentConfig:
             return self.segments[name]
         broken = [p for p in self.problems if f"[segments.{name}]" in p.place]
         if broken:
-            raise ConfigError(f"segment {name!r} cannot be used: {broken[0]}")
+            where = broken[0].place.split()[0]
+            raise ConfigError(
+                f"segment {name!r} cannot be used: {broken[0].message}",
+                hint=f"fix it at {where}",
+            )
         raise NotFound(
             f"no segment named {name!r}",
             hint="segments: " + (", ".join(sorted(self.segments)) or "none defined"),
@@ -149,8 +156,11 @@ def segment_config(workspace) -> SegmentConfig:
     parsed = parse_segments(
         config, config_places(workspace), pipeline_config(workspace)
     )
-    for problem in parsed.problems:
-        log.warning("%s", problem)
+    if parsed.problems:
+        log.warning(
+            "problems in the segments of cxm.toml: %d; see `cxm contacts segments`",
+            len(parsed.problems),
+        )
     _CACHE[id(config)] = (config, parsed)
     return parsed
 
@@ -203,8 +213,8 @@ def _parse_segment(name, rules, line, pipelines, report) -> Segment | None:
         return None
     unknown = sorted(set(rules) - SEGMENT_KEYS)
     if unknown:
-        known = ", ".join(sorted(SEGMENT_KEYS))
-        report(f"unknown condition {unknown[0]!r} (known: {known})", unknown[0])
+        hint = did_you_mean(unknown[0], SEGMENT_KEYS)
+        report(f"unknown condition {unknown[0]!r}{hint}", unknown[0])
         return None
     if not set(rules) - {"description", "pipeline"}:
         report("a segment needs at least one condition")
@@ -454,6 +464,8 @@ def contact_in_segment(
     db, workspace, contact_id: int, name: str, *, clock=None
 ) -> bool:
     """Whether one contact is in segment ``name`` now."""
+    # Limitation: a caller that passes no clock gets the system time, so
+    # "recent" conditions ignore a FakeClock the caller did not hand over.
     now = (clock or SystemClock()).now()
     sql, params = segment_sql(segment_config(workspace), name, now)
     query = f"SELECT 1 FROM contacts c WHERE c.id = ? AND ({sql}) LIMIT 1"

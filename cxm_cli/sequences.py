@@ -211,8 +211,11 @@ def _load(workspace) -> SequenceSet:
         if sequence.name in sequences:
             other = sequences[sequence.name].path.name
             problems.append(
-                Problem(path.name, reader.line(("name",)), f"name: {sequence.name!r} is "
-                        f"already the name of {other}")
+                Problem(
+                    path.name,
+                    reader.line(("name",)),
+                    f"name: {sequence.name!r} is already the name of {other}",
+                )
             )
             continue
         sequences[sequence.name] = sequence
@@ -257,7 +260,9 @@ class _FileReader:
             return None
         if not isinstance(data, dict):
             if data is not None:
-                self.problem((), "a sequence file must be a mapping (name:, steps:, ...)")
+                self.problem(
+                    (), "a sequence file must be a mapping (name:, steps:, ...)"
+                )
             return None
 
         for key in data:
@@ -265,7 +270,9 @@ class _FileReader:
                 hint = did_you_mean(key, SEQUENCE_FIELDS)
                 self.problem((key,), f"{key}: unknown field{hint}")
 
-        sequence = Sequence(name=str(data.get("name") or self.path.stem), path=self.path)
+        sequence = Sequence(
+            name=str(data.get("name") or self.path.stem), path=self.path
+        )
         sequence.description = str(data.get("description") or "")
         sequence.enabled = self._boolean(data, "enabled", True)
         sequence.caps = self._boolean(data, "caps", True)
@@ -289,7 +296,9 @@ class _FileReader:
         if isinstance(trigger, str):
             trigger = {"event": trigger}
         if not isinstance(trigger, dict):
-            self.problem(("trigger",), "trigger: write an event type or {event:, when:}")
+            self.problem(
+                ("trigger",), "trigger: write an event type or {event:, when:}"
+            )
             return
         for key in trigger:
             if key not in TRIGGER_FIELDS:
@@ -318,7 +327,8 @@ class _FileReader:
             close = difflib.get_close_matches(event_type, KNOWN_TYPES, n=1, cutoff=0.85)
             if close:
                 self.problem(
-                    path, f"{event_type}: unknown event type (did you mean {close[0]!r}?)"
+                    path,
+                    f"{event_type}: unknown event type (did you mean {close[0]!r}?)",
                 )
 
     def _read_reenroll(self, value: Any, sequence: Sequence) -> None:
@@ -329,8 +339,10 @@ class _FileReader:
             sequence.cooldown = parse_timedelta(value)
             sequence.reenroll = "cooldown"
         except ValueError as exc:
-            self.problem(("reenroll",), f"reenroll: write never, always or a cool-down "
-                         f"such as 30d ({exc})")
+            self.problem(
+                ("reenroll",),
+                f"reenroll: write never, always or a cool-down such as 30d ({exc})",
+            )
 
     def _read_group(self, data: dict, sequence: Sequence) -> None:
         group = data.get("group")
@@ -359,8 +371,11 @@ class _FileReader:
         if isinstance(rule, str):
             rule = {rule: None}
         if not isinstance(rule, dict) or not rule:
-            self.problem(path, "exit rule: write replied, booked, opted_out, "
-                         "{stage: NAME} or {event: TYPE}")
+            self.problem(
+                path,
+                "exit rule: write replied, booked, opted_out, "
+                "{stage: NAME} or {event: TYPE}",
+            )
             return None
         for key in rule:
             if key not in EXIT_FIELDS:
@@ -370,8 +385,11 @@ class _FileReader:
 
         kinds = [key for key in rule if key in (*EXIT_SHORTHANDS, "stage", "event")]
         if len(kinds) != 1:
-            self.problem(path, "exit rule: name exactly one of replied, booked, "
-                         "opted_out, stage, event")
+            self.problem(
+                path,
+                "exit rule: name exactly one of replied, booked, "
+                "opted_out, stage, event",
+            )
             return None
         kind = kinds[0]
         value = rule[kind]
@@ -426,12 +444,15 @@ class _FileReader:
             spec = self._step_spec(raw, path, STEP_KINDS)
             if spec is None:
                 continue
-            step = StepDef(index=index, kind=spec["kind"], spec=spec, line=self.line(path))
+            step = StepDef(
+                index=index, kind=spec["kind"], spec=spec, line=self.line(path)
+            )
             sequence.steps.append(step)
             if step.label:
                 if step.label in labels:
-                    self.problem((*path, "name"), f"name: step name {step.label!r} is "
-                                 "used twice")
+                    self.problem(
+                        (*path, "name"), f"name: step name {step.label!r} is used twice"
+                    )
                 labels[step.label] = index
             if spec.get("when") is not None:
                 for where, message in validate_condition(spec["when"], (*path, "when")):
@@ -443,8 +464,11 @@ class _FileReader:
         if isinstance(raw, str):
             raw = {raw.strip(): None}
         if not isinstance(raw, dict) or not raw:
-            self.problem(path, "a step must be a mapping such as {send: sms, "
-                         "template: NAME} or {wait: 1d}")
+            self.problem(
+                path,
+                "a step must be a mapping such as {send: sms, "
+                "template: NAME} or {wait: 1d}",
+            )
             return None
         if "kind" in raw:
             kind = raw["kind"]
@@ -487,7 +511,10 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
         if isinstance(template, str) and templates is not None:
             if template not in templates:
                 hint = did_you_mean(template, templates)
-                add((*path, "template"), f"template: unknown template {template!r}{hint}")
+                add(
+                    (*path, "template"),
+                    f"template: unknown template {template!r}{hint}",
+                )
             else:
                 problem = _template_channel_problem(workspace, step, template)
                 if problem:
@@ -495,10 +522,19 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
         for key in ("goto", "else"):
             target = step.spec.get(key)
             if target is not None and step.kind in ("branch", "goto"):
-                if sequence.step_position(target) is None:
+                position = sequence.step_position(target)
+                if position is None:
                     labels = [s.label for s in sequence.steps if s.label]
                     hint = did_you_mean(str(target), labels)
                     add((*path, key), f"{key}: no step named {target!r}{hint}")
+                elif position <= step.index and not any(
+                    s.kind == "wait" for s in sequence.steps[position : step.index]
+                ):
+                    add(
+                        (*path, key),
+                        f"{key}: going back to {target!r} with no wait in between "
+                        "would loop at once",
+                    )
         if step.kind == "switch":
             references.append(((*path, "switch"), step.spec.get("switch")))
     for index, rule in enumerate(sequence.exits):
@@ -534,7 +570,6 @@ def _template_channel_problem(workspace, step: StepDef, template: str) -> str | 
         return f"template: {template!r} cannot be read: {exc}"
     if channel not in loaded.channels:
         return (
-            f"template: {template!r} is for {', '.join(loaded.channels)}, "
-            f"not {channel}"
+            f"template: {template!r} is for {', '.join(loaded.channels)}, not {channel}"
         )
     return None

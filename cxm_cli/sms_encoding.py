@@ -30,6 +30,9 @@ GSM_BASIC = frozenset(_GSM_BASIC) - {"\x1b"}
 # The extension table reachable through the escape (form feed, ^ { } \ [ ~ ] | €).
 GSM_EXTENSION = frozenset("\f^{}\\[~]|€")
 
+# Limitation: the national language shift tables (Turkish, Spanish, Portuguese,
+# Indian scripts) are not modelled; text that only they could carry as GSM-7 is
+# counted as UCS-2, which overstates its segments.
 GSM_SINGLE_LIMIT = 160
 GSM_SEGMENT_SIZE = 153
 UCS2_SINGLE_LIMIT = 70

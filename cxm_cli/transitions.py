@@ -202,6 +202,8 @@ def _run_no_visit(db, workspace, clock, config, rule: TransitionRule) -> list[Mo
     cutoff = clocks.iso(now - timedelta(days=rule.days))
     stage_sql, stage_params = _stage_filter(rule)
     join = "JOIN" if rule.from_stages is not None else "LEFT JOIN"
+    # Limitation: bookings and cancellations are not matched by appointment_id,
+    # so cancelling one of two open bookings reads as no booking standing.
     sql = f"""
         WITH last_visits AS (
             SELECT contact_id, MAX(at) AS last_visit_at FROM events

@@ -218,6 +218,7 @@ def test_twilio_request_carries_auth_and_form(workspace, sms_provider):
         "StatusCallback": "https://cxm.example.test/twilio/status",
     }
     assert result.provider_id == request.sid and result.provider_id.startswith("SM")
+    assert sms_provider.messages == [request]
 
 
 @pytest.mark.parametrize(
@@ -293,6 +294,7 @@ def test_voicemail_drop_posts_a_call(workspace, sms_provider):
         "<Response><Play>https://example.test/vm.mp3?a=1&amp;b=2</Play></Response>"
     )
     assert result.provider_id == request.sid and request.sid.startswith("CA")
+    assert sms_provider.calls == [request] and sms_provider.messages == []
 
     sms_provider.fail_next(400, code=21215, message="Geo permission")
     with pytest.raises(ChannelError) as error:

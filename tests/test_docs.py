@@ -2,15 +2,14 @@
 
 import re
 
-import click
 import typer.main
 
 from cxm_cli.cli import app
 from tests.conftest import REPO_DIR
 
 
-def leaf_commands(command: click.Command, path: tuple[str, ...] = ()):
-    if isinstance(command, click.Group):
+def leaf_commands(command, path: tuple[str, ...] = ()):
+    if hasattr(command, "commands"):
         for name, sub in command.commands.items():
             yield from leaf_commands(sub, (*path, name))
         if getattr(command, "invoke_without_command", False) and path:

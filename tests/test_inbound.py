@@ -289,3 +289,36 @@ def test_cli_record_refuses_bad_input_clearly(cli):
     assert broken.exit_code != 0 and "stdin" in broken.stderr
     nobody = cli("inbox", "record", "--contact", "99", "--text", "hi")
     assert nobody.exit_code != 0 and "no contact" in nobody.stderr
+
+
+def test_help_gets_the_configured_reply(workspace, db, clock):
+    contact_id = make_contact(db, clock)
+    result = record_inbound(
+        workspace, db, clock, channel="sms", text="help?", contact_id=contact_id
+    )
+    assert result.kind == "help" and "sent the help reply" in result.actions
+    body = db.execute(
+        "SELECT body FROM messages WHERE contact_id = ? AND direction = 'outbound'",
+        [contact_id],
+    ).fetchone()[0]
+    assert body.startswith("Bright Smile Dental:") and "STOP" in body
+
+
+def test_stop_leaves_no_text_to_go_out(workspace, db, clock):
+    from cxm_cli.runner import run_once
+
+    contact_id = make_contact(db, clock)  # enrolled in new-lead by lead.created
+    run_once(workspace, db, clock)
+    clock.advance(minutes=1)
+    record_inbound(
+        workspace, db, clock, channel="sms", text="STOP", contact_id=contact_id
+    )
+
+    clock.advance(days=5)
+    run_once(workspace, db, clock)
+    late_sms = db.execute(
+        "SELECT COUNT(*) FROM messages WHERE contact_id = ? AND channel = 'sms' "
+        "AND direction = 'outbound' AND at > '2026-03-02T15:01:00'",
+        [contact_id],
+    ).fetchone()[0]
+    assert late_sms == 0

@@ -378,3 +378,54 @@ def test_unknown_channel_and_bad_arguments_are_refused(workspace, db, clock):
     with pytest.raises(InputError, match="not both"):
         send_message(workspace, db, clock, contact_id, "sms")
     assert fetch_one(db, "SELECT COUNT(*) AS n FROM messages")["n"] == 0
+
+
+def test_opt_out_recorded_while_rendering_still_stops_the_send(
+    workspace, db, clock, monkeypatch
+):
+    from cxm_cli import messaging
+
+    contact_id = make_contact(db, clock)
+    real_render = messaging.render_for
+
+    def render_then_stop_arrives(*args, **kwargs):
+        rendered = real_render(*args, **kwargs)
+        set_consent(db, contact_id, "sms", "opted_out", clock=clock, source="inbound")
+        return rendered
+
+    monkeypatch.setattr(messaging, "render_for", render_then_stop_arrives)
+
+    with pytest.raises(ConsentRefused, match="opted out"):
+        send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
+
+    assert _messages(db, contact_id) == []
+    assert not (workspace.outbox_dir / str(contact_id)).exists()
+
+
+def test_voicemail_drop_goes_through_the_same_checks(
+    workspace, db, clock, sms_provider
+):
+    from cxm_cli.messaging import drop_voicemail
+
+    workspace = sms_provider.configure(workspace)
+    contact_id = make_contact(db, clock)
+
+    sent = drop_voicemail(
+        workspace, db, clock, contact_id, "https://example.test/vm.mp3", due_step_id=4
+    )
+
+    [call] = sms_provider.calls
+    assert call.form["To"] == "+15125550101"
+    row = _messages(db, contact_id)[0]
+    assert (row["channel"], row["status"], row["provider_id"]) == (
+        "voicemail",
+        "sent",
+        sent.provider_id,
+    )
+    [event] = events_for(db, contact_id, types=["message.sent"])
+    assert event.data["channel"] == "voicemail" and event.data["due_step_id"] == 4
+
+    set_consent(db, contact_id, "sms", "opted_out", clock=clock, source="test")
+    with pytest.raises(ConsentRefused):
+        drop_voicemail(workspace, db, clock, contact_id, "https://example.test/vm.mp3")
+    assert len(sms_provider.calls) == 1

@@ -204,6 +204,7 @@ def test_a_workspace_with_bad_rules_still_moves_people_by_the_good_ones(
     board = cli("pipeline", "board")
     assert board.exit_code == 0
     assert "contacterd" in board.stderr
+    assert "[[pipeline_rules]] #3" in board.stderr  # not eaten as rich markup
 
 
 def test_a_config_without_pipelines_uses_the_default(tmp_path):

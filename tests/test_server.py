@@ -97,7 +97,9 @@ def test_forged_or_altered_requests_get_403_and_record_nothing(served, db, clock
 
     params = inbound_params("SM200", "STOP")
     forged = requests.post(
-        url, data=params, headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
+        url,
+        data=params,
+        headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
         timeout=10,
     )
     unsigned = requests.post(url, data=params, timeout=10)
@@ -116,8 +118,9 @@ def test_forged_or_altered_requests_get_403_and_record_nothing(served, db, clock
         timeout=10,
     )
 
-    assert [r.status_code for r in (forged, unsigned, wrong_key, altered,
-                                    other_path)] == [403] * 5
+    assert [
+        r.status_code for r in (forged, unsigned, wrong_key, altered, other_path)
+    ] == [403] * 5
     assert counts(db) == before
     assert consent_status(db, 1, "sms") is None
 
@@ -137,8 +140,9 @@ def test_replayed_request_records_nothing_new(served, db, clock):
 
 def test_unknown_number_becomes_a_new_contact(served, db):
     url = served.url + "/twilio/sms"
-    response = post_signed(url, inbound_params("SM400", "Do you do whitening?",
-                                                sender="+15125550177"))
+    response = post_signed(
+        url, inbound_params("SM400", "Do you do whitening?", sender="+15125550177")
+    )
     assert response.status_code == 200
     contact = next(db.query("SELECT * FROM contacts WHERE phone = '+15125550177'"))
     assert contact["source"] == "inbound_sms"
@@ -146,8 +150,9 @@ def test_unknown_number_becomes_a_new_contact(served, db):
 
 def test_stop_over_the_webhook_opts_out(served, db, clock):
     contact_id = make_contact(db, clock)
-    response = post_signed(served.url + "/twilio/sms",
-                           inbound_params("SM500", "  Stop. "))
+    response = post_signed(
+        served.url + "/twilio/sms", inbound_params("SM500", "  Stop. ")
+    )
     assert response.status_code == 200
     assert consent_status(db, contact_id, "sms") == "opted_out"
 
@@ -157,11 +162,21 @@ def test_status_callbacks_out_of_order_never_move_back(served, db, clock):
     from cxm_cli.store import write_transaction
 
     with write_transaction(db):
-        message_id = db["messages"].insert(
-            {"contact_id": contact_id, "channel": "sms", "direction": "outbound",
-             "status": "sent", "provider_id": "SMout1", "body": "Hi",
-             "at": "2026-03-02T15:00:00.000000Z"}
-        ).last_pk
+        message_id = (
+            db["messages"]
+            .insert(
+                {
+                    "contact_id": contact_id,
+                    "channel": "sms",
+                    "direction": "outbound",
+                    "status": "sent",
+                    "provider_id": "SMout1",
+                    "body": "Hi",
+                    "at": "2026-03-02T15:00:00.000000Z",
+                }
+            )
+            .last_pk
+        )
     url = served.url + "/twilio/status"
 
     codes = [
@@ -180,8 +195,9 @@ def test_status_callbacks_out_of_order_never_move_back(served, db, clock):
 def test_without_an_auth_token_every_webhook_is_refused(workspace, db, clock):
     handle = serve_in_thread(workspace, "127.0.0.1", 0, clock=clock)
     try:
-        response = post_signed(handle.url + "/twilio/sms",
-                               inbound_params("SM600", "hi"), token="")
+        response = post_signed(
+            handle.url + "/twilio/sms", inbound_params("SM600", "hi"), token=""
+        )
     finally:
         handle.stop()
     assert response.status_code == 403
@@ -190,8 +206,7 @@ def test_without_an_auth_token_every_webhook_is_refused(workspace, db, clock):
 def post_event(served, body, token=EVENTS_TOKEN, **headers):
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return requests.post(served.url + "/events", json=body, headers=headers,
-                         timeout=10)
+    return requests.post(served.url + "/events", json=body, headers=headers, timeout=10)
 
 
 def test_events_need_the_bearer_token(served, db):
@@ -205,8 +220,12 @@ def test_a_website_form_creates_the_contact_once(served, db, cli):
     body = {
         "type": "form.submitted",
         "source": "website",
-        "contact": {"email": "Jo.Doe@Example.com", "phone": "(512) 555-0142",
-                    "first_name": "Jo", "last_name": "Doe"},
+        "contact": {
+            "email": "Jo.Doe@Example.com",
+            "phone": "(512) 555-0142",
+            "first_name": "Jo",
+            "last_name": "Doe",
+        },
         "data": {"form": "contact-us", "message": "Do you take new patients?"},
         "idempotency_key": "form-1",
     }
@@ -241,3 +260,84 @@ def test_bad_events_are_refused_with_a_reason(served, db):
         assert response.status_code == 400, body
         assert response.json()["error"]
     assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_signed_reply_stops_the_follow_up_sequence(served, workspace, db, clock):
+    from cxm_cli.inbound import create_minimal_contact
+    from cxm_cli.runner import run_once
+    from cxm_cli.store import write_transaction
+
+    with write_transaction(db):
+        contact_id = create_minimal_contact(
+            db,
+            clock,
+            email="lead@example.com",
+            phone="+15125550160",
+            first_name="Lee",
+            source="facebook",
+        )
+    run_once(workspace, db, clock)
+    sent_before = db.execute(
+        "SELECT COUNT(*) FROM messages WHERE contact_id = ? AND direction = 'outbound'",
+        [contact_id],
+    ).fetchone()[0]
+    assert sent_before >= 1, "the new-lead sequence sent nothing"
+
+    response = post_signed(
+        served.url + "/twilio/sms",
+        inbound_params("SM700", "Yes please call me", sender="+15125550160"),
+    )
+    assert response.status_code == 200
+
+    enrollment = next(
+        db.query(
+            "SELECT status FROM enrollments "
+            "WHERE contact_id = ? AND sequence = 'new-lead'",
+            [contact_id],
+        )
+    )
+    assert enrollment["status"] == "exited"
+    clock.advance(days=5)
+    run_once(workspace, db, clock)
+    sent_after = db.execute(
+        "SELECT COUNT(*) FROM messages WHERE contact_id = ? AND direction = 'outbound'",
+        [contact_id],
+    ).fetchone()[0]
+    assert sent_after == sent_before
+
+
+def test_cxm_serve_command_answers_on_loopback(workspace):
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.dovecot import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cxm_cli",
+            "--workspace",
+            str(workspace.root),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        answer = None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200
+        assert answer.json()["business"] == "Bright Smile Dental"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

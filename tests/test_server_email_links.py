@@ -35,8 +35,9 @@ def test_email_carries_one_click_unsubscribe_that_only_post_honours(
     served, workspace, db, clock
 ):
     contact_id = make_contact(db, clock)
-    send_message(workspace, db, clock, contact_id, "email", text="Hello",
-                 subject="Welcome")
+    send_message(
+        workspace, db, clock, contact_id, "email", text="Hello", subject="Welcome"
+    )
     email = sent_email(workspace, contact_id)
 
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -45,13 +46,16 @@ def test_email_carries_one_click_unsubscribe_that_only_post_honours(
     assert url in email.get_body(("plain",)).get_content()
 
     page = requests.get(url, timeout=10)
-    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    assert page.status_code == 200 and '<form method="post"' in page.text
     assert "a***@example.com" in page.text
     assert consent_status(db, contact_id, "email") is None
 
-    one_click = requests.post(url, data="List-Unsubscribe=One-Click", timeout=10,
-                              headers={"Content-Type":
-                                       "application/x-www-form-urlencoded"})
+    one_click = requests.post(
+        url,
+        data="List-Unsubscribe=One-Click",
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert one_click.status_code == 200
     assert consent_status(db, contact_id, "email") == "opted_out"
     event = next(db.query("SELECT * FROM events WHERE type = 'opted_out'"))
@@ -66,8 +70,9 @@ def test_an_edited_unsubscribe_link_changes_nothing(served, workspace, db, clock
 
     tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
     assert requests.post(tampered, timeout=10).status_code == 404
-    assert requests.get(served.url + "/unsubscribe/garbage", timeout=10).status_code \
-        == 404
+    assert (
+        requests.get(served.url + "/unsubscribe/garbage", timeout=10).status_code == 404
+    )
     assert consent_status(db, first, "email") is None
     assert consent_status(db, other, "email") is None
 
@@ -75,12 +80,24 @@ def test_an_edited_unsubscribe_link_changes_nothing(served, workspace, db, clock
 def test_open_pixel_and_click_redirect_are_recorded(served, workspace, db, clock):
     contact_id = make_contact(db, clock)
     workspace.config["server"].update(track_opens=True, track_clicks=True)
-    message_id = db["messages"].insert(
-        {"contact_id": contact_id, "channel": "email", "direction": "outbound",
-         "status": "sent", "at": "2026-03-02T15:00:00.000000Z"}
-    ).last_pk
+    message_id = (
+        db["messages"]
+        .insert(
+            {
+                "contact_id": contact_id,
+                "channel": "email",
+                "direction": "outbound",
+                "status": "sent",
+                "at": "2026-03-02T15:00:00.000000Z",
+            }
+        )
+        .last_pk
+    )
     message = OutboundMessage(
-        channel="email", to="ana@example.com", body="Book now", subject="Hi",
+        channel="email",
+        to="ana@example.com",
+        body="Book now",
+        subject="Hi",
         contact_id=contact_id,
         html_body='<html><body><a href="https://booking.example.com/a?b=1&amp;c=2">'
         "Book</a></body></html>",
@@ -93,17 +110,23 @@ def test_open_pixel_and_click_redirect_are_recorded(served, workspace, db, clock
     assert "booking.example.com" not in link
     opened = requests.get(pixel.replace("&amp;", "&"), timeout=10)
     assert opened.status_code == 200 and opened.headers["Content-Type"] == "image/gif"
-    clicked = requests.get(link.replace("&amp;", "&"), allow_redirects=False,
-                           timeout=10)
+    clicked = requests.get(
+        link.replace("&amp;", "&"), allow_redirects=False, timeout=10
+    )
     assert clicked.status_code == 302
     assert clicked.headers["Location"] == "https://booking.example.com/a?b=1&c=2"
 
-    types = [row["type"] for row in db.query(
-        "SELECT type FROM events WHERE contact_id = ? ORDER BY id", [contact_id])]
+    types = [
+        row["type"]
+        for row in db.query(
+            "SELECT type FROM events WHERE contact_id = ? ORDER BY id", [contact_id]
+        )
+    ]
     assert types.count("email.opened") == 1 and types.count("email.clicked") == 1
 
-    forged = requests.get(served.url + "/c/not-a-token", allow_redirects=False,
-                          timeout=10)
+    forged = requests.get(
+        served.url + "/c/not-a-token", allow_redirects=False, timeout=10
+    )
     assert forged.status_code == 404
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from cxm_cli import clock as clocks
+from cxm_cli.audit.stats import epoch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ EVENT_FIELDS: dict[str, tuple[str | None, str | None, str | None]] = {
     "review.received": ("request_id", "rating", "platform"),
     "opted_out": ("channel", None, None),
 }
+
+VISIT_PAYMENT_DAYS = 7
+VISIT_PAYMENT_SECONDS = VISIT_PAYMENT_DAYS * 24 * 3600
 
 # An outbound message with one of these statuses never reached the person.
 FAILED_STATUSES = ("failed", "bounced", "undelivered", "rejected", "cancelled")
@@ -92,17 +96,11 @@ class ContactHistory:
     review_answers: list[tuple[str, str | None, str, float | None]] = field(
         default_factory=list
     )  # (at, request_id, type, rating)
+    visits: list[str] = field(default_factory=list)  # see _visits
 
     @property
     def bookings(self) -> list[str]:
         return [a.booked_at for a in self.appointments if a.booked_at]
-
-    @property
-    def visits(self) -> list[str]:
-        """Times the contact was served or paid: completed jobs and payments."""
-        done = [a.outcome_at for a in self.appointments if a.outcome == "completed"]
-        paid = [at for at, amount in self.payments if amount > 0]
-        return sorted(at for at in done + paid if at)
 
     def became_customer(self) -> bool:
         return bool(self.visits)
@@ -117,26 +115,36 @@ def _slot_sql(slot: int) -> str:
     return "CASE type " + " ".join(cases) + " END"
 
 
+_FAILED = ", ".join(f"'{status}'" for status in FAILED_STATUSES)
+_TYPES = ", ".join(f"'{kind}'" for kind in EVENT_FIELDS)
+_LEAD_TYPES = ", ".join(f"'{kind}'" for kind in INBOUND_LEAD_TYPES)
+
 # The "+" in front of columns keeps SQLite from walking an index in
 # (contact_id, at) order: that reads table rows in random order, while a scan
 # plus an in-memory sort reads them sequentially and is about twice as fast.
 MESSAGES_SQL = f"""
     SELECT contact_id, at,
            CASE direction WHEN 'inbound' THEN '{RECEIVED}' ELSE '{SENT}' END,
-           channel, NULL, NULL
+           channel, NULL, NULL, NULL
     FROM messages
     WHERE +at < :as_of
-      AND NOT (direction = 'outbound' AND status IN ({
-          ", ".join(f"'{s}'" for s in FAILED_STATUSES)}))
+      AND NOT (direction = 'outbound' AND status IN ({_FAILED}))
       AND NOT (direction = 'inbound' AND status = 'auto_reply')
     ORDER BY +contact_id, +at, +id
 """
 
+# Lead events are read whatever their ``at``: an import records them when the
+# file is read, and the lead's own time is in ``created_time``. ``undated``
+# marks an imported one that had no time of its own (``at`` is the import's).
 EVENTS_SQL = f"""
-    SELECT contact_id, at, type, {_slot_sql(0)}, {_slot_sql(1)}, {_slot_sql(2)}
+    SELECT contact_id, at, type, {_slot_sql(0)}, {_slot_sql(1)}, {_slot_sql(2)},
+           CASE WHEN type IN ({_LEAD_TYPES})
+                THEN json_extract(data, '$.batch_id') IS NOT NULL
+                     AND at = recorded_at END
     FROM events
-    WHERE +contact_id IS NOT NULL AND +at < :as_of
-      AND +type IN ({", ".join(f"'{t}'" for t in EVENT_FIELDS)})
+    WHERE +contact_id IS NOT NULL
+      AND (+at < :as_of OR +type IN ({_LEAD_TYPES}))
+      AND +type IN ({_TYPES})
     ORDER BY +contact_id, +at, +id
 """
 
@@ -155,11 +163,13 @@ def read_histories(db, *, as_of: str) -> Iterator[ContactHistory]:
     count = 0
     for contact_id, rows in itertools.groupby(merged, key=itemgetter(0)):
         count += 1
-        yield build_history(contact_id, rows, contact_sources.get(contact_id))
+        yield build_history(contact_id, rows, contact_sources.get(contact_id), as_of)
     log.debug("audit read %d contact histories", count)
 
 
-def build_history(contact_id: int, rows, contact_source: str | None) -> ContactHistory:
+def build_history(
+    contact_id: int, rows, contact_source: str | None, as_of: str
+) -> ContactHistory:
     """Fold one contact's ordered rows into a :class:`ContactHistory`."""
     history = ContactHistory(contact_id)
     lead_source: str | None = None
@@ -167,7 +177,7 @@ def build_history(contact_id: int, rows, contact_source: str | None) -> ContactH
     open_appointments: list[Appointment] = []
     generated = 0
 
-    for _, at, kind, f1, f2, f3 in rows:
+    for _, at, kind, f1, f2, f3, undated in rows:
         if kind == SENT:
             history.outbound.append((at, f1))
         elif kind == RECEIVED:
@@ -175,11 +185,15 @@ def build_history(contact_id: int, rows, contact_source: str | None) -> ContactH
             if first_inbound is None or at < first_inbound[0]:
                 first_inbound = (at, f1)
         elif kind in INBOUND_LEAD_TYPES:
-            moment = _earliest(at, f2)
+            moment = _lead_moment(at, f2, undated)
+            if (moment if moment is not None else at) >= as_of:
+                continue  # the lead did not exist yet at the end of the period
+            lead_source = lead_source or _clean(f1)
+            if moment is None:
+                continue
             channel = _clean(f3) or ("form" if kind == "form.submitted" else "lead")
             if first_inbound is None or moment < first_inbound[0]:
                 first_inbound = (moment, channel)
-            lead_source = lead_source or _clean(f1)
         elif kind == "stage.changed":
             if f3:
                 history.stage_moves.append((at, _clean(f1) or "default", f2, f3))
@@ -194,18 +208,43 @@ def build_history(contact_id: int, rows, contact_source: str | None) -> ContactH
         elif kind == "review.requested":
             history.review_requests.append((at, _text(f1), _clean(f2)))
         elif kind in ANSWER_TYPES:
-            history.review_answers.append((at, _text(f1), kind, _rating(f2)))
+            history.review_answers.append((at, _text(f1), kind, parse_rating(f2)))
         elif kind == "opted_out":
             history.last_opt_out_at = at
 
     if first_inbound is not None:
         history.first_inbound_at, history.channel = first_inbound
     history.source = lead_source or contact_source or "unknown"
+    history.visits = _visits(history)
     return history
 
 
-def _track_appointment(history, open_list, kind, at, appointment_id, starts_at,
-                       sequence) -> None:
+def _visits(history: ContactHistory) -> list[str]:
+    """Times the contact was served: completed jobs, and payments on their own.
+
+    A payment within ``VISIT_PAYMENT_DAYS`` of a completed job is that job's
+    bill, not another visit; payments with no job near them are visits.
+    """
+    jobs = [
+        a.outcome_at
+        for a in history.appointments
+        if a.outcome == "completed" and a.outcome_at
+    ]
+    visits = list(jobs)
+    if history.payments:
+        job_times = [epoch(at) for at in jobs]
+        for at, amount in history.payments:
+            if amount <= 0:
+                continue
+            paid = epoch(at)
+            if not any(abs(paid - job) <= VISIT_PAYMENT_SECONDS for job in job_times):
+                visits.append(at)
+    return sorted(visits)
+
+
+def _track_appointment(
+    history, open_list, kind, at, appointment_id, starts_at, sequence
+) -> None:
     """Pair booked and outcome events by appointment id, else first in first out.
 
     A second booking with the same id is a reschedule of the same appointment.
@@ -242,9 +281,16 @@ def _track_appointment(history, open_list, kind, at, appointment_id, starts_at,
     match.starts_at = starts or match.starts_at
 
 
-def _earliest(at: str, created_time) -> str:
-    """A lead's moment: when it was recorded, or the export's earlier time."""
+def _lead_moment(at: str, created_time, undated) -> str | None:
+    """When a lead first reached out: the export's time if earlier, else ``at``.
+
+    An imported lead with no time of its own (``undated``) has no known
+    moment: the import's clock says when the file was read, not when the
+    person got in touch, so it is no inbound moment for speed to lead.
+    """
     created = _stored_time(created_time)
+    if undated:
+        return created
     return created if created is not None and created < at else at
 
 
@@ -280,7 +326,7 @@ def _number(value) -> float | None:
 _RATING_WORDS = {"ONE": 1, "TWO": 2, "THREE": 3, "FOUR": 4, "FIVE": 5}
 
 
-def _rating(value) -> float | None:
+def parse_rating(value) -> float | None:
     """A 1-5 rating from a number, or Google's ``ONE`` ... ``FIVE``."""
     if isinstance(value, str) and value.strip().upper() in _RATING_WORDS:
         return float(_RATING_WORDS[value.strip().upper()])

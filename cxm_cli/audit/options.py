@@ -63,14 +63,21 @@ def make_options(
     """Options from command-line text; relative bounds count back from now."""
     zone = zone_named(timezone)
     now = clock.now()
-    as_of = parse_bound(until, zone, now=now, end=True, name="--until") if until else None
+    as_of = (
+        parse_bound(until, zone, now=now, end=True, name="--until") if until else None
+    )
     as_of = as_of or clocks.iso(now)
-    start = parse_bound(since, zone, now=now, end=False, name="--since") if since else None
+    start = (
+        parse_bound(since, zone, now=now, end=False, name="--since") if since else None
+    )
     if start is not None and start >= as_of:
         raise InputError(f"--since ({start}) must be before --until ({as_of})")
 
-    for name, value in (("--lapsed-days", lapsed_days), ("--reminder-hours", reminder_hours),
-                        ("--top", top)):
+    for name, value in (
+        ("--lapsed-days", lapsed_days),
+        ("--reminder-hours", reminder_hours),
+        ("--top", top),
+    ):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, not {value}")
     return AuditOptions(

@@ -130,6 +130,8 @@ class SmtpChannel:
         log.info("email sent through smtp (contact %s)", message.contact_id)
         return SendResult(provider_id=message_id, status="sent")
 
+    # Limitation: each email opens its own SMTP connection (and login); a large
+    # batch through a slow relay spends most of its time in handshakes.
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
         if self.security == "ssl":

@@ -77,6 +77,8 @@ class TwilioChannel:
         self, to: str, audio_url: str, *, contact_id: int | None = None
     ) -> SendResult:
         # Wait for the answering machine's beep, then play the recording.
+        # Limitation: this is a real call that may ring the phone and play to a
+        # person who picks up; carrier "ringless" voicemail is not available here.
         twiml = f"<Response><Play>{escape(audio_url)}</Play></Response>"
         form = {
             "To": to,

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cxm_cli.clock import SystemClock
@@ -67,11 +68,11 @@ def stderr_console() -> Console:
 
 def say(message: str) -> None:
     """A message for the person at the terminal (stderr)."""
-    stderr_console().print(message, highlight=False)
+    stderr_console().print(escape(message), highlight=False)
 
 
 def warn(message: str) -> None:
-    stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    stderr_console().print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def print_json(data: Any) -> None:

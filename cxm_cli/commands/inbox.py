@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,10 +11,8 @@ import typer
 from cxm_cli.commands._common import JSON_OPTION, emit, say, state, warn
 from cxm_cli.errors import InputError
 
-inbox_app = typer.Typer(
-    help="Open conversations: people waiting for an answer.",
-    invoke_without_command=True,
-)
+# The group's help is the callback's docstring (it lists when no subcommand).
+inbox_app = typer.Typer(invoke_without_command=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -244,13 +241,11 @@ def reply(
 
 
 def _sent_summary(sent: Any, contact_id: int) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(sent):
-        data = asdict(sent)
-    elif isinstance(sent, dict):
-        data = dict(sent)
-    else:
-        data = {"result": str(sent)}
-    data.setdefault("contact_id", contact_id)
-    return {key: (str(v) if isinstance(v, Path) else v) for key, v in data.items()}
+    return {
+        "contact_id": contact_id,
+        "message_id": getattr(sent, "message_id", None),
+        "channel": getattr(sent, "channel", None),
+        "address": getattr(sent, "address", None),
+        "status": getattr(sent, "status", None),
+        "provider_id": getattr(sent, "provider_id", None),
+    }

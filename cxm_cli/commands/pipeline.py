@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cxm_cli.board import build_board, render_board, stale_contacts, values_report
 from cxm_cli.commands._common import (
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
 def _warn_about_config(workspace) -> None:
     for problem in pipeline_config(workspace).problems:
-        warn(str(problem))
+        warn(escape(str(problem)))
 
 
 @pipeline_app.command("move")
@@ -202,7 +203,7 @@ def list_pipelines(
         )
         return
     for problem in config.problems:
-        warn(str(problem))
+        warn(escape(str(problem)))
     print_rows(
         stages,
         ["pipeline", "position", "stage", "kind", "stale_after_days"],

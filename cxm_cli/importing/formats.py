@@ -68,8 +68,6 @@ class Layout:
     naive_zone: str | None = None
     # Map question-like headers ("What's your email?") by the words they hold.
     questions: bool = False
-    # Every record opts out of / bounces on email (Mailchimp's files).
-    file_consent: str | None = None
     note: str = ""
 
     def marker_keys(self) -> set[str]:
@@ -170,6 +168,7 @@ GENERIC = _columns(
         "State": ("region", None),
         "Province": ("region", None),
         "State/Province": ("region", None),
+        "Region": ("region", None),
         "Country": ("country", None),
         "Country Code": ("country", None),
         "Timezone": ("timezone", None),
@@ -577,7 +576,9 @@ LAYOUTS: list[Layout] = [
                 "Guest Email(s)": ("custom", None),
             }
         ),
-        patterns=_patterns((r"question(\d+)", "question"), (r"response(\d+)", "response")),
+        patterns=_patterns(
+            (r"question(\d+)", "question"), (r"response(\d+)", "response")
+        ),
         event="appointment.booked",
     ),
     Layout(
@@ -707,10 +708,45 @@ LAYOUTS: list[Layout] = [
         naive_zone="UTC",
     ),
     Layout(
+        name="cxm",
+        title="cxm's own export (cxm contacts export)",
+        markers=(
+            "cxm_id",
+            "emails",
+            "phones",
+            "email_consent",
+            "sms_consent",
+            "custom",
+        ),
+        min_markers=3,
+        columns=_columns(
+            {
+                "cxm_id": ("ignore", None),
+                "emails": ("email", None),
+                "phones": ("phone", "tagged"),
+                "tags": ("tags", "multi"),
+                "email_consent": ("consent", "email"),
+                "sms_consent": ("consent", "sms"),
+                "created_at": ("created", None),
+                "custom": ("custom_json", None),
+            }
+        ),
+    ),
+    Layout(
         name="vcard",
         title="vCard (.vcf) from Apple/iCloud, Google, Outlook",
         markers=(),
         min_markers=99,
+        columns=_columns(
+            {
+                "Phone": ("phone", None),
+                "Phone (mobile)": ("phone", "mobile"),
+                "Phone (home)": ("phone", "home"),
+                "Phone (work)": ("phone", "work"),
+                "Phone (fax)": ("phone", "fax"),
+                "Categories": ("tags", "comma"),
+            }
+        ),
     ),
     Layout(
         name="jsonl",

@@ -69,7 +69,9 @@ def open_input(source) -> Iterator[InputFile]:
 
     stream = sys.stdin if str(source) == "-" else source
     binary: BinaryIO = getattr(stream, "buffer", stream)
-    spool = tempfile.NamedTemporaryFile(prefix="cxm-import-", suffix=".spool", delete=False)
+    spool = tempfile.NamedTemporaryFile(
+        prefix="cxm-import-", suffix=".spool", delete=False
+    )
     try:
         with spool:
             if isinstance(binary, io.TextIOBase):
@@ -93,7 +95,9 @@ def detect_encoding(path: Path, override: str | None = None) -> str:
         try:
             return codecs.lookup(override).name
         except LookupError:
-            raise InputError(f"--encoding {override!r} is not a known encoding") from None
+            raise InputError(
+                f"--encoding {override!r} is not a known encoding"
+            ) from None
 
     with path.open("rb") as handle:
         head = handle.read(SAMPLE_BYTES)
@@ -297,24 +301,29 @@ class JsonLinesRecords:
         except (OSError, ValueError):
             return 0
 
-    def __iter__(self) -> Iterator[tuple[int, list[tuple[str, str]] | None, str]]:
-        """(line number, key/value pairs or None when unreadable, raw line)."""
+    def __iter__(self) -> Iterator[tuple[int, list | None, str, str | None]]:
+        """(line number, key/value pairs or None, raw line, why unreadable)."""
         with self.path.open(encoding=self.encoding) as handle:
             self._handle = handle
             for number, line in enumerate(handle, 1):
                 text = line.strip()
                 if not text:
-                    yield number, [], text
+                    yield number, [], text, None
                     continue
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    yield number, None, f"not valid JSON ({exc.msg})"
+                    yield (
+                        number,
+                        None,
+                        text,
+                        f"malformed line: not valid JSON ({exc.msg})",
+                    )
                     continue
                 if not isinstance(value, dict):
-                    yield number, None, "not a JSON object"
+                    yield number, None, text, "malformed line: not a JSON object"
                     continue
-                yield number, list(_flatten(value)), text
+                yield number, list(_flatten(value)), text, None
             self._handle = None
 
 

@@ -8,6 +8,7 @@ decides what the lead does to the workspace.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,10 +34,18 @@ from cxm_cli.importing.values import (
     truthy,
 )
 
-DATE_FIELDS = {"created", "birthday", "starts_at", "optin_time", "unsub_time", "clean_time"}
+DATE_FIELDS = {
+    "created",
+    "birthday",
+    "starts_at",
+    "optin_time",
+    "unsub_time",
+    "clean_time",
+}
 _MULTI_SPLIT = " ::: "
 _META_ID = re.compile(r"^(?:l|ag|as|c|f|p):(\d+)$")
 _TEST_LEAD = "<test lead"
+_TAGGED_PHONE = re.compile(r"^(.*?)(?:\s*\((mobile|home|work|fax|other)\))?$")
 
 
 @dataclass
@@ -119,7 +128,9 @@ class RecordMapper:
 
     def map_row(self, number: int, headers: list[str], row: list[str]) -> Lead | Reject:
         """A CSV record: cells in header order."""
-        if len(row) > len(headers) and any(cell.strip() for cell in row[len(headers) :]):
+        if len(row) > len(headers) and any(
+            cell.strip() for cell in row[len(headers) :]
+        ):
             return Reject(
                 number,
                 "",
@@ -135,7 +146,11 @@ class RecordMapper:
 
     def map_pairs(self, number: int, pairs: list[tuple[str, str]]) -> Lead | Reject:
         """A JSON Lines object or a vCard: key/value pairs, keys may repeat."""
-        cells = [(key, self.role(key), value) for key, value in pairs if value and value.strip()]
+        cells = [
+            (key, self.role(key), value)
+            for key, value in pairs
+            if value and value.strip()
+        ]
         fields_present = {role[0] for _, role, _ in cells}
         self.has_unsubscribe = "unsub_time" in fields_present
         self.has_clean = "clean_time" in fields_present
@@ -163,9 +178,17 @@ class RecordMapper:
             if not value:
                 continue
             if value.lower().startswith(_TEST_LEAD):
-                return Reject(number, header, "test lead from the Lead Ads testing tool")
+                return Reject(
+                    number, header, "test lead from the Lead Ads testing tool"
+                )
 
-            if kind in ("first_name", "middle_name", "last_name", "full_name", "company"):
+            if kind in (
+                "first_name",
+                "middle_name",
+                "last_name",
+                "full_name",
+                "company",
+            ):
                 if not is_placeholder(value) and kind not in names:
                     names[kind] = repair_mojibake(" ".join(value.split()))
             elif kind == "email":
@@ -175,11 +198,17 @@ class RecordMapper:
                 labels[("email", argument)] = value
             elif kind == "phone":
                 for part in _split_multi(value, emails=False):
-                    raw_phones.append((part, header, argument))
+                    phone_argument = argument
+                    if argument == "tagged":  # cxm's export: "+1312... x12 (work)"
+                        match = _TAGGED_PHONE.match(part)
+                        part, phone_argument = match.group(1), match.group(2)
+                    raw_phones.append((part, header, phone_argument))
             elif kind == "phone_label":
                 labels[("phone", argument)] = value
             elif kind == "tags":
-                lead.tags.extend(t for t in parse_tags(value, argument) if t not in lead.tags)
+                lead.tags.extend(
+                    t for t in parse_tags(value, argument) if t not in lead.tags
+                )
             elif kind == "source":
                 lead.source = lead.source or value
             elif kind in DATE_FIELDS:
@@ -198,15 +227,18 @@ class RecordMapper:
                 previous = lead.custom.get("notes")
                 lead.custom["notes"] = f"{previous}\n{value}" if previous else value
             elif kind == "region":
-                lead.region = lead.region or (value.upper() if len(value) <= 3 else None)
-                lead.custom.setdefault(header, value)
+                if len(value) <= 3 and value.isalpha():
+                    lead.region = lead.region or value.upper()
+                else:
+                    lead.custom.setdefault(header, value)
             elif kind == "country":
                 country = country or value
                 lead.custom.setdefault(header, value)
             elif kind == "timezone":
-                if lead.timezone is None and _valid_zone(value):
-                    lead.timezone = value
-                lead.custom.setdefault(header, value)
+                if _valid_zone(value):
+                    lead.timezone = lead.timezone or value
+                else:
+                    lead.custom.setdefault(header, value)
             elif kind in ("email_opt_out", "sms_opt_out"):
                 if truthy(value):
                     lead.consent[kind.split("_")[0]] = ("opted_out", None)
@@ -221,6 +253,12 @@ class RecordMapper:
                 elif status in ("subscribed", "opted in", "opted_in"):
                     lead.consent.setdefault("email", ("opted_in", None))
                 lead.custom[header] = value
+            elif kind == "consent":
+                if value in ("opted_in", "opted_out"):
+                    if value == "opted_out" or argument not in lead.consent:
+                        lead.consent[argument] = (value, None)
+            elif kind == "custom_json":
+                lead.custom.update(_json_object(value))
             elif kind == "money":
                 amount = parse_money(value)
                 lead.custom[header] = amount if amount is not None else value
@@ -279,7 +317,9 @@ class RecordMapper:
             except ValueError:
                 return DateValue(problem=f"{value} does not match --date-format {fmt}")
             if "%H" in fmt or "%I" in fmt:
-                return DateValue(day=moment.date(), moment=moment.replace(tzinfo=ZoneInfo(zone)))
+                return DateValue(
+                    day=moment.date(), moment=moment.replace(tzinfo=ZoneInfo(zone))
+                )
             return DateValue(day=moment.date())
         order = fmt or settings.date_orders.get(header) or "MDY"
         if order == "YMD":
@@ -371,7 +411,11 @@ class RecordMapper:
                 for key, value in lead.custom.items()
                 if key not in ("import_flags", "birthday", "notes")
             }
-            data = {**answers, "form": event.get("form") or layout.name, "source": source}
+            data = {
+                **answers,
+                "form": event.get("form") or layout.name,
+                "source": source,
+            }
             if external_id:
                 data["lead_id"] = external_id
             lead.events.append(("form.submitted", lead.created_at, data))
@@ -403,7 +447,11 @@ def _stored(value: DateValue, zone: str) -> str | None:
 
 
 def _split_multi(value: str, *, emails: bool) -> list[str]:
-    parts = [p.strip() for p in value.split(_MULTI_SPLIT)] if _MULTI_SPLIT in value else [value]
+    parts = (
+        [p.strip() for p in value.split(_MULTI_SPLIT)]
+        if _MULTI_SPLIT in value
+        else [value]
+    )
     out: list[str] = []
     for part in parts:
         if emails and part.count("@") > 1 and re.search(r"[;,\s]", part):
@@ -413,6 +461,14 @@ def _split_multi(value: str, *, emails: bool) -> list[str]:
         elif part:
             out.append(part)
     return out
+
+
+def _json_object(value: str) -> dict:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return {"custom": value}
+    return parsed if isinstance(parsed, dict) else {"custom": value}
 
 
 def _strip_prefix(value: str) -> str:
@@ -430,6 +486,8 @@ SYSTEM_LABELS = {"mycontacts", "my contacts", "starred"}
 def parse_tags(value: str, style: object) -> list[str]:
     """Tags from a cell in the style its export writes them."""
     text = value.strip()
+    if style == "multi":
+        return [p.strip() for p in text.split(_MULTI_SPLIT) if p.strip()]
     if style == "google" or (style == "auto" and _MULTI_SPLIT in text):
         parts = text.split(_MULTI_SPLIT)
         return [p.strip() for p in parts if p.strip() and not p.strip().startswith("*")]
@@ -456,7 +514,11 @@ def _country_names() -> dict[str, str]:
         "deutschland": "DE",
     }
     try:
-        text = resources.files("tzdata").joinpath("zoneinfo/iso3166.tab").read_text("utf-8")
+        text = (
+            resources.files("tzdata")
+            .joinpath("zoneinfo/iso3166.tab")
+            .read_text("utf-8")
+        )
     except (FileNotFoundError, ModuleNotFoundError):
         return names
     for line in text.splitlines():
@@ -477,7 +539,9 @@ def country_code(value: str) -> str | None:
 @lru_cache(maxsize=1)
 def _zone_countries() -> dict[str, str]:
     try:
-        text = resources.files("tzdata").joinpath("zoneinfo/zone.tab").read_text("utf-8")
+        text = (
+            resources.files("tzdata").joinpath("zoneinfo/zone.tab").read_text("utf-8")
+        )
     except (FileNotFoundError, ModuleNotFoundError):
         return {}
     zones = {}

@@ -90,21 +90,26 @@ COMMON_EMAIL_DOMAINS = (
 _SCIENTIFIC = re.compile(r"^[+]?\d+(?:[.,]\d+)?[eE][+]?\d+$")
 _TRAILING_NOTE = re.compile(r"\s*\((?=[^)]*[A-Za-z])[A-Za-z .]+\)\s*$")
 _TRUNK_ZERO = re.compile(r"\(\s*0\s*\)")
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOT_ATOM = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
+)
 _MOJIBAKE = re.compile(r"[ÃÂÅÄ][\u0080-\u00bf]|â€|Ã.")
 
 
 def clean_cell(value: str | None) -> str:
     """A cell with surrounding space and Excel's ``'`` text guard removed.
 
-    Excel, Square, Shopify and Acuity put ``'`` before numbers so a spreadsheet
-    keeps them as text; it is never part of the value.
+    Excel, Square, Shopify and Acuity put ``'`` before numbers (and cxm's own
+    export before cells starting ``= + - @``) so a spreadsheet keeps them as
+    text; it is never part of the value.
     """
     if value is None:
         return ""
     text = value.strip()
-    if text.startswith("'") and len(text) > 1 and _looks_numeric(text[1:]):
-        text = text[1:].strip()
+    if text.startswith("'") and len(text) > 1:
+        rest = text[1:]
+        if rest[0] in "=+-@" or _looks_numeric(rest):
+            text = rest.strip()
     return text
 
 
@@ -352,7 +357,9 @@ def name_quality(text: str | None) -> tuple[int, int, int]:
         return (-1, 0, 0)
     clean = 0 if _MOJIBAKE.search(text) else 1
     letters = [ch for ch in text if ch.isalpha()]
-    mixed = int(any(ch.isupper() for ch in letters) and any(ch.islower() for ch in letters))
+    mixed = int(
+        any(ch.isupper() for ch in letters) and any(ch.islower() for ch in letters)
+    )
     accents = sum(1 for ch in letters if not ch.isascii())
     return (clean, mixed, accents)
 
@@ -538,7 +545,9 @@ def parse_date(value: str, *, order: str = "MDY", zone: str | None = None) -> Da
         day = int(match.group("d1") or match.group("d2"))
         year = int(match.group("y1") or match.group("y2"))
         clock_parts = match.group("h"), match.group("mi"), match.group("s")
-        return _build(text, year, month, day, clock_parts, match.group("ap"), None, zone)
+        return _build(
+            text, year, month, day, clock_parts, match.group("ap"), None, zone
+        )
 
     return DateValue(problem=f"{text} is not a date")
 

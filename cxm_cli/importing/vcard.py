@@ -14,7 +14,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-_LINE = re.compile(r"^(?:(?P<group>[A-Za-z0-9-]+)\.)?(?P<name>[A-Za-z0-9-]+)(?P<params>;[^:]*)?:(?P<value>.*)$")
+_LINE = re.compile(
+    r"^(?:(?P<group>[A-Za-z0-9-]+)\.)?(?P<name>[A-Za-z0-9-]+)(?P<params>;[^:]*)?:(?P<value>.*)$"
+)
 _APPLE_LABEL = re.compile(r"^_\$!<(.*)>!\$_$")
 _SKIPPED = {
     "BEGIN",
@@ -58,7 +60,7 @@ class VCardRecords:
         except (OSError, ValueError):
             return 0
 
-    def __iter__(self) -> Iterator[tuple[int, list[tuple[str, str]], str]]:
+    def __iter__(self) -> Iterator[tuple[int, list[tuple[str, str]], str, None]]:
         number = 0
         card: list[str] | None = None
         with self.path.open(encoding=self.encoding, newline="") as handle:
@@ -70,7 +72,7 @@ class VCardRecords:
                 elif upper.startswith("END:VCARD"):
                     if card is not None:
                         number += 1
-                        yield number, card_pairs(card), "\n".join(card)
+                        yield number, card_pairs(card), "\n".join(card), None
                     card = None
                 elif card is not None:
                     card.append(line)
@@ -85,7 +87,11 @@ def _unfolded(handle) -> Iterator[str]:
         if pending is not None and line[:1] in (" ", "\t"):
             pending += line[1:]
             continue
-        if pending is not None and pending.endswith("=") and _is_quoted_printable(pending):
+        if (
+            pending is not None
+            and pending.endswith("=")
+            and _is_quoted_printable(pending)
+        ):
             pending = pending[:-1] + line
             continue
         if pending is not None:
@@ -202,7 +208,11 @@ def card_pairs(lines: list[str]) -> list[tuple[str, str]]:
         elif name == "N":
             parts = _components(value) + [""] * 5
             family, given, additional = parts[0], parts[1], parts[2]
-            pairs += [("Last Name", family), ("First Name", given), ("Middle Name", additional)]
+            pairs += [
+                ("Last Name", family),
+                ("First Name", given),
+                ("Middle Name", additional),
+            ]
         elif name == "ORG":
             org = _components(value)[0].strip()
             pairs.append(("Company", org))

@@ -320,7 +320,7 @@ def _send(
         _finish(db, clock, request_id, status="failed", reason=exc.message)
         raise
 
-    message_id = getattr(sent, "message_id", None)
+    message_id = sent.message_id
     with write_transaction(db):
         _finish(
             db,
@@ -329,6 +329,7 @@ def _send(
             status="sent",
             sent_at=clocks.now_iso(clock),
             message_id=message_id,
+            rating_page=1 if extra["rating_url"] else 0,
         )
         record_event(
             db,

@@ -2,8 +2,7 @@
 
 ::
 
-    - kind: review_request
-      channel: sms        # optional: sms or email; default: reviews.channels order
+    - review_request: auto    # or sms / email; auto follows reviews.channels
 
 The step waits out the guard delay after the job that started the sequence
 (``reviews.guard_delay_hours`` after a completed appointment or a paid
@@ -28,12 +27,27 @@ log = logging.getLogger(__name__)
 RETRY_MINUTES = 15
 
 
+STEP_FIELDS = {"kind", "name", "when", "review_request", "channel", "caps"}
+CHANNEL_CHOICES = (None, "sms", "email", "auto")
+
+
 def validate_review_request(step: dict) -> list[str]:
-    problems = []
-    channel = step.get("channel")
-    if channel is not None and channel not in ("sms", "email", "auto"):
-        problems.append(f"channel must be sms, email or auto, not {channel!r}")
+    problems = [
+        f"{key}: unknown field of a review_request step (known: channel)"
+        for key in step
+        if key not in STEP_FIELDS
+    ]
+    for key in ("review_request", "channel"):
+        if step.get(key) not in CHANNEL_CHOICES:
+            problems.append(f"{key}: must be sms, email or auto, not {step[key]!r}")
     return problems
+
+
+def step_channel(step: dict) -> str | None:
+    """``- review_request: sms`` or ``channel: sms``; auto means the order in
+    reviews.channels."""
+    channel = step.get("channel") or step.get("review_request")
+    return None if channel in (None, "auto") else channel
 
 
 @step_kind(
@@ -45,8 +59,7 @@ def run_review_request(ctx: StepContext) -> StepOutcome:
     """Ask the contact for a review (after the guard delay; no gating)."""
     workspace, db, clock = ctx.workspace, ctx.db, ctx.clock
     contact_id = ctx.contact["id"]
-    channel = ctx.step.get("channel")
-    channel = None if channel in (None, "auto") else channel
+    channel = step_channel(ctx.step)
 
     try:
         settings = ReviewSettings.of(workspace)

@@ -17,8 +17,8 @@ def inbound_messages_and_mailboxes(db):
     db.executescript(
         """
         -- How an inbound message was understood. kind: reply | opt_out | opt_in |
-        -- help | auto_reply. Only replies (and flagged messages) open a
-        -- conversation in the inbox.
+        -- help | auto_reply | keyword_answer (a "C" the engine turned into an
+        -- event). Only replies (and flagged messages) open a conversation.
         CREATE TABLE inbound_messages (
             message_id INTEGER PRIMARY KEY
                 REFERENCES messages (id) ON DELETE CASCADE,

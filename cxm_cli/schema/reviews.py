@@ -28,6 +28,7 @@ def review_requests_feedback_reviews(db):
             trigger_at TEXT,
             due_at TEXT,                  -- end of the guard delay
             platforms TEXT NOT NULL DEFAULT '[]',   -- offered: [{key,name,url}]
+            rating_page INTEGER NOT NULL DEFAULT 0, -- the message linked the page
             nonce TEXT NOT NULL UNIQUE,   -- binds the signed rating link
             message_id INTEGER,
             reason TEXT,                  -- why skipped / cancelled / failed

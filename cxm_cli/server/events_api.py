@@ -212,6 +212,8 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
     if not email and not phone:
         raise InputError("contact needs an email or a phone")
 
+    # Limitation: a known contact's name is not changed by a form; only a
+    # phone it did not have yet is added.
     found = contact_by_address(db, email=email) if email else None
     found = found or (contact_by_address(db, phone=phone) if phone else None)
     if found:

@@ -210,9 +210,7 @@ def feedback(token: str):
 
 def _already(row: dict, *, feedback: bool = False) -> Response:
     """A used link: nothing new is recorded; the public links stay offered."""
-    return _page(
-        "used", status=409, platforms=public_links(row), feedback=feedback
-    )
+    return _page("used", status=409, platforms=public_links(row), feedback=feedback)
 
 
 @blueprint.get("/staff/timeline/<token>")

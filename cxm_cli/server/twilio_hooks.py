@@ -77,6 +77,8 @@ def require_valid_signature() -> None:
         log.warning("SMS webhook refused: no auth token configured")
         abort(403)
     given = request.headers.get("X-Twilio-Signature", "")
+    # Limitation: only form-encoded webhooks are checked; Twilio's JSON-bodied
+    # requests (signed with a bodySHA256 query parameter) are refused.
     params = request.form.to_dict(flat=False)
     for url in _url_variants(signed_url()):
         expected = compute_signature(token, url, params)
@@ -95,6 +97,7 @@ def inbound_sms():
     if not message_sid or not sender:
         abort(400, "MessageSid and From are required")
 
+    # Limitation: for picture messages only the count is kept, not MediaUrlN.
     media = int(form.get("NumMedia") or 0)
     result = record_inbound(
         current_workspace(),

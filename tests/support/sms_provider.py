@@ -137,13 +137,23 @@ class SmsProvider:
     def requests(self) -> list[ProviderRequest]:
         return self._state.requests
 
+    @property
     def messages(self) -> list[ProviderRequest]:
         """Texts the provider accepted (201), oldest first."""
-        return [
-            r
-            for r in self.requests
-            if r.path.endswith("/Messages.json") and r.status == 201
-        ]
+        return self._accepted("/Messages.json")
+
+    @property
+    def calls(self) -> list[ProviderRequest]:
+        """Voicemail drops (calls) the provider accepted, oldest first."""
+        return self._accepted("/Calls.json")
+
+    def _accepted(self, suffix: str) -> list[ProviderRequest]:
+        with self._state.lock:
+            return [
+                r
+                for r in self._state.requests
+                if r.path.endswith(suffix) and r.status == 201
+            ]
 
     def start(self) -> SmsProvider:
         self._thread.start()

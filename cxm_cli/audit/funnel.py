@@ -1,0 +1,226 @@
+"""The funnel: how far people get through each pipeline, and where they stop.
+
+Built from ``stage.changed`` events only. The cohort of a pipeline is everyone
+whose first move in it falls in the period. A stage is *reached* by everyone
+whose furthest stage is at or after it (skipping a stage passes through it), so
+conversion from one stage to the next is ``reached[next] / reached[stage]``.
+People *stop* at their furthest stage when they never became customers and
+never reached a won stage; the stage where most stop is the biggest leak.
+
+Stage order and kinds come from the workspace's pipelines (``cxm.toml``) when
+the pipelines part is present. Stages it does not know are ordered by how many
+other stages people had passed before entering them, and named like a lost
+stage ("lost", "disqualified", ...) they count as lost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from cxm_cli.audit.history import ContactHistory
+from cxm_cli.audit.options import AuditOptions
+from cxm_cli.audit.stats import Breakdown, median, seconds_between, share
+
+LOST_NAMES = {
+    "lost",
+    "closed lost",
+    "dead",
+    "disqualified",
+    "junk",
+    "cancelled",
+    "canceled",
+    "archived",
+    "unqualified",
+}
+WON_NAMES = {"won", "closed won"}
+
+
+def stage_key(name: str) -> str:
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def configured_pipelines(workspace) -> dict[str, list[tuple[str, str]]]:
+    """``{pipeline: [(stage, kind), ...]}`` from cxm.toml, if pipelines exist."""
+    if workspace is None:
+        return {}
+    try:
+        from cxm_cli.pipelines import pipeline_config
+    except ImportError:
+        return {}
+    config = pipeline_config(workspace)
+    return {
+        pipeline.name: [(stage.name, stage.kind) for stage in pipeline.stages]
+        for pipeline in config.pipelines.values()
+    }
+
+
+class FunnelTally:
+    __slots__ = ("entered", "won", "lost", "customers")
+
+    def __init__(self):
+        self.entered = self.won = self.lost = self.customers = 0
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "entered": self.entered,
+            "won": self.won,
+            "won_share": share(self.won, self.entered),
+            "lost": self.lost,
+            "customers": self.customers,
+            "customer_share": share(self.customers, self.entered),
+        }
+
+
+class Funnel:
+    def __init__(
+        self, options: AuditOptions, configured: dict[str, list] | None = None
+    ):
+        self.options = options
+        self.configured = {stage_key(k): v for k, v in (configured or {}).items()}
+        self.names: dict[str, str] = {}
+        self.stage_labels: dict[str, str] = {
+            stage_key(stage): stage
+            for stages in self.configured.values()
+            for stage, _ in stages
+        }
+        # pipeline -> [(contact_id, source, channel, customer, moves)]
+        self.paths: dict[str, list[tuple]] = defaultdict(list)
+
+    def add(self, history: ContactHistory) -> None:
+        if not history.stage_moves:
+            return
+        by_pipeline: dict[str, list] = defaultdict(list)
+        for move in history.stage_moves:
+            by_pipeline[stage_key(move[1])].append(move)
+            self.names.setdefault(stage_key(move[1]), move[1])
+            self.stage_labels.setdefault(stage_key(move[3]), move[3])
+        customer = history.became_customer()
+        for pipeline, moves in by_pipeline.items():
+            if self.options.in_period(moves[0][0]):
+                self.paths[pipeline].append(
+                    (
+                        history.contact_id,
+                        history.source,
+                        history.channel,
+                        customer,
+                        moves,
+                    )
+                )
+
+    def result(self) -> dict[str, Any]:
+        pipelines = [
+            self._pipeline(key, paths)
+            for key, paths in sorted(self.paths.items(), key=lambda i: -len(i[1]))
+        ]
+        return {"pipelines": pipelines}
+
+    def _pipeline(self, key: str, paths: list[tuple]) -> dict[str, Any]:
+        order = self._stage_order(key, paths)
+        forward = [stage for stage, kind in order if kind != "lost"]
+        kinds = {stage: kind for stage, kind in order}
+        position = {stage: i for i, stage in enumerate(forward)}
+        reached = [0] * len(forward)
+        stopped: list[list[int]] = [[] for _ in forward]
+        entered_lost: dict[str, int] = defaultdict(int)
+        stays: dict[str, list[float]] = defaultdict(list)
+        groups = Breakdown(FunnelTally)
+
+        for contact_id, source, channel, customer, moves in paths:
+            visited = [stage_key(moves[0][2])] if moves[0][2] else []
+            visited += [stage_key(to) for _, _, _, to in moves]
+            furthest = max((position.get(s, -1) for s in visited), default=-1)
+            for index in range(furthest + 1):
+                reached[index] += 1
+            won = any(kinds.get(s) == "won" for s in visited)
+            lost = kinds.get(visited[-1]) == "lost"
+            for stage in {s for s in visited if kinds.get(s) == "lost"}:
+                entered_lost[stage] += 1
+            if furthest >= 0 and not customer and not won:
+                stopped[furthest].append(contact_id)
+            for here, after in zip(moves, moves[1:], strict=False):
+                stays[stage_key(here[3])].append(seconds_between(here[0], after[0]))
+            for tally in groups.parts(source, channel):
+                tally.entered += 1
+                tally.won += won
+                tally.lost += lost
+                tally.customers += customer
+
+        stages = []
+        for index, stage in enumerate(forward):
+            following = reached[index + 1] if index + 1 < len(forward) else None
+            stages.append(
+                {
+                    "stage": self.stage_labels.get(stage, stage),
+                    "kind": kinds[stage],
+                    "reached": reached[index],
+                    "conversion_to_next": (
+                        None if following is None else share(following, reached[index])
+                    ),
+                    "stopped_here": len(stopped[index]),
+                    "median_seconds_in_stage": median(stays.get(stage, [])),
+                    "stays": len(stays.get(stage, [])),
+                }
+            )
+        for stage, kind in order:
+            if kind == "lost":
+                stages.append(
+                    {
+                        "stage": self.stage_labels.get(stage, stage),
+                        "kind": kind,
+                        "reached": entered_lost.get(stage, 0),
+                        "conversion_to_next": None,
+                        "stopped_here": None,
+                        "median_seconds_in_stage": None,
+                        "stays": 0,
+                    }
+                )
+
+        leak = max(
+            range(len(forward)), key=lambda i: (len(stopped[i]), -i), default=None
+        )
+        biggest = None
+        if leak is not None and stopped[leak]:
+            biggest = {
+                "stage": self.stage_labels.get(forward[leak], forward[leak]),
+                "stopped": len(stopped[leak]),
+                "reached": reached[leak],
+                "share": share(len(stopped[leak]), reached[leak]),
+                "contact_ids": stopped[leak],
+            }
+        return {
+            "pipeline": self.names.get(key, key),
+            "entered": len(paths),
+            "stages": stages,
+            "biggest_leak": biggest,
+            **groups.result("entered"),
+        }
+
+    def _stage_order(self, key: str, paths: list[tuple]) -> list[tuple[str, str]]:
+        """[(stage key, kind)]: configured stages first, then those seen only."""
+        configured = [
+            (stage_key(name), kind) for name, kind in self.configured.get(key, [])
+        ]
+        known = {stage for stage, _ in configured}
+        depth: dict[str, list[int]] = defaultdict(list)
+        for *_, moves in paths:
+            seen: list[str] = []
+            for _, _, _, to in moves:
+                stage = stage_key(to)
+                if stage not in seen:
+                    depth[stage].append(len(seen))
+                    seen.append(stage)
+        unknown = sorted(
+            (stage for stage in depth if stage not in known),
+            key=lambda s: (sum(depth[s]) / len(depth[s]), s),
+        )
+        derived = [(stage, _kind_from_name(stage)) for stage in unknown]
+        return configured + derived
+
+
+def _kind_from_name(stage: str) -> str:
+    if stage in LOST_NAMES:
+        return "lost"
+    if stage in WON_NAMES:
+        return "won"
+    return "open"

@@ -1,0 +1,583 @@
+"""Running one claimed step, and recording what was decided and why.
+
+Around the step kind's handler this module applies what every contact-facing
+step obeys: opt-outs (skip), the contact's send window (defer to the next
+opening, never drop), per-contact caps (defer), per-sender rate limits. Every
+outcome is one event on the contact's timeline (``step.sent``,
+``step.deferred``, ``step.capped``, ``step.skipped``, ``step.failed``,
+``step.done``) and moves the enrollment on, in one transaction that first
+checks the runner still holds the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli import queue
+from cxm_cli.caps import check_caps, rate_limit_for, reserve_send_slot
+from cxm_cli.conditions import ConditionContext, evaluate
+from cxm_cli.contacts import get_contact, is_opted_out
+from cxm_cli.engine import (
+    end_enrollment,
+    enroll,
+    enrollment_by_id,
+    offer_keywords,
+    record_step_event,
+    schedule_from,
+)
+from cxm_cli.engine_steps import CONTACT_FACING_KINDS
+from cxm_cli.errors import ChannelError, CxmError, NotFound
+from cxm_cli.sendwindow import window_for
+from cxm_cli.sequences import Sequence, StepDef, load_sequences
+from cxm_cli.steps import STEP_KINDS, StepContext, StepOutcome
+from cxm_cli.store import fetch_one, loads, write_transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSettings:
+    """``[runner]`` in cxm.toml."""
+
+    batch_size: int = 25
+    step_lease_seconds: float = 300
+    max_attempts: int = 5
+    retry_base_seconds: float = 60
+    retry_cap_seconds: float = 3600
+    max_claims: int = 10
+    runner_lease_seconds: float = 30
+    max_rate_wait_seconds: float = 30
+    broken_sequence_retry_seconds: float = 900
+
+    @classmethod
+    def from_workspace(cls, workspace) -> RunSettings:
+        settings = cls()
+        for name, default in asdict(settings).items():
+            value = workspace.setting(f"runner.{name}", default)
+            setattr(settings, name, type(default)(value))
+        return settings
+
+
+@dataclass
+class StepResult:
+    due_step_id: int
+    contact_id: int
+    sequence: str
+    step: str
+    outcome: str  # sent | done | deferred | capped | skipped | failed | retry | ...
+    detail: str = ""
+    at: str = ""
+    message_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        return data
+
+
+def process_step(
+    workspace, db, clock, row: dict[str, Any], runner_id: str, settings: RunSettings
+) -> StepResult:
+    """Run one claimed due step to a recorded outcome."""
+    result = StepResult(
+        row["id"],
+        row["contact_id"],
+        row["sequence"],
+        f"{row['step_index'] + 1}",
+        "lost",
+        at=clocks.now_iso(clock),
+    )
+    enrollment = enrollment_by_id(db, row["enrollment_id"])
+    if enrollment is None or enrollment["status"] != "active":
+        with write_transaction(db):
+            queue.finish(
+                db,
+                row["id"],
+                runner_id,
+                "cancelled",
+                clock=clock,
+                error="enrollment no longer active",
+            )
+        result.outcome, result.detail = "cancelled", "enrollment no longer active"
+        return result
+
+    sequence_set = load_sequences(workspace)
+    sequence = sequence_set.sequences.get(row["sequence"])
+    if sequence is None:
+        reason = f"sequence {row['sequence']} no longer exists"
+        end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason)
+        result.outcome, result.detail = "cancelled", reason
+        return result
+
+    step = _step_for(sequence, row)
+    if step is None:
+        reason = (
+            f"sequence {sequence.name} changed: step {row['step_index'] + 1} is no "
+            f"longer a {row['kind']} step"
+        )
+        end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason)
+        result.outcome, result.detail = "cancelled", reason
+        return result
+    result.step = step.describe()
+
+    if sequence.path.name in sequence_set.invalid:
+        retry_at = clock.now() + timedelta(
+            seconds=settings.broken_sequence_retry_seconds
+        )
+        outcome = StepOutcome(
+            "deferred",
+            detail=f"{sequence.path.name} has problems (see cxm sequences validate)",
+            retry_at=retry_at,
+        )
+        return apply_outcome(
+            workspace,
+            db,
+            clock,
+            row,
+            runner_id,
+            settings,
+            sequence,
+            step,
+            enrollment,
+            outcome,
+            result,
+        )
+
+    try:
+        contact = get_contact(db, row["contact_id"])
+    except NotFound:
+        result.outcome = "cancelled"
+        return result
+    outcome = _run(
+        workspace,
+        db,
+        clock,
+        row,
+        runner_id,
+        settings,
+        sequence,
+        step,
+        enrollment,
+        contact,
+    )
+    return apply_outcome(
+        workspace,
+        db,
+        clock,
+        row,
+        runner_id,
+        settings,
+        sequence,
+        step,
+        enrollment,
+        outcome,
+        result,
+    )
+
+
+def _step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
+    index = row["step_index"]
+    if 0 <= index < len(sequence.steps) and sequence.steps[index].kind == row["kind"]:
+        return sequence.steps[index]
+    return None
+
+
+def _run(
+    workspace, db, clock, row, runner_id, settings, sequence, step, enrollment, contact
+) -> StepOutcome:
+    trigger_data = loads(enrollment["trigger_data"], {})
+    when = step.spec.get("when")
+    if when:
+        ctx = ConditionContext(
+            db,
+            workspace,
+            contact,
+            event_data=trigger_data,
+            since=enrollment["enrolled_at"],
+            clock=clock,
+        )
+        if not evaluate(when, ctx):
+            return StepOutcome("skipped", detail="its condition (when:) does not hold")
+
+    if row["claims"] > settings.max_claims:
+        return StepOutcome(
+            "failed",
+            detail=f"claimed {row['claims']} times without finishing (runner crashes?)",
+        )
+
+    if step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
+        held = precheck(workspace, db, clock, sequence, step, contact, settings)
+        if held is not None:
+            return held
+        already = _already_sent(db, row)
+        if already is not None:
+            return already
+
+    if not queue.renew_claim(
+        db, row["id"], runner_id, clock=clock, lease_seconds=settings.step_lease_seconds
+    ):
+        return StepOutcome("lost", detail="claim lost before running")
+
+    enrollment_view = dict(enrollment)
+    enrollment_view["trigger_data"] = trigger_data
+    ctx = StepContext(
+        db=db,
+        workspace=workspace,
+        clock=clock,
+        contact=contact,
+        enrollment=enrollment_view,
+        step=step.spec,
+        trigger_data=trigger_data,
+        due_step_id=row["id"],
+    )
+    return run_handler(step, ctx)
+
+
+def run_handler(step: StepDef, ctx: StepContext) -> StepOutcome:
+    """Call the step kind's handler; any failure becomes an outcome, never a crash."""
+    from cxm_cli.messaging import ConsentRefused
+
+    try:
+        return STEP_KINDS[step.kind].run(ctx)
+    except ConsentRefused as exc:
+        return StepOutcome("skipped", detail=exc.message, data={"consent": exc.reason})
+    except ChannelError as exc:
+        if exc.transient:
+            return StepOutcome("retry", detail=exc.message)
+        detail = exc.message
+        if exc.opt_out:
+            detail += " (the recipient unsubscribed; opted out)"
+        return StepOutcome(
+            "failed", detail=detail, data={"provider_code": exc.provider_code}
+        )
+    except CxmError as exc:
+        return StepOutcome("failed", detail=exc.message)
+    except Exception as exc:  # noqa: BLE001 - one bad step must not stop the runner
+        log.exception(
+            "step %s of contact %s crashed", ctx.due_step_id, ctx.contact["id"]
+        )
+        return StepOutcome(
+            "failed", detail=f"internal error: {type(exc).__name__}: {exc}"
+        )
+
+
+def channel_of(step: StepDef) -> str | None:
+    if step.kind == "send":
+        return step.spec.get("send")
+    if step.kind == "voicemail":
+        return "voicemail"
+    channel = step.spec.get("channel")
+    return channel if isinstance(channel, str) else None
+
+
+def precheck(
+    workspace,
+    db,
+    clock,
+    sequence: Sequence,
+    step: StepDef,
+    contact,
+    settings: RunSettings,
+    *,
+    reserve: bool = True,
+) -> StepOutcome | None:
+    """Opt-out, send window, caps and rate limit; None when the step may run now."""
+    channel = channel_of(step)
+    consent_channel = "sms" if channel == "voicemail" else channel
+    if consent_channel in ("sms", "email") and is_opted_out(
+        db, contact["id"], consent_channel
+    ):
+        return StepOutcome("skipped", detail=f"opted out of {consent_channel}")
+
+    now = clock.now()
+    window = window_for(workspace, contact)
+    if not window.allows(now):
+        until = window.next_open(now)
+        return StepOutcome(
+            "deferred",
+            detail=f"quiet hours: outside {window.describe()}",
+            retry_at=until,
+            data={"local_until": _local(until, window.zone)},
+        )
+
+    if channel:
+        exempt = not (sequence.caps and step.spec.get("caps", True))
+        decision = check_caps(
+            db, workspace, contact, channel, clock=clock, exempt=exempt
+        )
+        if not decision.allowed:
+            until = window.next_open(decision.until or now + timedelta(hours=1))
+            return StepOutcome(
+                "deferred",
+                detail=decision.reason,
+                retry_at=until,
+                data={
+                    "event": "step.capped",
+                    "local_until": _local(until, window.zone),
+                },
+            )
+
+    limit = (
+        rate_limit_for(workspace, consent_channel)
+        if consent_channel and reserve
+        else None
+    )
+    if limit is not None:
+        key, interval = limit
+        slot = reserve_send_slot(db, key, interval, clock=clock)
+        wait = (slot - clock.now()).total_seconds()
+        if wait > settings.max_rate_wait_seconds:
+            return StepOutcome("deferred", detail=f"rate limit of {key}", retry_at=slot)
+        if wait > 0:
+            clock.sleep(wait)
+    return None
+
+
+def _local(moment, zone) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _already_sent(db, row: dict[str, Any]) -> StepOutcome | None:
+    """A step claimed again after a crash may have sent already: do not repeat it."""
+    if row["claims"] <= 1 and row["attempts"] == 0:
+        return None
+    message = fetch_one(
+        db,
+        "SELECT id FROM messages WHERE due_step_id = ? AND direction = 'outbound' "
+        "AND status NOT IN ('sending', 'failed') ORDER BY id DESC LIMIT 1",
+        [row["id"]],
+    )
+    if message is None:
+        return None
+    return StepOutcome(
+        "done",
+        detail="sent before the runner stopped; not sent again",
+        data={"message_id": message["id"], "recovered": True},
+    )
+
+
+def apply_outcome(
+    workspace,
+    db,
+    clock,
+    row,
+    runner_id,
+    settings,
+    sequence: Sequence,
+    step: StepDef,
+    enrollment,
+    outcome: StepOutcome,
+    result: StepResult,
+) -> StepResult:
+    """Record the outcome and move the enrollment on, if the claim still stands."""
+    status = outcome.status
+    result.detail = outcome.detail
+    result.message_id = outcome.data.get("message_id")
+    result.extra = outcome.data
+    if status == "lost":
+        result.outcome = "lost"
+        return result
+
+    with write_transaction(db):
+        if not queue.still_claimed(db, row["id"], runner_id):
+            # Cancelled by an exit rule while it ran, or the lease ran out and
+            # another runner took it over: that runner owns the rest.
+            log.info("step %s: claim lost, outcome %s dropped", row["id"], status)
+            result.outcome = "lost"
+            return result
+
+        if status == "retry":
+            attempts = row["attempts"] + 1
+            if attempts >= settings.max_attempts:
+                status = "failed"
+                outcome.detail = f"gave up after {attempts} attempts: {outcome.detail}"
+                result.detail = outcome.detail
+            else:
+                retry_at = outcome.retry_at or clock.now() + queue.backoff_delay(
+                    attempts,
+                    base_seconds=settings.retry_base_seconds,
+                    cap_seconds=settings.retry_cap_seconds,
+                )
+                note = f"retry {attempts} of {settings.max_attempts - 1}"
+                queue.release(
+                    db,
+                    row["id"],
+                    runner_id,
+                    retry_at,
+                    note=note,
+                    error=outcome.detail,
+                    failed_attempt=True,
+                )
+                record_step_event(
+                    db,
+                    enrollment,
+                    step,
+                    "step.deferred",
+                    f"temporary failure ({outcome.detail}); {note} at "
+                    f"{clocks.iso(retry_at)}",
+                    clock=clock,
+                    due_step_id=row["id"],
+                    extra={"until": clocks.iso(retry_at)},
+                )
+                result.outcome = "retry"
+                return result
+
+        if status == "deferred":
+            event_type = outcome.data.get("event", "step.deferred")
+            retry_at = outcome.retry_at or clock.now() + timedelta(hours=1)
+            queue.release(db, row["id"], runner_id, retry_at, note=outcome.detail)
+            if not (outcome.detail and row["note"] == outcome.detail):
+                extra = {"until": clocks.iso(retry_at)}
+                if outcome.data.get("local_until"):
+                    extra["local_until"] = outcome.data["local_until"]
+                record_step_event(
+                    db,
+                    enrollment,
+                    step,
+                    event_type,
+                    outcome.detail,
+                    clock=clock,
+                    due_step_id=row["id"],
+                    extra=extra,
+                )
+            result.outcome = "capped" if event_type == "step.capped" else "deferred"
+            return result
+
+        return _finish(
+            workspace,
+            db,
+            clock,
+            row,
+            runner_id,
+            sequence,
+            step,
+            enrollment,
+            outcome,
+            status,
+            result,
+        )
+
+
+def _finish(
+    workspace,
+    db,
+    clock,
+    row,
+    runner_id,
+    sequence,
+    step,
+    enrollment,
+    outcome,
+    status,
+    result,
+) -> StepResult:
+    final = {"failed": "failed", "skipped": "skipped"}.get(status, "done")
+    queue.finish(
+        db,
+        row["id"],
+        runner_id,
+        final,
+        clock=clock,
+        error=outcome.detail if final == "failed" else None,
+    )
+    message_id = outcome.data.get("message_id")
+    extra: dict[str, Any] = {}
+    if message_id:
+        extra["message_id"] = message_id
+    if outcome.data.get("channel"):
+        extra["channel"] = outcome.data["channel"]
+
+    if final == "failed":
+        event_type = "step.failed"
+    elif final == "skipped":
+        event_type = "step.skipped"
+    elif message_id:
+        event_type = "step.sent"
+    else:
+        event_type = "step.done"
+    record_step_event(
+        db,
+        enrollment,
+        step,
+        event_type,
+        outcome.detail,
+        clock=clock,
+        due_step_id=row["id"],
+        extra=extra,
+    )
+    result.outcome = {"step.sent": "sent", "step.done": "done"}.get(event_type, final)
+
+    if outcome.data.get("keywords") and final == "done":
+        offer_keywords(
+            db,
+            enrollment,
+            row["id"],
+            outcome.data["keywords"],
+            outcome.data.get("keywords_window"),
+            clock=clock,
+        )
+
+    now = clock.now()
+    if status == "end":
+        end_enrollment(
+            db,
+            enrollment,
+            clock=clock,
+            status="completed",
+            reason=outcome.detail or "end step",
+        )
+    elif status == "switch":
+        target = load_sequences(workspace).usable(outcome.switch_to or "")
+        end_enrollment(
+            db,
+            enrollment,
+            clock=clock,
+            status="exited",
+            reason=f"switched to {outcome.switch_to}",
+        )
+        if target is not None:
+            enroll(
+                db,
+                workspace,
+                target,
+                row["contact_id"],
+                clock=clock,
+                trigger_data=loads(enrollment["trigger_data"], {}),
+                reason=f"switched from {sequence.name}",
+            )
+    elif status == "goto":
+        position = sequence.step_position(outcome.next_step)
+        if position is None:
+            record_step_event(
+                db,
+                enrollment,
+                step,
+                "step.failed",
+                f"no step named {outcome.next_step!r}",
+                clock=clock,
+            )
+            end_enrollment(
+                db,
+                enrollment,
+                clock=clock,
+                status="exited",
+                reason=f"goto {outcome.next_step!r}: no such step",
+            )
+        else:
+            schedule_from(
+                db, workspace, sequence, enrollment, position, base=now, clock=clock
+            )
+    else:
+        schedule_from(
+            db, workspace, sequence, enrollment, step.index + 1, base=now, clock=clock
+        )
+    return result

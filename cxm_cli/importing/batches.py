@@ -1,0 +1,252 @@
+"""Import batches: recording them, listing them, and undoing one.
+
+Undo removes the contacts a batch created and reverts the fields and
+identifiers it changed on existing contacts. It refuses, naming the contacts
+and the reason, where later activity depends on the batch: a created contact
+that has since been messaged or has other new events, or a field someone has
+changed again since the import.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cxm_cli import clock as clocks
+from cxm_cli.errors import CxmError, InputError, NotFound
+from cxm_cli.events import record_event
+from cxm_cli.store import dumps, fetch_one, loads, write_transaction
+
+log = logging.getLogger(__name__)
+
+# Events an import writes on an existing contact, removed again by undo.
+IMPORT_EVENT_TYPES = (
+    "contact.merged",
+    "form.submitted",
+    "appointment.booked",
+    "appointment.cancelled",
+    "tag.added",
+)
+
+
+def start_batch(
+    db, *, file: str, format: str, encoding: str | None, options: dict, clock
+):
+    cursor = db.conn.execute(
+        "INSERT INTO import_batches (file, format, encoding, status, options, started_at,"
+        " first_event_id) VALUES (?, ?, ?, 'running', ?, ?,"
+        " (SELECT COALESCE(MAX(id), 0) + 1 FROM events))",
+        [file, format, encoding, dumps(options), clocks.now_iso(clock)],
+    )
+    return cursor.lastrowid
+
+
+def finish_batch(
+    db, batch_id: int, counts: dict, *, rejects_path: str | None, clock
+) -> None:
+    db.conn.execute(
+        "UPDATE import_batches SET status = 'complete', records = ?, created = ?,"
+        " updated = ?, unchanged = ?, rejected = ?, skipped = ?, rejects_path = ?,"
+        " finished_at = ?, last_event_id = (SELECT COALESCE(MAX(id), 0) FROM events)"
+        " WHERE id = ?",
+        [
+            counts["records"],
+            counts["created"],
+            counts["updated"],
+            counts["unchanged"],
+            counts["rejected"],
+            counts["skipped"],
+            rejects_path,
+            clocks.now_iso(clock),
+            batch_id,
+        ],
+    )
+
+
+def list_batches(db, *, limit: int = 50) -> list[dict]:
+    return list(
+        db.query(
+            "SELECT id, file, format, status, records, created, updated, unchanged,"
+            " rejected, skipped, started_at, undone_at, rejects_path"
+            " FROM import_batches ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+    )
+
+
+def parse_batch_id(text: str) -> int:
+    cleaned = str(text).strip().lstrip("#").lower().removeprefix("batch").strip("-")
+    if not cleaned.isdigit():
+        raise InputError(f"{text!r} is not a batch id", hint="see: cxm leads batches")
+    return int(cleaned)
+
+
+@dataclass
+class UndoResult:
+    batch_id: int
+    removed_contacts: int = 0
+    reverted_contacts: int = 0
+    kept: list[dict] = field(default_factory=list)  # what could not be undone, why
+
+
+def undo_batch(
+    db, batch_ref: str | int, *, clock, keep_blocked: bool = False
+) -> UndoResult:
+    """Revert one batch in one transaction; refuse if anything depends on it.
+
+    With ``keep_blocked`` the parts nothing depends on are undone and the rest
+    is kept and reported.
+    """
+    batch_id = parse_batch_id(str(batch_ref))
+    with write_transaction(db):
+        batch = fetch_one(db, "SELECT * FROM import_batches WHERE id = ?", [batch_id])
+        if batch is None:
+            raise NotFound(f"no import batch {batch_id}", hint="see: cxm leads batches")
+        if batch["status"] != "complete":
+            raise CxmError(f"batch {batch_id} is {batch['status']}, nothing to undo")
+
+        last_event = batch["last_event_id"] or 0
+        first_event = batch["first_event_id"] or 0
+        changes = list(
+            db.query(
+                "SELECT * FROM import_changes WHERE batch_id = ? ORDER BY id DESC",
+                [batch_id],
+            )
+        )
+        result = UndoResult(batch_id)
+        blocked = _blockers(db, changes, last_event)
+        if blocked and not keep_blocked:
+            sample = "; ".join(
+                f"contact {b['contact_id']}: {b['reason']}" for b in blocked[:5]
+            )
+            more = f" (and {len(blocked) - 5} more)" if len(blocked) > 5 else ""
+            raise CxmError(
+                f"batch {batch_id} cannot be undone: {sample}{more}",
+                hint="undo the rest with --keep-blocked, or leave the batch as it is",
+            )
+        blocked_ids = {b["contact_id"] for b in blocked}
+        result.kept = blocked
+
+        for change in changes:
+            contact_id = change["contact_id"]
+            if contact_id in blocked_ids or not _exists(db, contact_id):
+                continue
+            if change["action"] == "created":
+                db.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
+                result.removed_contacts += 1
+            else:
+                _revert(
+                    db, change, first_event, last_event, clock=clock, batch_id=batch_id
+                )
+                result.reverted_contacts += 1
+
+        db.conn.execute("DELETE FROM import_records WHERE batch_id = ?", [batch_id])
+        db.conn.execute(
+            "UPDATE import_batches SET status = 'undone', undone_at = ? WHERE id = ?",
+            [clocks.now_iso(clock), batch_id],
+        )
+    log.info(
+        "undid batch %s: %d removed, %d reverted, %d kept",
+        batch_id,
+        result.removed_contacts,
+        result.reverted_contacts,
+        len(result.kept),
+    )
+    return result
+
+
+def _exists(db, contact_id: int) -> bool:
+    return (
+        db.conn.execute("SELECT 1 FROM contacts WHERE id = ?", [contact_id]).fetchone()
+        is not None
+    )
+
+
+def _blockers(db, changes: list[dict], last_event: int) -> list[dict]:
+    blocked: list[dict] = []
+    seen: set[int] = set()
+    for change in changes:
+        contact_id = change["contact_id"]
+        if contact_id in seen or not _exists(db, contact_id):
+            continue
+        if change["action"] == "created":
+            later = fetch_one(
+                db,
+                "SELECT type, at FROM events WHERE contact_id = ? AND id > ?"
+                " ORDER BY id LIMIT 1",
+                [contact_id, last_event],
+            )
+            if later:
+                seen.add(contact_id)
+                blocked.append(
+                    {
+                        "contact_id": contact_id,
+                        "reason": f"later activity ({later['type']} at {later['at']})",
+                    }
+                )
+            continue
+        after = loads(change["after"], {})
+        current = (
+            fetch_one(db, "SELECT * FROM contacts WHERE id = ?", [contact_id]) or {}
+        )
+        for name, value in after.items():
+            written = dumps(value) if name == "custom" else value
+            if current.get(name) != written:
+                seen.add(contact_id)
+                blocked.append(
+                    {
+                        "contact_id": contact_id,
+                        "reason": f"{name} changed since the import",
+                    }
+                )
+                break
+    return blocked
+
+
+def _revert(
+    db, change: dict, first_event: int, last_event: int, *, clock, batch_id
+) -> None:
+    contact_id = change["contact_id"]
+    before = loads(change["before"], {})
+    added = loads(change["added"], {})
+    conn = db.conn
+    if before:
+        assignments = ", ".join(f"{name} = ?" for name in before)
+        values = [
+            dumps(v)
+            if name == "custom" and v is not None and not isinstance(v, str)
+            else v
+            for name, v in before.items()
+        ]
+        conn.execute(
+            f"UPDATE contacts SET {assignments}, updated_at = ? WHERE id = ?",
+            [*values, clocks.now_iso(clock), contact_id],
+        )
+    for email in added.get("emails", []):
+        conn.execute(
+            "DELETE FROM contact_emails WHERE contact_id = ? AND email = ?",
+            [contact_id, email],
+        )
+    for phone in added.get("phones", []):
+        conn.execute(
+            "DELETE FROM contact_phones WHERE contact_id = ? AND phone = ?",
+            [contact_id, phone],
+        )
+    for tag in added.get("tags", []):
+        conn.execute(
+            "DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?",
+            [contact_id, tag],
+        )
+    marks = ",".join("?" * len(IMPORT_EVENT_TYPES))
+    conn.execute(
+        f"DELETE FROM events WHERE contact_id = ? AND id BETWEEN ? AND ? AND type IN ({marks})",
+        [contact_id, first_event, last_event, *IMPORT_EVENT_TYPES],
+    )
+    record_event(
+        db,
+        contact_id,
+        "contact.updated",
+        clock=clock,
+        data={"undone_batch": batch_id, "fields": sorted(before), **added},
+        source="import",
+    )

@@ -1,0 +1,140 @@
+"""Exporting contacts to CSV or JSON Lines that import back unchanged.
+
+The columns are those of the ``cxm`` layout, so ``cxm leads import`` reads an
+export without flags. CSV cells that a spreadsheet would run as a formula
+(starting with ``=``, ``+``, ``-`` or ``@``) get Excel's ``'`` text guard,
+which the importer strips again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import TextIO
+
+from cxm_cli.errors import InputError
+from cxm_cli.store import loads
+
+EXPORT_FORMATS = ("csv", "jsonl")
+COLUMNS = [
+    "cxm_id",
+    "first_name",
+    "last_name",
+    "company",
+    "emails",
+    "phones",
+    "tags",
+    "source",
+    "timezone",
+    "region",
+    "email_consent",
+    "sms_consent",
+    "created_at",
+    "custom",
+]
+MULTI = " ::: "
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text rather than running as a formula."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def contact_records(db, *, tag: str | None = None) -> Iterator[dict]:
+    """One export record per contact, oldest first, streamed from the database."""
+    sql = "SELECT * FROM contacts"
+    params: list = []
+    if tag:
+        sql += " WHERE id IN (SELECT contact_id FROM contact_tags WHERE tag = ?)"
+        params.append(tag)
+    sql += " ORDER BY id"
+    reader = db.conn.cursor()
+    columns = None
+    for row in reader.execute(sql, params):
+        if columns is None:
+            columns = [d[0] for d in reader.description]
+        yield _record(db, dict(zip(columns, row, strict=True)))
+
+
+def _record(db, contact: dict) -> dict:
+    contact_id = contact["id"]
+    conn = db.conn
+    emails = [
+        r[0]
+        for r in conn.execute(
+            "SELECT email FROM contact_emails WHERE contact_id = ?"
+            " ORDER BY is_primary DESC, id",
+            [contact_id],
+        )
+    ]
+    phones = []
+    for phone, extension, kind in conn.execute(
+        "SELECT phone, extension, kind FROM contact_phones WHERE contact_id = ?"
+        " ORDER BY phone = ? DESC, is_primary DESC, id",
+        [contact_id, contact["phone"] or ""],
+    ):
+        text = phone + (f" x{extension}" if extension else "")
+        phones.append(text + (f" ({kind})" if kind else ""))
+    tags = [
+        r[0]
+        for r in conn.execute(
+            "SELECT tag FROM contact_tags WHERE contact_id = ? ORDER BY tag",
+            [contact_id],
+        )
+    ]
+    consent = dict(
+        conn.execute(
+            "SELECT channel, status FROM consents WHERE contact_id = ?", [contact_id]
+        ).fetchall()
+    )
+    return {
+        "cxm_id": contact_id,
+        "first_name": contact["first_name"] or "",
+        "last_name": contact["last_name"] or "",
+        "company": contact["company"] or "",
+        "emails": emails,
+        "phones": phones,
+        "tags": tags,
+        "source": contact["source"] or "",
+        "timezone": contact["timezone"] or "",
+        "region": contact["region"] or "",
+        "email_consent": consent.get("email", ""),
+        "sms_consent": consent.get("sms", ""),
+        "created_at": contact["created_at"],
+        "custom": loads(contact["custom"], {}),
+    }
+
+
+def export_contacts(
+    db, out: TextIO, *, format: str = "csv", tag: str | None = None
+) -> int:
+    """Write every contact (or those with ``tag``) to ``out``; returns the count."""
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"--format {format!r}: use csv or jsonl")
+    count = 0
+    if format == "jsonl":
+        for record in contact_records(db, tag=tag):
+            out.write(json.dumps(_jsonl(record), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for record in contact_records(db, tag=tag):
+        writer.writerow([spreadsheet_safe(_cell(record[c])) for c in COLUMNS])
+        count += 1
+    return count
+
+
+def _jsonl(record: dict) -> dict:
+    return {k: v for k, v in record.items() if v not in ("", [], {})}
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):
+        return MULTI.join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
+    return "" if value is None else str(value)

@@ -1,0 +1,307 @@
+"""Seeing the queue: what will go out, when (in the contact's time), and why.
+
+``cxm due`` and ``cxm run --dry-run`` read the queue and apply the same send
+windows and caps the runner will, without writing anything. Beyond each
+enrollment's queued step, the steps after it are projected through their
+waits until a step whose path cannot be known ahead (a branch, a switch).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from cxm_cli import clock as clocks
+from cxm_cli.caps import check_caps
+from cxm_cli.contacts import get_contact, is_opted_out
+from cxm_cli.dispatch import channel_of
+from cxm_cli.engine_steps import CONTACT_FACING_KINDS
+from cxm_cli.errors import CxmError
+from cxm_cli.queue import queue_counts
+from cxm_cli.runner import lease_status
+from cxm_cli.sendwindow import contact_zone, window_for, workspace_calendar
+from cxm_cli.sequences import Sequence, StepDef, load_sequences
+from cxm_cli.store import fetch_one, loads
+from cxm_cli.waits import parse_wait, wait_until
+
+log = logging.getLogger(__name__)
+
+UNPREDICTABLE_KINDS = {"branch", "goto", "switch", "end"}
+
+
+def preview_due(
+    workspace,
+    db,
+    clock,
+    *,
+    within: timedelta = timedelta(0),
+    contact_id: int | None = None,
+    render: bool = False,
+    project: bool = True,
+) -> list[dict[str, Any]]:
+    """Queued (and projected) steps that will run within ``within`` from now."""
+    now = clock.now()
+    horizon = now + within
+    sequences = load_sequences(workspace).sequences
+    sql = (
+        "SELECT d.*, e.trigger_data, e.enrolled_at FROM due_steps d "
+        "JOIN enrollments e ON e.id = d.enrollment_id "
+        "WHERE d.status IN ('pending', 'claimed') AND d.due_at <= ?"
+    )
+    params: list[Any] = [clocks.iso(horizon)]
+    if contact_id is not None:
+        sql += " AND d.contact_id = ?"
+        params.append(contact_id)
+    rows = list(db.query(sql + " ORDER BY d.due_at, d.id", params))
+
+    planned: dict[int, list[tuple[str, datetime]]] = {}
+    previews: list[dict[str, Any]] = []
+    for row in rows:
+        sequence = sequences.get(row["sequence"])
+        contact = get_contact(db, row["contact_id"])
+        step = _step(sequence, row)
+        start = max(clocks.parse(row["due_at"]), now)
+        entry = _entry(
+            workspace,
+            db,
+            clock,
+            contact,
+            sequence,
+            step,
+            row,
+            start,
+            planned.setdefault(contact["id"], []),
+        )
+        entry["why"] = f"{row['note'] or 'queued'}; {entry['why']}".strip("; ")
+        if render and step is not None:
+            entry.update(
+                _render(
+                    workspace, db, clock, contact, step, loads(row["trigger_data"], {})
+                )
+            )
+        previews.append(entry)
+        if project and sequence is not None and step is not None:
+            previews.extend(
+                _project(
+                    workspace,
+                    db,
+                    clock,
+                    contact,
+                    sequence,
+                    step,
+                    row,
+                    entry["send_at_dt"],
+                    horizon,
+                    planned[contact["id"]],
+                )
+            )
+
+    for entry in previews:
+        entry.pop("send_at_dt", None)
+    previews.sort(key=lambda e: (e["send_at"], e["contact_id"]))
+    return previews
+
+
+def _step(sequence: Sequence | None, row) -> StepDef | None:
+    if sequence is None or not 0 <= row["step_index"] < len(sequence.steps):
+        return None
+    step = sequence.steps[row["step_index"]]
+    return step if step.kind == row["kind"] else None
+
+
+def _entry(
+    workspace, db, clock, contact, sequence, step, row, start: datetime, planned: list
+) -> dict[str, Any]:
+    zone = contact_zone(workspace, contact)
+    send_at = start
+    why: list[str] = []
+    if step is None:
+        why.append("sequence changed or removed: will be cancelled")
+    elif step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
+        send_at, why = _when_allowed(
+            workspace, db, clock, contact, sequence, step, start, planned
+        )
+    return {
+        "due_step_id": row["id"] if row is not None else None,
+        "contact_id": contact["id"],
+        "contact": contact.get("display_name") or contact.get("email") or "",
+        "sequence": row["sequence"] if row is not None else sequence.name,
+        "step": step.describe() if step else f"{row['step_index'] + 1} ({row['kind']})",
+        "kind": step.kind if step else row["kind"],
+        "channel": channel_of(step) if step else None,
+        "due_at": row["due_at"] if row is not None else clocks.iso(start),
+        "send_at": clocks.iso(send_at),
+        "local_time": send_at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
+        "projected": row is None,
+        "why": "; ".join(why),
+        "send_at_dt": send_at,
+    }
+
+
+def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned):
+    why: list[str] = []
+    channel = channel_of(step)
+    consent = "sms" if channel == "voicemail" else channel
+    if consent in ("sms", "email") and is_opted_out(db, contact["id"], consent):
+        return start, [f"will be skipped: opted out of {consent}"]
+
+    window = window_for(workspace, contact)
+    moment = start
+    for _ in range(10):
+        opened = window.next_open(moment)
+        if opened != moment:
+            why.append(f"quiet hours until {_local(opened, window.zone)}")
+            moment = opened
+        if not channel:
+            break
+        exempt = not (sequence.caps and step.spec.get("caps", True))
+        decision = check_caps(
+            db,
+            workspace,
+            contact,
+            channel,
+            clock=clock,
+            exempt=exempt,
+            at=moment,
+            planned=planned,
+        )
+        if decision.allowed:
+            break
+        why.append(f"{decision.reason} until {_local(decision.until, window.zone)}")
+        moment = decision.until
+    if channel:
+        planned.append((channel, moment))
+    return moment, why or ["in the send window"]
+
+
+def _local(moment: datetime, zone) -> str:
+    return moment.astimezone(zone).strftime("%a %H:%M %Z")
+
+
+def _project(
+    workspace,
+    db,
+    clock,
+    contact,
+    sequence,
+    step,
+    row,
+    after: datetime,
+    horizon: datetime,
+    planned: list,
+) -> list[dict[str, Any]]:
+    """The steps after a queued one, as far as their timing can be known."""
+    if step.kind in UNPREDICTABLE_KINDS:
+        return []
+    zone = contact_zone(workspace, contact)
+    calendar = workspace_calendar(workspace)
+    trigger_data = loads(row["trigger_data"], {})
+    moment = after
+    entries: list[dict[str, Any]] = []
+    for following in sequence.steps[step.index + 1 :]:
+        if following.kind == "wait":
+            try:
+                moment, _ = wait_until(
+                    parse_wait(following.spec.get("wait")),
+                    moment,
+                    zone,
+                    calendar,
+                    trigger_data,
+                )
+            except ValueError:
+                break
+            continue
+        if moment > horizon or following.kind in UNPREDICTABLE_KINDS:
+            break
+        fake_row = {
+            "id": None,
+            "sequence": sequence.name,
+            "step_index": following.index,
+            "kind": following.kind,
+            "due_at": clocks.iso(moment),
+        }
+        entry = _entry(
+            workspace,
+            db,
+            clock,
+            contact,
+            sequence,
+            following,
+            fake_row,
+            moment,
+            planned,
+        )
+        entry["due_step_id"] = None
+        entry["projected"] = True
+        entry["why"] = f"projected after step {step.number}; {entry['why']}"
+        entries.append(entry)
+        moment = entry["send_at_dt"]
+    return [e for e in entries if e["send_at_dt"] <= horizon]
+
+
+def _render(
+    workspace, db, clock, contact, step: StepDef, trigger_data
+) -> dict[str, Any]:
+    if step.kind != "send":
+        return {}
+    from cxm_cli.messaging import send_message
+
+    try:
+        sent = send_message(
+            workspace,
+            db,
+            clock,
+            contact["id"],
+            step.spec["send"],
+            template=step.spec.get("template"),
+            text=step.spec.get("text"),
+            subject=step.spec.get("subject"),
+            extra=trigger_data,
+            dry_run=True,
+        )
+    except CxmError as exc:
+        return {"would": f"not send: {exc.message}"}
+    rendered = sent.rendered
+    return {
+        "to": sent.address,
+        "subject": rendered.subject if rendered else None,
+        "body": rendered.body if rendered else None,
+    }
+
+
+def engine_status(workspace, db, clock) -> dict[str, Any]:
+    """Queue depth, failures, enrollments, the last run and the runner lease."""
+    now = clock.now()
+    day_ago = clocks.iso(now - timedelta(days=1))
+    counts = queue_counts(db, clock=clock)
+    failures = fetch_one(
+        db,
+        "SELECT COUNT(*) AS n FROM events WHERE type = 'step.failed' "
+        "AND recorded_at >= ?",
+        [day_ago],
+    )
+    enrollments = {
+        row["status"]: row["n"]
+        for row in db.query(
+            "SELECT status, COUNT(*) AS n FROM enrollments GROUP BY status"
+        )
+    }
+    last_run = fetch_one(db, "SELECT * FROM runner_runs ORDER BY id DESC LIMIT 1")
+    lease = lease_status(db, clock=clock)
+    sequence_set = load_sequences(workspace)
+    return {
+        "queue": counts,
+        "failed_last_24h": failures["n"] if failures else 0,
+        "enrollments": {
+            "active": enrollments.get("active", 0),
+            "completed": enrollments.get("completed", 0),
+            "exited": enrollments.get("exited", 0),
+        },
+        "last_run": last_run,
+        "runner_lease": lease,
+        "sequences": {
+            "active": sorted(sequence_set.active),
+            "with_problems": sorted(sequence_set.invalid),
+        },
+    }

@@ -1,0 +1,144 @@
+"""A week of follow-ups, driven by a fake clock across a daylight-saving change.
+
+Four leads arrive on Friday 6 March 2026 at 21:30 in Chicago (quiet hours);
+the US clocks go forward early on Sunday 8 March. Every message and its time
+is checked: the branch, a reply that stops one lead's follow-up, a no-show
+whose exit rule switches to a recovery sequence (held back a day by the
+one-text-a-day cap), and a switch step.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from cxm_cli import clock as clocks
+from cxm_cli.contacts import add_tag
+from cxm_cli.store import write_transaction
+from tests.support.engine import emit, only_sequences, outbound, run_until, timeline
+from tests.support.fixtures import make_contact
+
+CHICAGO = ZoneInfo("America/Chicago")
+
+NURTURE = """
+name: nurture
+trigger: lead.created
+group: nurture
+priority: 10
+exit:
+  - replied
+  - event: appointment.no_show
+    switch_to: recovery
+steps:
+  - name: hello
+    send: sms
+    template: new-lead-text
+  - wait: 1d
+  - branch:
+      tags_any: [hot]
+    goto: hot
+  - send: email
+    template: nudge-email
+  - wait: 2 business days at 10:00
+  - send: sms
+    template: still-interested
+  - end: nurture finished
+  - name: hot
+    send: sms
+    template: nudge-text
+  - switch: vip
+"""
+
+RECOVERY = """
+name: recovery
+group: nurture
+priority: 50
+exit: [booked]
+steps:
+  - wait: 1h
+  - send: sms
+    template: no-show-recovery
+"""
+
+VIP = """
+name: vip
+steps:
+  - add_tag: vip
+  - send: email
+    template: new-lead-email
+"""
+
+
+def sent(db, contact_id):
+    """(template, local time in Chicago) of every message to the contact."""
+    return [
+        (
+            message["template"],
+            clocks.parse(message["at"]).astimezone(CHICAGO).strftime("%a %d %H:%M %Z"),
+        )
+        for message in outbound(db, contact_id)
+    ]
+
+
+def test_a_week_of_follow_ups_across_daylight_saving(db, workspace, clock):
+    only_sequences(workspace, nurture=NURTURE, recovery=RECOVERY, vip=VIP)
+    clock.set("2026-03-07T03:30:00Z")  # Friday 21:30 CST
+    plain, hot, replier, no_show = (
+        make_contact(db, clock, email=f"{name}@example.com",
+                     phone=f"+1512555010{index}", timezone="America/Chicago")
+        for index, name in enumerate(["plain", "hot", "replier", "noshow"])
+    )
+    with write_transaction(db):
+        add_tag(db, hot, "hot", clock=clock)
+    for contact_id in (plain, hot, replier, no_show):
+        emit(db, clock, contact_id, "lead.created", source="web")
+
+    run_until(workspace, db, clock, "2026-03-07T16:00:00Z")  # Sat 10:00 CST
+    emit(db, clock, replier, "message.received", channel="sms", text="Call me")
+    run_until(workspace, db, clock, "2026-03-08T00:00:00Z")  # Sat 18:00 CST
+    emit(db, clock, no_show, "appointment.no_show")
+    run_until(workspace, db, clock, "2026-03-12T00:00:00Z")
+
+    # Night-time leads wait for 08:00; "1d" keeps 08:00 across the change.
+    assert sent(db, plain) == [
+        ("new-lead-text", "Sat 07 08:00 CST"),
+        ("nudge-email", "Sun 08 08:00 CDT"),
+        ("still-interested", "Tue 10 10:00 CDT"),
+    ]
+    assert sent(db, hot) == [
+        ("new-lead-text", "Sat 07 08:00 CST"),
+        ("nudge-text", "Sun 08 08:00 CDT"),
+        ("new-lead-email", "Sun 08 08:00 CDT"),
+    ]
+    assert sent(db, replier) == [("new-lead-text", "Sat 07 08:00 CST")]
+    # The no-show's recovery text was due at 19:00 but had a text that day.
+    assert sent(db, no_show) == [
+        ("new-lead-text", "Sat 07 08:00 CST"),
+        ("no-show-recovery", "Sun 08 08:00 CDT"),
+    ]
+
+    statuses = {
+        (row["contact_id"], row["sequence"]): (row["status"], row["end_reason"])
+        for row in db.query("SELECT * FROM enrollments")
+    }
+    assert statuses[(plain, "nurture")] == ("completed", "nurture finished")
+    assert statuses[(hot, "nurture")] == ("exited", "switched to vip")
+    assert statuses[(hot, "vip")] == ("completed", "all steps done")
+    assert statuses[(replier, "nurture")] == ("exited", "replied")
+    assert statuses[(no_show, "nurture")] == (
+        "exited",
+        "event appointment.no_show; switching to recovery",
+    )
+    assert statuses[(no_show, "recovery")] == ("completed", "all steps done")
+
+    # Why, for every step: the timeline explains each decision.
+    plain_steps = [(t, d.get("label") or d.get("kind")) for t, d in
+                   timeline(db, plain, "step.")]
+    assert plain_steps[0] == ("step.deferred", "hello")
+    assert ("step.done", "branch") in plain_steps
+    capped = [d for t, d in timeline(db, no_show) if t == "step.capped"]
+    assert capped and capped[0]["reason"] == "cap: 1 sms per day"
+    assert capped[0]["local_until"] == "2026-03-08 08:00 CDT"
+    cancelled = [d for t, d in timeline(db, replier) if t == "step.cancelled"]
+    assert cancelled[0]["reason"] == "replied"
+    assert "vip" in [row["tag"] for row in db.query(
+        "SELECT tag FROM contact_tags WHERE contact_id = ?", [hot])]

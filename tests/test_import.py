@@ -1,0 +1,328 @@
+"""`cxm leads import`: the end-to-end behaviour a user and the demo rely on."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cxm_cli.importing import ImportOptions, import_file
+from tests.conftest import REPO_DIR
+
+SAMPLE = REPO_DIR / "data" / "sample-leads.csv"
+
+GOOGLE_HEADER = (
+    "First Name,Middle Name,Last Name,Organization Name,Birthday,Notes,Labels,"
+    "E-mail 1 - Label,E-mail 1 - Value,Phone 1 - Label,Phone 1 - Value"
+)
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def contacts(db) -> list[dict]:
+    return list(db.query("SELECT * FROM contacts ORDER BY id"))
+
+
+def emails_of(db, contact_id: int) -> list[str]:
+    return [
+        r["email"]
+        for r in db.query(
+            "SELECT email FROM contact_emails WHERE contact_id = ? ORDER BY id",
+            [contact_id],
+        )
+    ]
+
+
+def phones_of(db, contact_id: int) -> list[tuple]:
+    return [
+        (r["phone"], r["extension"], r["kind"], r["is_primary"])
+        for r in db.query(
+            "SELECT * FROM contact_phones WHERE contact_id = ? ORDER BY id", [contact_id]
+        )
+    ]
+
+
+def events_of(db, contact_id: int, type_: str) -> list[dict]:
+    return list(
+        db.query(
+            "SELECT * FROM events WHERE contact_id = ? AND type = ? ORDER BY id",
+            [contact_id, type_],
+        )
+    )
+
+
+def run_import(workspace, db, clock, path, **options):
+    options.setdefault("rejects_path", Path(path).with_suffix(".rejects.csv"))
+    return import_file(workspace, db, path, clock=clock, options=ImportOptions(**options))
+
+
+def test_sample_leads_import_as_documented(workspace, db, clock, tmp_path):
+    rejects = tmp_path / "rejects.csv"
+    summary = run_import(workspace, db, clock, SAMPLE, rejects_path=rejects)
+
+    assert summary.format == "google"
+    assert (summary.records, summary.skipped) == (28, 2)
+    assert (summary.created, summary.rejected) == (22, 2)
+    assert summary.updated + summary.unchanged == 2
+    people = {c["display_name"]: c for c in contacts(db)}
+    assert len(people) == 22
+
+    # The upper-case, spaced duplicate merged into Maria and did not rename her.
+    maria = people["Maria Lopez"]
+    assert emails_of(db, maria["id"]) == ["maria.lopez@example.com"]
+    assert "MARIA LOPEZ" not in people
+    # Accents kept; a company-only row is named after the company.
+    assert "José Álvarez" in people and "Zoë Ferrand" in people
+    assert people["Lakeside Dental Lab"]["phone"] == "+13125550111"
+    # Household: one phone, two emails -> two contacts, flagged.
+    daniel, sofia = people["Daniel Kim"], people["Sofia Kim"]
+    assert daniel["phone"] == sofia["phone"] == "+12025550105"
+    flagged = list(db.query("SELECT contact_a, contact_b, reason FROM likely_duplicates"))
+    assert flagged == [
+        {
+            "contact_a": daniel["id"],
+            "contact_b": sofia["id"],
+            "reason": "shared phone, different emails",
+        }
+    ]
+    # Multi-line note kept whole.
+    notes = json.loads(daniel["custom"])["notes"]
+    assert notes.count("\n") == 2 and "Delta Dental" in notes
+    # Damaged and 7-digit phones dropped, the email keeps the contact.
+    assert people["Benjamin Adler"]["phone"] is None
+    assert people["Liam Walsh"]["phone"] is None
+    warnings = " ".join(w["warning"] for w in summary.warning_samples)
+    assert "scientific notation" in warnings and "gmail.com" in warnings
+
+    with rejects.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["row"], r["column"]) for r in rows] == [("8", "E-mail 1 - Value"), ("13", "")]
+    assert "not an email address" in rows[0]["reason"]
+    assert rows[1]["reason"] == "no email or phone"
+    assert rows[1]["First Name"] == "Noah"
+
+
+def test_every_new_contact_gets_one_lead_created_event(workspace, db, clock, tmp_path):
+    summary = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "r.csv")
+    created = list(db.query("SELECT * FROM events WHERE type = 'lead.created'"))
+    assert len(created) == summary.created == len(contacts(db))
+    data = json.loads(created[0]["data"])
+    assert data["batch_id"] == summary.batch_id
+    assert data["source"] == "google"
+    assert "created_time" in data
+
+
+def test_importing_the_same_file_twice_changes_nothing(workspace, db, clock, tmp_path):
+    first = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "r.csv")
+    before = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    second = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "r.csv")
+
+    assert second.created == second.updated == 0
+    assert second.unchanged == first.records - first.skipped - first.rejected
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == before
+
+
+def test_in_file_merge_keeps_every_identifier_first_seen_primary(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "leads.csv",
+        "Name,Email,Phone\n"
+        "Lucas Petit,,(919) 555-0107\n"
+        "Lucas Petit,lucas.petit@example.net,919-555-0107\n"
+        "Lucas Petit,lucas@example.org,(919) 555-0122\n"
+        "LUCAS PETIT,Lucas.Petit@Example.NET ,\n",
+    )
+    summary = run_import(workspace, db, clock, path)
+
+    assert (summary.created, summary.updated, summary.unchanged) == (2, 1, 1)
+    # Row 3 shares no identifier with the others: a second contact.
+    people = contacts(db)
+    assert len(people) == 2
+    lucas = people[0]
+    assert lucas["display_name"] == "Lucas Petit"
+    assert lucas["email"] == "lucas.petit@example.net"
+    assert emails_of(db, lucas["id"]) == ["lucas.petit@example.net"]
+    assert phones_of(db, lucas["id"]) == [("+19195550107", None, None, 1)]
+    merged = events_of(db, lucas["id"], "contact.merged")
+    assert [json.loads(e["data"])["row"] for e in merged] == [2, 4]
+    assert json.loads(merged[0]["data"])["file"] == "leads.csv"
+
+
+def test_same_phone_merges_when_one_side_has_no_email(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "leads.csv",
+        "Name,Email,Phone\n"
+        "Carlos Peña,carlos.pena@example.com,+1 702 555 0164\n"
+        "Carlos Pena,,702-555-0164\n",
+    )
+    run_import(workspace, db, clock, path)
+    people = contacts(db)
+    assert [p["display_name"] for p in people] == ["Carlos Peña"]
+
+
+def test_a_better_written_name_improves_a_shouting_one(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "leads.csv",
+        "Name,Phone\nLI WEI,+1 312 555 0174\nLi Wei,(312) 555-0174\nLI WEI,3125550174\n",
+    )
+    run_import(workspace, db, clock, path)
+    assert [p["display_name"] for p in contacts(db)] == ["Li Wei"]
+
+
+def test_merge_into_existing_contact_records_event_naming_file(
+    workspace, db, clock, tmp_path
+):
+    run_import(
+        workspace,
+        db,
+        clock,
+        write(tmp_path / "a.csv", "Email,First Name\nana@example.com,Ana\n"),
+    )
+    summary = run_import(
+        workspace,
+        db,
+        clock,
+        write(tmp_path / "b.csv", "Email,Last Name,Phone\nANA@example.com,Lima,3125550116\n"),
+    )
+    assert (summary.created, summary.updated) == (0, 1)
+    ana = contacts(db)[0]
+    assert (ana["first_name"], ana["last_name"], ana["phone"]) == (
+        "Ana",
+        "Lima",
+        "+13125550116",
+    )
+    event = events_of(db, ana["id"], "contact.merged")[-1]
+    data = json.loads(event["data"])
+    assert data["file"] == "b.csv" and data["phones"] == ["+13125550116"]
+    assert "last_name" in data["fields"]
+
+
+def test_on_conflict_modes(workspace, db, clock, tmp_path):
+    first = write(tmp_path / "a.csv", "Email,Company\nana@example.com,Lima Bakery\n")
+    second = write(tmp_path / "b.csv", "Email,Company\nana@example.com,Lima Cafe\n")
+    run_import(workspace, db, clock, first)
+
+    assert run_import(workspace, db, clock, second).unchanged == 1
+    assert contacts(db)[0]["company"] == "Lima Bakery"
+    assert run_import(workspace, db, clock, second, on_conflict="skip").unchanged == 1
+    assert run_import(workspace, db, clock, second, on_conflict="overwrite").updated == 1
+    assert contacts(db)[0]["company"] == "Lima Cafe"
+
+
+def test_source_and_tags_apply_to_every_row(workspace, db, clock, tmp_path):
+    path = write(tmp_path / "l.csv", "Email\na@example.com\nb@example.com\n")
+    run_import(workspace, db, clock, path, source="fair-2026", tags=["spring", "fair"])
+    for person in contacts(db):
+        assert person["source"] == "fair-2026"
+        tags = {r["tag"] for r in db.query(
+            "SELECT tag FROM contact_tags WHERE contact_id = ?", [person["id"]])}
+        assert tags == {"spring", "fair"}
+        created = json.loads(events_of(db, person["id"], "lead.created")[0]["data"])
+        assert created["source"] == "fair-2026"
+
+
+def test_unmapped_columns_are_kept_and_map_overrides(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        "Email,Handy,Favourite Treatment\nana@example.com,+49 30 901820,Whitening\n",
+    )
+    run_import(workspace, db, clock, path, mapping=["Handy=phone"])
+    ana = contacts(db)[0]
+    assert ana["phone"] == "+4930901820"
+    assert json.loads(ana["custom"]) == {"Favourite Treatment": "Whitening"}
+
+
+def test_bom_crlf_and_quoted_newlines(workspace, db, clock, tmp_path):
+    text = (
+        "First Name,Email,Notes\r\n"
+        'Zoë,zoe@example.com,"Gate code 4412\r\nDog is friendly"\r\n'
+        "\r\n"
+        ",,\r\n"
+    )
+    path = write(tmp_path / "l.csv", "\ufeff" + text)
+    summary = run_import(workspace, db, clock, path)
+    assert (summary.records, summary.created, summary.skipped) == (3, 1, 2)
+    zoe = contacts(db)[0]
+    assert zoe["first_name"] == "Zoë"
+    assert json.loads(zoe["custom"])["notes"] == "Gate code 4412\r\nDog is friendly"
+
+
+def test_malformed_line_is_rejected_not_misread(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Phone\nAmara Nwosu,amara@example.net,Nwosu & Partners, LLC\n"
+        "Ok Person,ok@example.net,\n",
+    )
+    summary = run_import(workspace, db, clock, path)
+    assert (summary.created, summary.rejected) == (1, 1)
+    rows = list(csv.DictReader(path.with_suffix(".rejects.csv").open()))
+    assert rows[0]["row"] == "1" and "malformed line" in rows[0]["reason"]
+
+
+def test_dry_run_changes_nothing(workspace, db, clock, tmp_path):
+    summary = run_import(
+        workspace, db, clock, SAMPLE, rejects_path=tmp_path / "r.csv", dry_run=True
+    )
+    assert summary.created == 22 and summary.dry_run
+    assert contacts(db) == []
+    assert db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == 0
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_rejects_file_goes_beside_the_input_by_default(workspace, db, clock, tmp_path):
+    path = write(tmp_path / "leads.csv", "Name,Email\nNo Contact,\nAna,ana@example.com\n")
+    summary = import_file(workspace, db, path, clock=clock, options=ImportOptions())
+    assert summary.rejects_path == str(tmp_path / "leads.rejects.csv")
+    assert (tmp_path / "leads.rejects.csv").exists()
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_cli_import_from_stdin_prints_summary_and_reimport_is_unchanged(cli, workspace):
+    data = SAMPLE.read_bytes()
+    first = cli("leads", "import", "-", "--json", input=data)
+    assert first.exit_code == 0, first.stderr
+    summary = first.json()
+    assert summary["created"] == 22 and summary["rejected"] == 2
+    assert summary["rejects_path"].startswith(str(workspace.data_dir))
+    assert "2 rows rejected" in first.stderr
+
+    second = cli("leads", "import", "-", input=data)
+    assert second.exit_code == 0
+    lines = dict(line.split("\t") for line in second.stdout.splitlines()[2:])
+    assert lines["created"] == "0" and lines["updated"] == "0"
+    assert lines["unchanged"] == "24"
+
+
+def test_cli_missing_file_is_one_clear_error(cli):
+    result = cli("leads", "import", "nope.csv")
+    assert result.exit_code == 1
+    assert "nope.csv: no such file" in result.stderr
+
+
+def test_cli_unknown_format_and_bad_map(cli, tmp_path):
+    path = write(tmp_path / "l.csv", "Email\na@example.com\n")
+    result = cli("leads", "import", str(path), "--format", "nonsense")
+    assert result.exit_code == 1 and "unknown format" in result.stderr
+    result = cli("leads", "import", str(path), "--map", "Email=wrong")
+    assert result.exit_code == 1 and "unknown field" in result.stderr
+
+
+def test_cli_formats_lists_layouts(cli):
+    result = cli("leads", "formats", "--json")
+    names = {row["name"] for row in result.json()}
+    assert {"google", "meta-lead-ads", "outlook", "mailchimp", "vcard"} <= names
+
+
+@pytest.mark.parametrize("flag", ["--dry-run"])
+def test_cli_dry_run_says_so(cli, flag):
+    result = cli("leads", "import", str(SAMPLE), flag, "--rejects", "/dev/null")
+    assert result.exit_code == 0
+    assert "nothing was changed" in result.stderr
