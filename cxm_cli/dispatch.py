@@ -215,12 +215,13 @@ def _run(
         )
 
     if step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
-        held = precheck(workspace, db, clock, sequence, step, contact, settings)
-        if held is not None:
-            return held
+        # Before the caps: the step's own earlier send must not cap it.
         already = _already_sent(db, row)
         if already is not None:
             return already
+        held = precheck(workspace, db, clock, sequence, step, contact, settings)
+        if held is not None:
+            return held
 
     if not queue.renew_claim(
         db, row["id"], runner_id, clock=clock, lease_seconds=settings.step_lease_seconds

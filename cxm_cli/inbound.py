@@ -541,7 +541,12 @@ def help_reply_text(workspace) -> str:
 
 
 def _send_help_reply(workspace, db, clock, result: InboundResult) -> None:
-    """Answer HELP/INFO; carriers expect it even from opted-out numbers."""
+    """Answer HELP/INFO with the configured text.
+
+    Limitation: carriers expect a HELP answer even to an opted-out number, but
+    it goes through send_message's consent check, so an opted-out person who
+    texts HELP gets no answer (the keyword is still on their timeline).
+    """
     from cxm_cli.messaging import send_message
 
     if db.conn.in_transaction:

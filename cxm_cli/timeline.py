@@ -153,7 +153,7 @@ def _entry(event: dict, data: dict[str, Any], message: dict | None) -> dict[str,
     if message is not None:
         entry["channel"] = message["channel"]
         entry["direction"] = message["direction"]
-        entry["thread"] = message["thread_id"] or message["provider_id"]
+        entry["thread"] = _thread_of(message)
         if event["type"] in ("message.sent", "message.received", "message.auto_reply"):
             entry["status"] = message["status"]
             entry["body"] = message["body"]
@@ -172,7 +172,7 @@ def _message_only_entry(message: dict) -> dict[str, Any]:
         "channel": message["channel"],
         "direction": message["direction"],
         "status": message["status"],
-        "thread": message["thread_id"] or message["provider_id"],
+        "thread": _thread_of(message),
         "summary": _message_summary(message)
         + (f" ({message['error']})" if message["error"] else ""),
         "event_id": None,
@@ -183,6 +183,15 @@ def _message_only_entry(message: dict) -> dict[str, Any]:
         "subject": message["subject"],
         "address": message["address"],
     }
+
+
+def _thread_of(message: dict) -> str | None:
+    """Texts with one number are one conversation; an email starts its own."""
+    if message["thread_id"]:
+        return message["thread_id"]
+    if message["channel"] == "sms" and message["address"]:
+        return f"sms:{message['address']}"
+    return message["provider_id"]
 
 
 def _message_summary(message: dict) -> str:

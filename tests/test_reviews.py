@@ -58,7 +58,11 @@ def test_platform_links_are_built_and_yelp_is_refused_with_its_reason(workspace)
             "reviews.platforms": [
                 GOOGLE,
                 {"kind": "facebook", "page": "brightsmile"},
-                {"kind": "custom", "name": "Healthgrades", "url": "https://hg.example/r"},
+                {
+                    "kind": "custom",
+                    "name": "Healthgrades",
+                    "url": "https://hg.example/r",
+                },
                 {"kind": "yelp", "url": "https://www.yelp.com/writeareview/biz/x"},
             ]
         },
@@ -86,7 +90,10 @@ def test_a_custom_link_to_yelp_is_refused_too(workspace):
 
 
 def test_yelp_only_workspace_refuses_requests_and_says_why(cli, workspace, db, clock):
-    configure(workspace, **{"reviews.platforms": [{"kind": "yelp", "url": "https://yelp.com/b"}]})
+    configure(
+        workspace,
+        **{"reviews.platforms": [{"kind": "yelp", "url": "https://yelp.com/b"}]},
+    )
     contact_id = make_contact(db, clock)
 
     result = cli("reviews", "request", str(contact_id))
@@ -294,12 +301,20 @@ def test_refund_during_the_guard_delay_stops_the_request(workspace, db, clock):
     workspace = configure(workspace, **{"reviews.guard_delay_hours": 24})
     contact_id = make_contact(db, clock)
     job = record_event(
-        db, contact_id, "invoice.paid", clock=clock, data={"amount": 120, "invoice_id": "A1"}
+        db,
+        contact_id,
+        "invoice.paid",
+        clock=clock,
+        data={"amount": 120, "invoice_id": "A1"},
     )
 
     clock.advance(hours=3)
     record_event(
-        db, contact_id, "invoice.refunded", clock=clock, data={"amount": 120, "invoice_id": "A1"}
+        db,
+        contact_id,
+        "invoice.refunded",
+        clock=clock,
+        data={"amount": 120, "invoice_id": "A1"},
     )
     clock.advance(hours=30)
     outcome = run_step(workspace, db, clock, contact_id, job)
@@ -314,9 +329,13 @@ def test_refund_during_the_guard_delay_stops_the_request(workspace, db, clock):
 def test_refund_of_another_invoice_does_not_stop_the_request(workspace, db, clock):
     workspace = configure(workspace)
     contact_id = make_contact(db, clock)
-    job = record_event(db, contact_id, "invoice.paid", clock=clock, data={"invoice_id": "A1"})
+    job = record_event(
+        db, contact_id, "invoice.paid", clock=clock, data={"invoice_id": "A1"}
+    )
     clock.advance(hours=1)
-    record_event(db, contact_id, "invoice.refunded", clock=clock, data={"invoice_id": "Z9"})
+    record_event(
+        db, contact_id, "invoice.refunded", clock=clock, data={"invoice_id": "Z9"}
+    )
     clock.advance(hours=30)
 
     assert run_step(workspace, db, clock, contact_id, job).status == "done"
@@ -370,7 +389,9 @@ def test_every_web_score_is_recorded_and_low_ones_alert(workspace, db, clock, sc
 
     rating = record_rating(workspace, db, clock, outcome.request_id, score, via="web")
 
-    assert rating.public_links == [{"key": "google", "name": "Google", "url": GOOGLE_LINK}]
+    assert rating.public_links == [
+        {"key": "google", "name": "Google", "url": GOOGLE_LINK}
+    ]
     assert rating.low == (score <= 3)
     types = event_types(db, contact_id)
     assert "review.rated" in types
@@ -395,7 +416,11 @@ def test_shipped_sequence_asks_after_the_guard_and_a_refund_stops_it(
     refunded = make_contact(db, clock, email="r@example.com", phone="+15125550199")
     for contact_id in (paid, refunded):
         record_event(
-            db, contact_id, "invoice.paid", clock=clock, data={"invoice_id": f"I{contact_id}"}
+            db,
+            contact_id,
+            "invoice.paid",
+            clock=clock,
+            data={"invoice_id": f"I{contact_id}"},
         )
 
     run_once(workspace, db, clock)
@@ -403,7 +428,11 @@ def test_shipped_sequence_asks_after_the_guard_and_a_refund_stops_it(
 
     clock.advance(hours=5)
     record_event(
-        db, refunded, "invoice.refunded", clock=clock, data={"invoice_id": f"I{refunded}"}
+        db,
+        refunded,
+        "invoice.refunded",
+        clock=clock,
+        data={"invoice_id": f"I{refunded}"},
     )
     clock.advance(hours=20)
     run_once(workspace, db, clock)

@@ -194,7 +194,7 @@ def test_every_sms_score_gets_the_public_links_and_low_ones_reach_the_owner(
         people[score] = (contact_id, phone, outcome.request_id)
 
     answers = {1: "1", 2: "★★", 3: "three", 4: "4/5", 5: "⭐⭐⭐⭐⭐"}
-    for score, (contact_id, phone, request_id) in people.items():
+    for score, (_, phone, request_id) in people.items():
         post_inbound_sms(live, f"SMrate{score}", phone, answers[score])
         wait_for(lambda r=request_id: deliveries_done(live, r), f"deliveries {score}")
 
@@ -240,10 +240,17 @@ def test_every_sms_score_gets_the_public_links_and_low_ones_reach_the_owner(
     assert "Pat2 Lee" in timeline.text and "very rough" in timeline.text
     trail = [
         t
-        for t in live.db.query("SELECT type FROM events WHERE contact_id = ?", [contact_id])
+        for t in live.db.query(
+            "SELECT type FROM events WHERE contact_id = ?", [contact_id]
+        )
     ]
     types = [t["type"] for t in trail]
-    for expected in ("review.requested", "review.rated", "feedback.received", "staff.alerted"):
+    for expected in (
+        "review.requested",
+        "review.rated",
+        "feedback.received",
+        "staff.alerted",
+    ):
         assert expected in types
 
 
@@ -264,7 +271,9 @@ def test_a_reply_that_is_not_a_score_is_left_for_the_inbox(live, clock):
 
 
 def rating_link(live, contact_id, clock):
-    outcome = request_review(live.workspace, live.db, clock, contact_id, channel="email")
+    outcome = request_review(
+        live.workspace, live.db, clock, contact_id, channel="email"
+    )
     assert outcome.status == "sent"
     email = live.db.execute(
         "SELECT email FROM contacts WHERE id = ?", [contact_id]
@@ -339,12 +348,15 @@ def test_a_forged_token_is_refused_politely_and_records_nothing(live, clock):
         for table in ("events", "review_token_uses", "review_feedback")
     ]
     token = link.rsplit("/", 1)[1]
-    forged = link[: -len(token)] + token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
+    forged = (
+        link[: -len(token)] + token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
+    )
 
     for response in (
         requests.post(forged, data={"score": "1"}, timeout=10),
-        requests.post(live.url + "/reviews/feedback/" + token, data={"feedback": "x"},
-                      timeout=10),
+        requests.post(
+            live.url + "/reviews/feedback/" + token, data={"feedback": "x"}, timeout=10
+        ),
         requests.get(live.url + "/reviews/rate/not-a-token", timeout=10),
     ):
         assert response.status_code == 400
@@ -392,9 +404,10 @@ def test_rating_page_in_headless_chromium(live, clock):
             page.goto(high_link)
             page.click("button[name=score][value='5']")
             page.wait_for_selector("#public-links")
-            assert page.locator("#public-links a.platform").nth(0).get_attribute(
-                "href"
-            ) == GOOGLE_LINK
+            assert (
+                page.locator("#public-links a.platform").nth(0).get_attribute("href")
+                == GOOGLE_LINK
+            )
             assert page.locator("#feedback-form").is_visible()
 
             # A tampered token is refused and nothing is recorded.

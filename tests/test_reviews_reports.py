@@ -33,7 +33,10 @@ GOOGLE_JSON = {
             "comment": "(Translated by Google) Very good\n\n(Original)\nMuy bueno",
             "createTime": "2026-03-05T10:11:12.123456789Z",
             "updateTime": "2026-03-05T10:11:12.123456789Z",
-            "reviewReply": {"comment": "Gracias!", "updateTime": "2026-03-06T08:00:00Z"},
+            "reviewReply": {
+                "comment": "Gracias!",
+                "updateTime": "2026-03-06T08:00:00Z",
+            },
         },
         {
             "name": "accounts/1/locations/2/reviews/r-101",
@@ -57,8 +60,12 @@ def configure(workspace, **settings):
 def people(db, clock):
     jane = make_contact(db, clock, first_name="Jane", last_name="Doe")
     bob = make_contact(
-        db, clock, first_name="Bob", last_name="Smith",
-        email="bob@example.com", phone="+15125550102",
+        db,
+        clock,
+        first_name="Bob",
+        last_name="Smith",
+        email="bob@example.com",
+        phone="+15125550102",
     )
     return jane, bob
 
@@ -96,7 +103,10 @@ def test_csv_import_matches_people_keeps_the_rest_and_is_idempotent(
         (e["contact_id"], json.loads(e["data"])["platform"], e["at"][:10])
         for e in db.query("SELECT * FROM events WHERE type = 'review.received'")
     ]
-    assert sorted(received) == [(jane, "google", "2026-03-10"), (bob, "google", "2026-03-12")]
+    assert sorted(received) == [
+        (jane, "google", "2026-03-10"),
+        (bob, "google", "2026-03-12"),
+    ]
 
     again = cli("reviews", "import", str(path), "--json").json()
     assert again["imported"] == 0 and again["duplicates"] == 4
@@ -258,7 +268,9 @@ def test_request_a_segment_and_a_dry_run(cli, workspace, db, clock):
         **{"segments.patients": {"description": "tagged", "tags": ["patient"]}},
     )
     jane, bob = people(db, clock)
-    make_contact(db, clock, first_name="Zed", email="zed@example.com", phone="+15125550109")
+    make_contact(
+        db, clock, first_name="Zed", email="zed@example.com", phone="+15125550109"
+    )
     for contact_id in (jane, bob):
         add_tag(db, contact_id, "patient", clock=clock)
 
@@ -282,3 +294,15 @@ def test_shipped_sequence_loads_and_a_bad_step_is_reported(workspace):
     )
     problems = [str(p) for p in load_sequences(workspace).problems]
     assert any("bad.yaml:3" in p and "fax" in p for p in problems)
+
+
+def test_a_review_request_step_gated_on_ratings_is_reported(workspace):
+    (workspace.sequences_dir / "gated.yaml").write_text(
+        "trigger: invoice.paid\n"
+        "steps:\n"
+        "  - review_request: sms\n"
+        "    when: {segment: happy-customers}\n",
+        encoding="utf-8",
+    )
+    problems = [str(p) for p in load_sequences(workspace).problems]
+    assert any("gated.yaml" in p and "review gating" in p for p in problems)

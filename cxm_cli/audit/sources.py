@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cxm_cli.audit.activity_import import import_activity
-from cxm_cli.errors import CxmError, InputError
+from cxm_cli.audit.options import make_options
+from cxm_cli.audit.report import run_audit
+from cxm_cli.errors import InputError
 from cxm_cli.workspace import init_workspace, load_workspace
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,13 @@ def exports_workspace(
     keep: Path | None = None,
 ) -> Iterator[AuditSource]:
     """A workspace holding the imported exports; removed afterwards unless kept."""
-    for path in (*files.leads, *files.messages, *files.appointments,
-                 *files.invoices, *files.reviews):
+    for path in (
+        *files.leads,
+        *files.messages,
+        *files.appointments,
+        *files.invoices,
+        *files.reviews,
+    ):
         if not Path(path).is_file():
             raise InputError(f"{path}: no such file")
 
@@ -153,9 +160,7 @@ def _import_reviews(source: AuditSource, path: Path, clock) -> None:
     try:
         from cxm_cli.reviews.importing import import_reviews
     except ImportError:
-        source.warnings.append(
-            f"{path.name}: skipped, this cxm has no review importer"
-        )
+        source.warnings.append(f"{path.name}: skipped, this cxm has no review importer")
         return
     summary = import_reviews(source.workspace, source.db, clock, str(path))
     source.info["files"].append(
@@ -169,8 +174,9 @@ def _import_reviews(source: AuditSource, path: Path, clock) -> None:
     )
 
 
-def _rejects(rejects_path: str | None, scratch_dir: str | None,
-             source: AuditSource) -> list[dict[str, Any]] | str | None:
+def _rejects(
+    rejects_path: str | None, scratch_dir: str | None, source: AuditSource
+) -> list[dict[str, Any]] | str | None:
     """Rejected lead rows: their reasons, if the file would vanish with the scratch.
 
     The importer writes rejects beside the export when it can; when the export
@@ -180,13 +186,17 @@ def _rejects(rejects_path: str | None, scratch_dir: str | None,
     if not rejects_path:
         return None
     path = Path(rejects_path)
-    if scratch_dir is None or not path.resolve().is_relative_to(Path(scratch_dir)):
+    scratch = Path(scratch_dir).resolve() if scratch_dir else None
+    if scratch is None or not path.resolve().is_relative_to(scratch):
         source.warnings.append(f"rejected rows written to {path}")
         return str(path)
     with path.open(encoding="utf-8", newline="") as handle:
         rows = [
-            {"row": row.get("row"), "column": row.get("column"),
-             "reason": row.get("reason")}
+            {
+                "row": row.get("row"),
+                "column": row.get("column"),
+                "reason": row.get("reason"),
+            }
             for row in csv.DictReader(handle)
         ]
     for row in rows[:REJECTS_LISTED]:
@@ -197,9 +207,58 @@ def _rejects(rejects_path: str | None, scratch_dir: str | None,
     return rows
 
 
-def check_keep_path(keep: Path | None) -> None:
-    if keep is not None and (Path(keep) / "cxm.toml").exists():
-        raise CxmError(
-            f"{keep} is already a workspace",
-            hint="--keep-workspace needs a new folder",
+@dataclass
+class AuditRequest:
+    """What the user asked for on the command line (text, not yet parsed)."""
+
+    since: str | None = None
+    until: str | None = None
+    timezone: str | None = None  # default: the workspace's
+    lapsed_days: int | None = None
+    reminder_hours: int | None = None
+    top: int | None = None
+
+
+def audit_workspace(workspace, db, request: AuditRequest, *, clock) -> dict[str, Any]:
+    """The audit of a workspace's own timeline."""
+    options = _options(request, clock, workspace.timezone)
+    return run_audit(db, options, clock=clock, workspace=workspace)
+
+
+def audit_exports(
+    files: ExportFiles,
+    request: AuditRequest,
+    *,
+    clock,
+    business_name: str | None = None,
+    keep: Path | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The audit of raw exports, and the warnings their import raised."""
+    with exports_workspace(
+        files,
+        clock=clock,
+        business_name=business_name or "the business",
+        timezone=request.timezone or "UTC",
+        keep=keep,
+    ) as source:
+        options = _options(request, clock, source.workspace.timezone)
+        audit = run_audit(
+            source.db,
+            options,
+            clock=clock,
+            workspace=source.workspace,
+            source=source.info,
         )
+        return audit, source.warnings
+
+
+def _options(request: AuditRequest, clock, default_zone: str):
+    return make_options(
+        clock=clock,
+        since=request.since,
+        until=request.until,
+        timezone=request.timezone or default_zone,
+        lapsed_days=request.lapsed_days,
+        reminder_hours=request.reminder_hours,
+        top=request.top,
+    )

@@ -49,14 +49,30 @@ def timeline(
         f"{info['name']} (#{info['id']}) - came from {found}, first seen "
         f"{local_time(origin['first_at'], s.workspace.timezone)}"
     )
+    labels = thread_labels(story["entries"])
     rows = [
         {
             "when": local_time(entry["at"], s.workspace.timezone),
             "what": entry["type"],
             "channel": entry["channel"] or "",
+            "thread": labels.get(entry["thread"], ""),
             "detail": entry["summary"],
             "status": entry["status"] or "",
         }
         for entry in story["entries"]
     ]
-    emit(rows, as_json=False, columns=["when", "what", "channel", "detail", "status"])
+    emit(
+        rows,
+        as_json=False,
+        columns=["when", "what", "channel", "thread", "detail", "status"],
+    )
+
+
+def thread_labels(entries) -> dict[str, str]:
+    """Short names for conversation threads (#1, #2, ...) in order of appearance."""
+    labels: dict[str, str] = {}
+    for entry in entries:
+        thread = entry.get("thread")
+        if thread and thread not in labels:
+            labels[thread] = f"#{len(labels) + 1}"
+    return labels

@@ -78,6 +78,11 @@ def _columns(spec: dict[str, Role]) -> dict[str, Role]:
     return {compact(header): role for header, role in spec.items()}
 
 
+def _event_fields(names: str, sep: str = " ") -> dict[str, Role]:
+    """Columns describing one record (an ad, a booking), kept on its event."""
+    return {name.strip(): ("event_field", None) for name in names.split(sep)}
+
+
 def _patterns(*pairs: tuple[str, str]) -> tuple[tuple[re.Pattern, str], ...]:
     return tuple((re.compile(f"^{regex}$"), field_name) for regex, field_name in pairs)
 
@@ -223,6 +228,11 @@ OUTLOOK_COLUMNS = _columns(
         "Business Country/Region": ("country", None),
         "Home Country/Region": ("country", None),
         "E-mail Type": ("ignore", None),
+        # Outlook writes these defaults on every contact; only others are kept.
+        "Gender": ("custom_unless", "Unspecified"),
+        "Priority": ("custom_unless", "Normal"),
+        "Sensitivity": ("custom_unless", "Normal"),
+        "Private": ("custom_unless", "False"),
         # German Outlook
         "Vorname": ("first_name", None),
         "Weitere Vornamen": ("middle_name", None),
@@ -451,10 +461,10 @@ LAYOUTS: list[Layout] = [
                 "phone_number": ("phone", None),
                 "email": ("email", None),
                 "form_name": ("form", None),
-                "ad_id": ("custom", None),
-                "adset_id": ("custom", None),
-                "campaign_id": ("custom", None),
-                "form_id": ("custom", None),
+                **_event_fields(
+                    "ad_id ad_name adset_id adset_name campaign_id campaign_name"
+                    " form_id is_organic platform lead_status"
+                ),
             }
         ),
         event="form.submitted",
@@ -571,9 +581,14 @@ LAYOUTS: list[Layout] = [
                 "Canceled": ("cancelled", None),
                 "Invitee UUID": ("external_id", None),
                 "UTM Source": ("source", None),
-                "User Name": ("custom", None),
-                "User Email": ("custom", None),
-                "Guest Email(s)": ("custom", None),
+                **_event_fields(
+                    "User Name|Team|End Date & Time|Location|Canceled By|"
+                    "Cancellation reason|UTM Campaign|UTM Medium|UTM Term|UTM Content|"
+                    "Salesforce UUID|Event Price|Payment Currency|Guest Email(s)|"
+                    "Invitee Reconfirmed|Marked as No-Show|Meeting Notes|Group|"
+                    "User Email|Event UUID|Invitee scheduled by|Scheduling method",
+                    sep="|",
+                ),
             }
         ),
         patterns=_patterns(
@@ -603,9 +618,12 @@ LAYOUTS: list[Layout] = [
                 "Type": ("service", None),
                 "Date Scheduled": ("created", None),
                 "Appointment ID": ("external_id", None),
-                "Appointment Price": ("money", None),
-                "Amount Paid Online": ("money", None),
                 "Timezone": ("timezone", None),
+                **_event_fields(
+                    "End Time|Calendar|Appointment Price|Paid?|Amount Paid Online|"
+                    "Certificate Code|Label|Scheduled By",
+                    sep="|",
+                ),
             }
         ),
         event="appointment.booked",
@@ -626,8 +644,10 @@ LAYOUTS: list[Layout] = [
             {
                 "#": ("external_id", None),
                 "Submit Date (UTC)": ("created", None),
-                "Start Date (UTC)": ("custom", None),
                 "Response Type": ("response_type", None),
+                **_event_fields(
+                    "Start Date (UTC)|Stage Date (UTC)|Network ID", sep="|"
+                ),
                 "Tags": ("tags", "comma"),
             }
         ),
@@ -640,7 +660,7 @@ LAYOUTS: list[Layout] = [
         title="Google Forms responses",
         markers=("Timestamp", "Email Address", "Score"),
         min_markers=2,
-        columns=_columns({"Timestamp": ("created", None)}),
+        columns=_columns({"Timestamp": ("created", None), "Score": ("event_field", None)}),
         event="form.submitted",
         questions=True,
     ),

@@ -21,6 +21,7 @@ import phonenumbers
 from cxm_cli import clock as clocks
 from cxm_cli.importing.formats import Layout, Role, role_for
 from cxm_cli.importing.values import (
+    EMPTY_DATES,
     DateValue,
     clean_cell,
     is_placeholder,
@@ -172,6 +173,9 @@ class RecordMapper:
         responses: dict[object, str] = {}
         country = None
         external_id = None
+        # Facts about this one record (a booking's id, an ad's campaign): kept
+        # on its timeline event; on the contact only for non-event exports.
+        record_fields: dict[str, str] = {}
 
         for header, (kind, argument), raw in cells:
             value = clean_cell(raw)
@@ -264,21 +268,26 @@ class RecordMapper:
                 lead.custom[header] = amount if amount is not None else value
             elif kind == "external_id":
                 external_id = external_id or _strip_prefix(value)
-                lead.custom[header] = _strip_prefix(value)
+                record_fields[header] = _strip_prefix(value)
             elif kind in ("form", "service"):
                 event[kind] = value
-                lead.custom[header] = value
+                record_fields[header] = value
             elif kind == "cancelled":
                 event["cancelled"] = bool(truthy(value))
-                lead.custom[header] = value
+                record_fields[header] = value
             elif kind == "response_type":
                 event["partial"] = value.strip().lower() == "partial"
-                lead.custom[header] = value
+                record_fields[header] = value
+            elif kind == "event_field":
+                record_fields[header] = _strip_prefix(value)
+            elif kind == "custom_unless":
+                if value != argument:
+                    lead.custom[header] = value
             elif kind == "question":
                 questions[argument] = value
             elif kind == "response":
                 responses[argument] = value
-            elif kind == "ignore":
+            elif kind == "ignore" or value in EMPTY_DATES:
                 continue
             else:
                 lead.custom[header] = _strip_prefix(value)
@@ -299,7 +308,10 @@ class RecordMapper:
 
         self._names(lead, names)
         self._consent_and_times(lead, dates)
-        self._events(lead, event, dates, external_id, cells)
+        self._events(lead, event, dates, external_id, cells, record_fields)
+        if self.settings.layout.event is None:
+            for key, value in record_fields.items():
+                lead.custom.setdefault(key, value)
         if settings.source:
             lead.source = settings.source
         for tag in settings.tags:
@@ -309,7 +321,6 @@ class RecordMapper:
 
     def _date(self, header: str, value: str) -> DateValue:
         settings = self.settings
-        zone = settings.layout.naive_zone or settings.zone
         fmt = settings.date_format
         if fmt and "%" in fmt:
             try:
@@ -317,14 +328,12 @@ class RecordMapper:
             except ValueError:
                 return DateValue(problem=f"{value} does not match --date-format {fmt}")
             if "%H" in fmt or "%I" in fmt:
-                return DateValue(
-                    day=moment.date(), moment=moment.replace(tzinfo=ZoneInfo(zone))
-                )
+                return DateValue(day=moment.date(), moment=moment)
             return DateValue(day=moment.date())
         order = fmt or settings.date_orders.get(header) or "MDY"
         if order == "YMD":
             order = "MDY"  # four-digit years come first and read the same way
-        return parse_date(value, order=order, zone=zone)
+        return parse_date(value, order=order)
 
     def _row_region(self, country: str | None, zone: str | None) -> str:
         if country:
@@ -380,8 +389,13 @@ class RecordMapper:
         lead.first_name, lead.last_name = first, last
         lead.company = names.get("company", "")
 
+    def _zone(self, lead: Lead) -> str:
+        """Zone for times written without an offset: the export's, the row's
+        own time zone column, or the workspace's."""
+        return self.settings.layout.naive_zone or lead.timezone or self.settings.zone
+
     def _consent_and_times(self, lead: Lead, dates: dict[str, DateValue]) -> None:
-        zone = self.settings.layout.naive_zone or self.settings.zone
+        zone = self._zone(lead)
         created = dates.get("created")
         if created is not None:
             lead.created_at = _stored(created, zone)
@@ -394,7 +408,7 @@ class RecordMapper:
             at = _stored(dates["optin_time"], zone) if "optin_time" in dates else None
             lead.consent["email"] = ("opted_in", at)
 
-    def _events(self, lead, event, dates, external_id, cells) -> None:
+    def _events(self, lead, event, dates, external_id, cells, record_fields) -> None:
         layout = self.settings.layout
         if layout.event is None:
             return
@@ -413,6 +427,7 @@ class RecordMapper:
             }
             data = {
                 **answers,
+                **record_fields,
                 "form": event.get("form") or layout.name,
                 "source": source,
             }
@@ -421,14 +436,14 @@ class RecordMapper:
             lead.events.append(("form.submitted", lead.created_at, data))
             return
 
-        data = {"source": source}
+        data = {**record_fields, "source": source}
         if external_id:
             data["appointment_id"] = external_id
         if event.get("service"):
             data["service"] = event["service"]
         starts = dates.get("starts_at")
         if starts is not None:
-            data["starts_at"] = _stored(starts, lead.timezone or self.settings.zone)
+            data["starts_at"] = _stored(starts, self._zone(lead))
         lead.events.append(("appointment.booked", lead.created_at, data))
         if event.get("cancelled"):
             lead.events.append(("appointment.cancelled", None, dict(data)))

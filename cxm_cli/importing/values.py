@@ -439,7 +439,7 @@ _MONTH_NAME = re.compile(
     r"(?P<ap>[ap]\.?m\.?)?)?$",
     re.IGNORECASE,
 )
-_EMPTY_DATES = {"0/0/00", "0/0/0000", "00/00/0000", "0000-00-00", "00.00.0000"}
+EMPTY_DATES = {"0/0/00", "0/0/0000", "00/00/0000", "0000-00-00", "00.00.0000"}
 
 MONTH_FIRST_REGIONS = {"US", "CA", "PH", "FM", "MH", "PW", "GU", "AS", "PR", "VI"}
 
@@ -519,7 +519,7 @@ def parse_date(value: str, *, order: str = "MDY", zone: str | None = None) -> Da
     with a ``problem``, never rolled over into some other date.
     """
     text = " ".join(value.strip().split())
-    if not text or text in _EMPTY_DATES:
+    if not text or text in EMPTY_DATES:
         return DateValue()
 
     match = _YEARLESS.match(text)

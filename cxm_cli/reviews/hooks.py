@@ -40,12 +40,14 @@ def on_review_event(db, event: Event, clock) -> None:
         return
     try:
         workspace = workspace_of(db)
+    except CxmError:
+        return  # a database outside any workspace (a benchmark's bare file)
+    try:
         settings = ReviewSettings.of(workspace)
-    except CxmError as exc:
-        # A database outside a workspace, or a broken [reviews] section, must
-        # not stop the timeline from recording (imports, inbound texts);
-        # requests and answers wait until it is fixed.
-        log.debug("reviews hook skipped event %s: %s", event.id, exc.message)
+    except ConfigError as exc:
+        # A broken [reviews] section must not stop the timeline from recording
+        # (imports, inbound texts); requests and answers wait until it is fixed.
+        log.warning("reviews hook skipped event %s: %s", event.id, exc.message)
         return
 
     if event.type == "message.received":

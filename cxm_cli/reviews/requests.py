@@ -404,11 +404,22 @@ def schedule_guarded(workspace, db, clock, event: Event) -> int | None:
         return None
     open_row = fetch_one(
         db,
-        "SELECT id FROM review_requests WHERE contact_id = ? AND status = 'scheduled'",
+        "SELECT id, due_at FROM review_requests "
+        "WHERE contact_id = ? AND status = 'scheduled'",
         [event.contact_id],
     )
-    if open_row:
+    if open_row and open_row["due_at"] > event.at:
         return None
+    if open_row:
+        # Overdue and never sent (no sequence and no send-due ran): the new
+        # job takes its place rather than being ignored.
+        _finish(
+            db,
+            clock,
+            open_row["id"],
+            status="cancelled",
+            reason=f"superseded by a later {event.type} before it was sent",
+        )
 
     due = clocks.parse(event.at) + timedelta(hours=settings.guard_delay_hours)
     now = clocks.now_iso(clock)

@@ -29,6 +29,7 @@ RETRY_MINUTES = 15
 
 STEP_FIELDS = {"kind", "name", "when", "review_request", "channel", "caps"}
 CHANNEL_CHOICES = (None, "sms", "email", "auto")
+RATING_WORDS = ("rating", "review.", "feedback", "unhappy", "happy")
 
 
 def validate_review_request(step: dict) -> list[str]:
@@ -40,7 +41,25 @@ def validate_review_request(step: dict) -> list[str]:
     for key in ("review_request", "channel"):
         if step.get(key) not in CHANNEL_CHOICES:
             problems.append(f"{key}: must be sms, email or auto, not {step[key]!r}")
+    if _mentions_ratings(step.get("when")):
+        problems.append(
+            "when: a review request may not depend on ratings or feedback; asking "
+            "only people expected to be happy is review gating"
+        )
     return problems
+
+
+def _mentions_ratings(condition) -> bool:
+    """Does a ``when:`` condition look at ratings, reviews or feedback?"""
+    if isinstance(condition, dict):
+        return any(
+            _mentions_ratings(key) or _mentions_ratings(value)
+            for key, value in condition.items()
+        )
+    if isinstance(condition, list):
+        return any(_mentions_ratings(item) for item in condition)
+    text = str(condition).lower() if condition is not None else ""
+    return any(word in text for word in RATING_WORDS)
 
 
 def step_channel(step: dict) -> str | None:

@@ -42,7 +42,10 @@ COLUMNS = [
 def trail_rows(db, *, since: str | None = None) -> list[dict[str, Any]]:
     rows = db.query(
         """
-        SELECT r.*, c.display_name, c.first_name, c.last_name
+        SELECT r.*, c.display_name, c.first_name, c.last_name,
+            (SELECT d.status || ': ' || COALESCE(d.last_error, '')
+             FROM review_deliveries d WHERE d.request_id = r.id
+             AND d.kind = 'thanks' ORDER BY d.id DESC LIMIT 1) AS thanks_delivery
         FROM review_requests r JOIN contacts c ON c.id = r.contact_id
         WHERE COALESCE(r.sent_at, r.created_at) >= ?
         ORDER BY COALESCE(r.sent_at, r.created_at), r.id
@@ -64,6 +67,8 @@ def _trail_row(row: dict[str, Any]) -> dict[str, Any]:
             after_answer = "shown on the rating page"
         elif row["thanks_sent_at"]:
             after_answer = f"thank-you text {row['thanks_sent_at']}"
+        elif (row["thanks_delivery"] or "").startswith("failed"):
+            after_answer = "thank-you text not delivered: " + row["thanks_delivery"][8:]
         else:
             after_answer = "thank-you text not delivered yet"
     return {

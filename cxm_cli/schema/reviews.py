@@ -99,7 +99,7 @@ def review_requests_feedback_reviews(db):
             id INTEGER PRIMARY KEY,
             request_id INTEGER REFERENCES review_requests (id) ON DELETE CASCADE,
             contact_id INTEGER NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
-            kind TEXT NOT NULL,           -- thanks | invite | staff_email | staff_webhook
+            kind TEXT NOT NULL,  -- thanks | invite | staff_email | staff_webhook
             payload TEXT NOT NULL DEFAULT '{}',
             status TEXT NOT NULL,         -- pending | sending | sent | failed
             attempts INTEGER NOT NULL DEFAULT 0,

@@ -46,7 +46,9 @@ class Dovecot:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> Dovecot:
-        self.root = Path(tempfile.mkdtemp(prefix="cxm-dovecot-"))
+        # /tmp itself, not $TMPDIR: dovecot's unprivileged users must enter it.
+        base = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="cxm-dovecot-", dir=base))
         self.root.chmod(0o755)
         self.port = free_port()
         config = self.root / "dovecot.conf"
