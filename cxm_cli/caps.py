@@ -82,6 +82,7 @@ def check_caps(
     exempt: bool = False,
     at: datetime | None = None,
     planned: list[tuple[str, datetime]] | None = None,
+    due_step_id: int | None = None,
 ) -> CapDecision:
     """May one more message go to ``contact`` on ``channel`` now?
 
@@ -96,7 +97,9 @@ def check_caps(
         if rule.period == "day":
             local = now.astimezone(zone)
             since = local_moment(local.date(), time.min, zone)
-            times = _sent_times(db, contact["id"], rule.channels, since, now, planned)
+            times = _sent_times(
+                db, contact["id"], rule.channels, since, now, planned, due_step_id
+            )
             if len(times) >= rule.limit:
                 tomorrow = local_moment(
                     local.date() + timedelta(days=1), time.min, zone
@@ -106,7 +109,7 @@ def check_caps(
 
         period = timedelta(days=7) if rule.period == "week" else timedelta(hours=24)
         times = _sent_times(
-            db, contact["id"], rule.channels, now - period, now, planned
+            db, contact["id"], rule.channels, now - period, now, planned, due_step_id
         )
         if len(times) >= rule.limit:
             # The cap lifts when the oldest counted message leaves the window.
@@ -115,16 +118,25 @@ def check_caps(
     return CapDecision(True)
 
 
-def _sent_times(db, contact_id, channels, since: datetime, until: datetime, planned):
+def _sent_times(
+    db, contact_id, channels, since: datetime, until: datetime, planned, due_step_id
+):
     marks = ", ".join("?" for _ in channels)
     rows = db.execute(
         f"""
         SELECT at FROM messages
         WHERE contact_id = ? AND direction = 'outbound' AND channel IN ({marks})
           AND at >= ? AND at <= ? AND status NOT IN ('failed', 'refused', 'skipped')
+          AND COALESCE(due_step_id, -1) != ?
         ORDER BY at
         """,
-        [contact_id, *channels, clocks.iso(since), clocks.iso(until)],
+        [
+            contact_id,
+            *channels,
+            clocks.iso(since),
+            clocks.iso(until),
+            due_step_id or -2,
+        ],
     ).fetchall()
     times = [clocks.parse(row[0]) for row in rows]
     for channel, moment in planned or []:

@@ -68,9 +68,7 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def validate_condition(
-    condition: Any, path: tuple = ()
-) -> list[tuple[tuple, str]]:
+def validate_condition(condition: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
     """Problems in a condition, each with the path of the key it is about."""
     if not isinstance(condition, dict):
         return [(path, "a condition must be a mapping such as {tag: vip}")]
@@ -276,9 +274,7 @@ def _equal(actual: Any, expected: Any) -> bool:
 
 def current_stages(db, contact_id: int) -> dict[str, str]:
     """The contact's current stage in each pipeline."""
-    if fetch_one(
-        db, "SELECT 1 AS x FROM sqlite_master WHERE name = 'contact_stages'"
-    ):
+    if fetch_one(db, "SELECT 1 AS x FROM sqlite_master WHERE name = 'contact_stages'"):
         return {
             row["pipeline"]: row["stage"]
             for row in db.query(

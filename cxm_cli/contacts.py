@@ -60,7 +60,9 @@ def find_contact(db, reference: str, *, region: str = "US") -> dict[str, Any]:
                 f"phone {phone} belongs to several contacts ({ids})",
                 hint="name the contact by id or email instead",
             )
-    raise NotFound(f"no contact matches {reference!r}", hint="use an id, email or phone")
+    raise NotFound(
+        f"no contact matches {reference!r}", hint="use an id, email or phone"
+    )
 
 
 def normalise_phone_loosely(text: str, region: str) -> str | None:
@@ -98,7 +100,9 @@ def add_tag(db, contact_id: int, tag: str, *, clock, source: str = "cli") -> boo
     db["contact_tags"].insert(
         {"contact_id": contact_id, "tag": tag, "created_at": clocks.now_iso(clock)}
     )
-    record_event(db, contact_id, "tag.added", clock=clock, data={"tag": tag}, source=source)
+    record_event(
+        db, contact_id, "tag.added", clock=clock, data={"tag": tag}, source=source
+    )
     return True
 
 

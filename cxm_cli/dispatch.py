@@ -219,7 +219,16 @@ def _run(
         already = _already_sent(db, row)
         if already is not None:
             return already
-        held = precheck(workspace, db, clock, sequence, step, contact, settings)
+        held = precheck(
+            workspace,
+            db,
+            clock,
+            sequence,
+            step,
+            contact,
+            settings,
+            due_step_id=row["id"],
+        )
         if held is not None:
             return held
 
@@ -290,6 +299,7 @@ def precheck(
     settings: RunSettings,
     *,
     reserve: bool = True,
+    due_step_id: int | None = None,
 ) -> StepOutcome | None:
     """Opt-out, send window, caps and rate limit; None when the step may run now."""
     channel = channel_of(step)
@@ -313,7 +323,13 @@ def precheck(
     if channel:
         exempt = not (sequence.caps and step.spec.get("caps", True))
         decision = check_caps(
-            db, workspace, contact, channel, clock=clock, exempt=exempt
+            db,
+            workspace,
+            contact,
+            channel,
+            clock=clock,
+            exempt=exempt,
+            due_step_id=due_step_id,
         )
         if not decision.allowed:
             until = window.next_open(decision.until or now + timedelta(hours=1))

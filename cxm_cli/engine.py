@@ -259,12 +259,13 @@ def schedule_from(
     Wait steps are worked out here rather than queued: the next real step is
     queued for the moment its waits end, counted from ``base``.
     """
-    contact = get_contact(db, enrollment["contact_id"])
-    trigger_data = _trigger_data(enrollment)
-    zone = contact_zone(workspace, contact)
-    calendar = workspace_calendar(workspace)
     due = base
     notes: list[str] = []
+    if index < len(sequence.steps) and sequence.steps[index].kind == "wait":
+        contact = get_contact(db, enrollment["contact_id"])
+        trigger_data = _trigger_data(enrollment)
+        zone = contact_zone(workspace, contact)
+        calendar = workspace_calendar(workspace)
 
     while index < len(sequence.steps) and sequence.steps[index].kind == "wait":
         step = sequence.steps[index]

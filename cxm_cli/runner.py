@@ -28,6 +28,7 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli import queue
 from cxm_cli.dispatch import RunSettings, StepResult, process_step
+from cxm_cli.sequences import pinned_sequences
 from cxm_cli.store import fetch_one, write_transaction
 
 log = logging.getLogger(__name__)
@@ -198,21 +199,22 @@ def run_pass(
         )
         if not rows:
             break
-        for position, row in enumerate(rows):
-            if stop():
-                _unclaim(db, rows[position:], runner_id)
-                return report
-            result = process_step(workspace, db, clock, row, runner_id, settings)
-            report.results.append(result)
-            if result.failed:
-                log.warning(
-                    "step %s of contact %s failed: %s",
-                    result.due_step_id,
-                    result.contact_id,
-                    result.detail,
-                )
-            if on_result is not None:
-                on_result(result)
+        with pinned_sequences(workspace):
+            for position, row in enumerate(rows):
+                if stop():
+                    _unclaim(db, rows[position:], runner_id)
+                    return report
+                result = process_step(workspace, db, clock, row, runner_id, settings)
+                report.results.append(result)
+                if result.failed:
+                    log.warning(
+                        "step %s of contact %s failed: %s",
+                        result.due_step_id,
+                        result.contact_id,
+                        result.detail,
+                    )
+                if on_result is not None:
+                    on_result(result)
     return report
 
 

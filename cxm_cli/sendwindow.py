@@ -147,7 +147,9 @@ def workspace_zone(workspace) -> ZoneInfo:
     if zone is None:
         from cxm_cli.errors import ConfigError
 
-        raise ConfigError(f"cxm.toml [business] timezone {workspace.timezone!r} is unknown")
+        raise ConfigError(
+            f"cxm.toml [business] timezone {workspace.timezone!r} is unknown"
+        )
     return zone
 
 
@@ -183,7 +185,9 @@ def workspace_calendar(workspace) -> Calendar:
     """Business days and holidays from ``[calendar]`` in cxm.toml."""
     from cxm_cli.errors import ConfigError
 
-    names = workspace.setting("calendar.business_days", ["mon", "tue", "wed", "thu", "fri"])
+    names = workspace.setting(
+        "calendar.business_days", ["mon", "tue", "wed", "thu", "fri"]
+    )
     weekdays = set()
     for name in names or []:
         key = str(name).strip().lower()[:3]
@@ -197,7 +201,9 @@ def workspace_calendar(workspace) -> Calendar:
     holidays = set()
     for value in workspace.setting("calendar.holidays", []) or []:
         try:
-            holidays.add(value if isinstance(value, date) else date.fromisoformat(str(value)))
+            holidays.add(
+                value if isinstance(value, date) else date.fromisoformat(str(value))
+            )
         except ValueError as exc:
             raise ConfigError(
                 f"cxm.toml [calendar] holidays: {value!r} is not a date (YYYY-MM-DD)"

@@ -9,9 +9,12 @@ engine until it is fixed, so a typo cannot half-run.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -147,11 +150,31 @@ class SequenceSet:
 
 
 _CACHE: dict[str, tuple[tuple, SequenceSet]] = {}
+_PINNED = threading.local()
+
+
+@contextlib.contextmanager
+def pinned_sequences(workspace) -> Iterator[SequenceSet]:
+    """Read the sequence files once for a stretch of work (a runner batch).
+
+    Outside it every load checks the files' sizes and times, which is cheap
+    but adds up over the several events each step records.
+    """
+    previous = getattr(_PINNED, "sets", None)
+    current = load_sequences(workspace)
+    _PINNED.sets = {str(workspace.sequences_dir): current}
+    try:
+        yield current
+    finally:
+        _PINNED.sets = previous
 
 
 def load_sequences(workspace) -> SequenceSet:
     """Every sequence of the workspace with every problem found (cached)."""
     folder = workspace.sequences_dir
+    pinned = getattr(_PINNED, "sets", None)
+    if pinned and str(folder) in pinned:
+        return pinned[str(folder)]
     signature = _signature(workspace)
     cached = _CACHE.get(str(folder))
     if cached is not None and cached[0] == signature:

@@ -80,7 +80,9 @@ def parse_duration(text: object) -> Duration:
         raise ValueError(f"{text!r} is not a duration (write e.g. 30m, 2h, 1d)")
     source = str(text).strip().lower()
     if isinstance(text, int) or source.isdigit():
-        raise ValueError(f"{text!r} has no unit (write e.g. {source}m, {source}h, {source}d)")
+        raise ValueError(
+            f"{text!r} has no unit (write e.g. {source}m, {source}h, {source}d)"
+        )
 
     days = 0
     elapsed = timedelta(0)
@@ -171,7 +173,9 @@ def parse_wait(text: object) -> WaitSpec:
         return WaitSpec(
             "business_days", business_days=int(business.group(1)), at=at, text=source
         )
-    return WaitSpec("duration", duration=parse_duration(source_main), at=at, text=source)
+    return WaitSpec(
+        "duration", duration=parse_duration(source_main), at=at, text=source
+    )
 
 
 def _split_offset(text: str) -> tuple[str, timedelta]:

@@ -29,8 +29,15 @@ def utc(text: str) -> datetime:
 
 @pytest.mark.parametrize(
     ("text", "days", "seconds"),
-    [("30m", 0, 1800), ("2h", 0, 7200), ("1d", 1, 0), ("1d 12h", 1, 43200),
-     ("2 hours", 0, 7200), ("1w", 7, 0), ("90 minutes", 0, 5400)],
+    [
+        ("30m", 0, 1800),
+        ("2h", 0, 7200),
+        ("1d", 1, 0),
+        ("1d 12h", 1, 43200),
+        ("2 hours", 0, 7200),
+        ("1w", 7, 0),
+        ("90 minutes", 0, 5400),
+    ],
 )
 def test_durations(text, days, seconds):
     duration = parse_duration(text)
@@ -58,7 +65,9 @@ def test_a_day_keeps_the_wall_clock_time_across_daylight_saving():
 def test_business_days_skip_weekends_and_holidays():
     calendar = Calendar(holidays=frozenset({date(2026, 3, 9)}))
     friday = utc("2026-03-06T16:00:00Z")  # Friday 10:00 CST
-    end, _ = wait_until(parse_wait("2 business days at 09:00"), friday, CHICAGO, calendar)
+    end, _ = wait_until(
+        parse_wait("2 business days at 09:00"), friday, CHICAGO, calendar
+    )
     # Monday the 9th is a holiday: Tuesday, Wednesday.
     assert end.astimezone(CHICAGO).strftime("%a %d %H:%M") == "Wed 11 09:00"
 
@@ -75,8 +84,9 @@ def test_until_a_time_of_day_and_until_event_data():
     assert end == utc("2026-03-04T16:00:00Z")
     # Already past: go on now rather than never.
     late = utc("2026-03-05T10:00:00Z")
-    end, note = wait_until(parse_wait("until starts_at - 24h"), late, CHICAGO,
-                           Calendar(), data)
+    end, note = wait_until(
+        parse_wait("until starts_at - 24h"), late, CHICAGO, Calendar(), data
+    )
     assert end == late and "passed" in note
     with pytest.raises(ValueError, match="starts_at"):
         wait_until(parse_wait("until starts_at - 24h"), late, CHICAGO, Calendar(), {})
@@ -117,8 +127,13 @@ def test_florida_contacts_get_eight_to_eight(workspace):
 def _record_sms(db, contact_id: int, at: str) -> None:
     with write_transaction(db):
         db["messages"].insert(
-            {"contact_id": contact_id, "channel": "sms", "direction": "outbound",
-             "status": "sent", "at": at}
+            {
+                "contact_id": contact_id,
+                "channel": "sms",
+                "direction": "outbound",
+                "status": "sent",
+                "at": at,
+            }
         )
 
 
@@ -138,8 +153,9 @@ def test_florida_limit_of_three_applies_even_to_exempt_steps(db, workspace, cloc
         db["contacts"].update(contact_id, {"region": "FL"})
     for hour in (10, 11, 12):
         _record_sms(db, contact_id, f"2026-03-02T{hour}:00:00.000000Z")
-    decision = check_caps(db, workspace, get_contact(db, contact_id), "sms",
-                          clock=clock, exempt=True)
+    decision = check_caps(
+        db, workspace, get_contact(db, contact_id), "sms", clock=clock, exempt=True
+    )
     assert not decision.allowed and "Florida" in decision.reason
     assert decision.until == utc("2026-03-03T10:00:00Z")
 
@@ -168,8 +184,14 @@ def test_lead_enrols_once_and_first_step_is_due_at_enrolment(db, workspace, cloc
     with write_transaction(db):
         from cxm_cli.events import record_event
 
-        record_event(db, contact_id, "lead.created", clock=clock,
-                     data={"source": "web"}, at="2025-01-01T00:00:00Z")
+        record_event(
+            db,
+            contact_id,
+            "lead.created",
+            clock=clock,
+            data={"source": "web"},
+            at="2025-01-01T00:00:00Z",
+        )
     emit(db, clock, contact_id, "lead.created", source="web")
     rows = list(db.query("SELECT * FROM due_steps"))
     assert len(rows) == 1 and rows[0]["due_at"] == clocks.now_iso(clock)
@@ -205,7 +227,9 @@ def test_cool_down_allows_enrolling_again_later(db, workspace, clock):
 
 
 def test_a_reply_stops_the_follow_up(db, workspace, clock):
-    only_sequences(workspace, simple=SIMPLE.replace("steps:", "exit: [replied]\nsteps:"))
+    only_sequences(
+        workspace, simple=SIMPLE.replace("steps:", "exit: [replied]\nsteps:")
+    )
     contact_id = make_contact(db, clock)
     emit(db, clock, contact_id, "lead.created", source="web")
     run(workspace, db, clock)
@@ -282,15 +306,24 @@ def test_keyword_reply_records_the_event_and_it_triggers(db, workspace, clock):
         """,
     )
     contact_id = make_contact(db, clock)
-    emit(db, clock, contact_id, "appointment.booked", appointment_id="A1",
-         starts_at="2026-03-04T16:00:00Z")
+    emit(
+        db,
+        clock,
+        contact_id,
+        "appointment.booked",
+        appointment_id="A1",
+        starts_at="2026-03-04T16:00:00Z",
+    )
     run(workspace, db, clock)
     clock.advance(minutes=10)
     emit(db, clock, contact_id, "message.received", channel="sms", text=" r. ")
     run(workspace, db, clock)
 
-    requested = [d for t, d in timeline(db, contact_id)
-                 if t == "appointment.reschedule_requested"]
+    requested = [
+        d
+        for t, d in timeline(db, contact_id)
+        if t == "appointment.reschedule_requested"
+    ]
     assert requested and requested[0]["appointment_id"] == "A1"
     assert requested[0]["keyword"] == "R"
     bodies = [m["body"] for m in outbound(db)]
@@ -360,8 +393,9 @@ def test_cancel_pending_steps_on_opt_out_keeps_the_chain(db, workspace, clock):
     contact_id = make_contact(db, clock)
     emit(db, clock, contact_id, "lead.created")
     with write_transaction(db):
-        skipped = cancel_pending_steps(db, contact_id, channel="sms", clock=clock,
-                                       reason="opted out by STOP")
+        skipped = cancel_pending_steps(
+            db, contact_id, channel="sms", clock=clock, reason="opted out by STOP"
+        )
     assert skipped == 1
     row = db.execute(
         "SELECT kind, due_at, status FROM due_steps WHERE status = 'pending'"

@@ -83,8 +83,13 @@ def test_a_week_of_follow_ups_across_daylight_saving(db, workspace, clock):
     only_sequences(workspace, nurture=NURTURE, recovery=RECOVERY, vip=VIP)
     clock.set("2026-03-07T03:30:00Z")  # Friday 21:30 CST
     plain, hot, replier, no_show = (
-        make_contact(db, clock, email=f"{name}@example.com",
-                     phone=f"+1512555010{index}", timezone="America/Chicago")
+        make_contact(
+            db,
+            clock,
+            email=f"{name}@example.com",
+            phone=f"+1512555010{index}",
+            timezone="America/Chicago",
+        )
         for index, name in enumerate(["plain", "hot", "replier", "noshow"])
     )
     with write_transaction(db):
@@ -131,8 +136,9 @@ def test_a_week_of_follow_ups_across_daylight_saving(db, workspace, clock):
     assert statuses[(no_show, "recovery")] == ("completed", "all steps done")
 
     # Why, for every step: the timeline explains each decision.
-    plain_steps = [(t, d.get("label") or d.get("kind")) for t, d in
-                   timeline(db, plain, "step.")]
+    plain_steps = [
+        (t, d.get("label") or d.get("kind")) for t, d in timeline(db, plain, "step.")
+    ]
     assert plain_steps[0] == ("step.deferred", "hello")
     assert ("step.done", "branch") in plain_steps
     capped = [d for t, d in timeline(db, no_show) if t == "step.capped"]
@@ -140,5 +146,7 @@ def test_a_week_of_follow_ups_across_daylight_saving(db, workspace, clock):
     assert capped[0]["local_until"] == "2026-03-08 08:00 CDT"
     cancelled = [d for t, d in timeline(db, replier) if t == "step.cancelled"]
     assert cancelled[0]["reason"] == "replied"
-    assert "vip" in [row["tag"] for row in db.query(
-        "SELECT tag FROM contact_tags WHERE contact_id = ?", [hot])]
+    assert "vip" in [
+        row["tag"]
+        for row in db.query("SELECT tag FROM contact_tags WHERE contact_id = ?", [hot])
+    ]

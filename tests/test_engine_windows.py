@@ -51,8 +51,12 @@ def test_next_opening_is_inside_the_window_and_never_earlier(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    zones=st.lists(st.sampled_from(ZONES[:40] + ["America/New_York"]), min_size=1,
-                   max_size=3, unique=True),
+    zones=st.lists(
+        st.sampled_from(ZONES[:40] + ["America/New_York"]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
     moment=moments,
 )
 def test_several_candidate_zones_open_together_when_they_can(zones, moment):
@@ -61,9 +65,7 @@ def test_several_candidate_zones_open_together_when_they_can(zones, moment):
     )
     opening = window.next_open(moment)
     assert opening >= moment
-    offsets = {
-        ZoneInfo(z).utcoffset(opening.replace(tzinfo=None)) for z in zones
-    }
+    offsets = {ZoneInfo(z).utcoffset(opening.replace(tzinfo=None)) for z in zones}
     spread = max(offsets) - min(offsets)
     if spread <= timedelta(hours=12):
         assert window.allows(opening)

@@ -42,7 +42,8 @@ def phones_of(db, contact_id: int) -> list[tuple]:
     return [
         (r["phone"], r["extension"], r["kind"], r["is_primary"])
         for r in db.query(
-            "SELECT * FROM contact_phones WHERE contact_id = ? ORDER BY id", [contact_id]
+            "SELECT * FROM contact_phones WHERE contact_id = ? ORDER BY id",
+            [contact_id],
         )
     ]
 
@@ -58,7 +59,9 @@ def events_of(db, contact_id: int, type_: str) -> list[dict]:
 
 def run_import(workspace, db, clock, path, **options):
     options.setdefault("rejects_path", Path(path).with_suffix(".rejects.csv"))
-    return import_file(workspace, db, path, clock=clock, options=ImportOptions(**options))
+    return import_file(
+        workspace, db, path, clock=clock, options=ImportOptions(**options)
+    )
 
 
 def test_sample_leads_import_as_documented(workspace, db, clock, tmp_path):
@@ -82,7 +85,9 @@ def test_sample_leads_import_as_documented(workspace, db, clock, tmp_path):
     # Household: one phone, two emails -> two contacts, flagged.
     daniel, sofia = people["Daniel Kim"], people["Sofia Kim"]
     assert daniel["phone"] == sofia["phone"] == "+12025550105"
-    flagged = list(db.query("SELECT contact_a, contact_b, reason FROM likely_duplicates"))
+    flagged = list(
+        db.query("SELECT contact_a, contact_b, reason FROM likely_duplicates")
+    )
     assert flagged == [
         {
             "contact_a": daniel["id"],
@@ -101,7 +106,10 @@ def test_sample_leads_import_as_documented(workspace, db, clock, tmp_path):
 
     with rejects.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["row"], r["column"]) for r in rows] == [("8", "E-mail 1 - Value"), ("13", "")]
+    assert [(r["row"], r["column"]) for r in rows] == [
+        ("8", "E-mail 1 - Value"),
+        ("13", ""),
+    ]
     assert "not an email address" in rows[0]["reason"]
     assert rows[1]["reason"] == "no email or phone"
     assert rows[1]["First Name"] == "Noah"
@@ -188,7 +196,10 @@ def test_merge_into_existing_contact_records_event_naming_file(
         workspace,
         db,
         clock,
-        write(tmp_path / "b.csv", "Email,Last Name,Phone\nANA@example.com,Lima,3125550116\n"),
+        write(
+            tmp_path / "b.csv",
+            "Email,Last Name,Phone\nANA@example.com,Lima,3125550116\n",
+        ),
     )
     assert (summary.created, summary.updated) == (0, 1)
     ana = contacts(db)[0]
@@ -211,7 +222,9 @@ def test_on_conflict_modes(workspace, db, clock, tmp_path):
     assert run_import(workspace, db, clock, second).unchanged == 1
     assert contacts(db)[0]["company"] == "Lima Bakery"
     assert run_import(workspace, db, clock, second, on_conflict="skip").unchanged == 1
-    assert run_import(workspace, db, clock, second, on_conflict="overwrite").updated == 1
+    assert (
+        run_import(workspace, db, clock, second, on_conflict="overwrite").updated == 1
+    )
     assert contacts(db)[0]["company"] == "Lima Cafe"
 
 
@@ -220,8 +233,12 @@ def test_source_and_tags_apply_to_every_row(workspace, db, clock, tmp_path):
     run_import(workspace, db, clock, path, source="fair-2026", tags=["spring", "fair"])
     for person in contacts(db):
         assert person["source"] == "fair-2026"
-        tags = {r["tag"] for r in db.query(
-            "SELECT tag FROM contact_tags WHERE contact_id = ?", [person["id"]])}
+        tags = {
+            r["tag"]
+            for r in db.query(
+                "SELECT tag FROM contact_tags WHERE contact_id = ?", [person["id"]]
+            )
+        }
         assert tags == {"spring", "fair"}
         created = json.loads(events_of(db, person["id"], "lead.created")[0]["data"])
         assert created["source"] == "fair-2026"
@@ -276,7 +293,9 @@ def test_dry_run_changes_nothing(workspace, db, clock, tmp_path):
 
 
 def test_rejects_file_goes_beside_the_input_by_default(workspace, db, clock, tmp_path):
-    path = write(tmp_path / "leads.csv", "Name,Email\nNo Contact,\nAna,ana@example.com\n")
+    path = write(
+        tmp_path / "leads.csv", "Name,Email\nNo Contact,\nAna,ana@example.com\n"
+    )
     summary = import_file(workspace, db, path, clock=clock, options=ImportOptions())
     assert summary.rejects_path == str(tmp_path / "leads.rejects.csv")
     assert (tmp_path / "leads.rejects.csv").exists()

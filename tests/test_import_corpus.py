@@ -21,7 +21,11 @@ def load(workspace, db, clock, tmp_path):
     def run(name: str, **options):
         options.setdefault("rejects_path", tmp_path / f"{name}.rejects.csv")
         summary = import_file(
-            workspace, db, CORPUS_DIR / name, clock=clock, options=ImportOptions(**options)
+            workspace,
+            db,
+            CORPUS_DIR / name,
+            clock=clock,
+            options=ImportOptions(**options),
         )
         rejects = []
         if summary.rejects_path:
@@ -58,7 +62,8 @@ def phones(db, contact_id: int) -> list[tuple]:
     return [
         (r["phone"], r["extension"], r["is_primary"])
         for r in db.query(
-            "SELECT * FROM contact_phones WHERE contact_id = ? ORDER BY id", [contact_id]
+            "SELECT * FROM contact_phones WHERE contact_id = ? ORDER BY id",
+            [contact_id],
         )
     ]
 
@@ -67,7 +72,8 @@ def emails(db, contact_id: int) -> list[tuple]:
     return [
         (r["email"], r["is_primary"])
         for r in db.query(
-            "SELECT * FROM contact_emails WHERE contact_id = ? ORDER BY id", [contact_id]
+            "SELECT * FROM contact_emails WHERE contact_id = ? ORDER BY id",
+            [contact_id],
         )
     ]
 
@@ -219,7 +225,9 @@ def test_10_meta_lead_ads_utf16_tab(load, db):
 
     kwame = by_phone(db, "+13125550173")
     assert [c["email"] for c in kwame] == [None]
-    assert any("kwame.asante@examplecom" in w["warning"] for w in summary.warning_samples)
+    assert any(
+        "kwame.asante@examplecom" in w["warning"] for w in summary.warning_samples
+    )
     li = by_phone(db, "+13125550174")
     assert [(c["display_name"], c["email"]) for c in li] == [("LI WEI", None)]
     dave = by_email(db, "dave.k@example.org")

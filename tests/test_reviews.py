@@ -444,3 +444,14 @@ def test_shipped_sequence_asks_after_the_guard_and_a_refund_stops_it(
         db.execute("SELECT contact_id, status FROM review_requests").fetchall()
     )
     assert statuses == {paid: "sent", refunded: "cancelled"}
+
+
+def test_step_without_any_platform_is_skipped_at_once(workspace, db, clock):
+    contact_id = make_contact(db, clock)
+    job = record_event(db, contact_id, "appointment.completed", clock=clock)
+
+    outcome = run_step(workspace, db, clock, contact_id, job)
+
+    assert outcome.status == "skipped"
+    assert "no review platform" in outcome.detail
+    assert list(db.query("SELECT id FROM review_requests")) == []

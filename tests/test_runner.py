@@ -12,7 +12,7 @@ import pytest
 from cxm_cli import clock as clocks
 from cxm_cli.dispatch import RunSettings
 from cxm_cli.runner import acquire_lease, run_once
-from cxm_cli.steps import StepOutcome, step_kind
+from cxm_cli.steps import step_kind
 from cxm_cli.store import write_transaction
 from tests.support.engine import emit, only_sequences, outbound, run, timeline
 from tests.support.fixtures import make_contact, update_settings
@@ -47,9 +47,11 @@ def test_run_once_prints_each_step_and_exits_zero(cli, db, workspace, clock):
     lines = result.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["sent", "sent"]
     assert "2 sent" in result.stderr
-    assert len(list(workspace.outbox_dir.rglob("*.txt"))) + len(
-        list(workspace.outbox_dir.rglob("*.eml"))
-    ) >= 1
+    assert (
+        len(list(workspace.outbox_dir.rglob("*.txt")))
+        + len(list(workspace.outbox_dir.rglob("*.eml")))
+        >= 1
+    )
 
 
 def test_missing_template_variable_fails_only_that_contact(
@@ -181,7 +183,12 @@ def test_a_dead_runners_lease_and_claims_are_taken_over(db, workspace, clock):
     with write_transaction(db):
         db.execute(
             "INSERT INTO runner_leases VALUES ('runner', 'dead', 'once', ?, ?, ?, ?)",
-            [dead_pid, os.uname().nodename, clocks.now_iso(clock), "2099-01-01T00:00:00Z"],
+            [
+                dead_pid,
+                os.uname().nodename,
+                clocks.now_iso(clock),
+                "2099-01-01T00:00:00Z",
+            ],
         )
         db.execute(
             "UPDATE due_steps SET status = 'claimed', claims = 1, claimed_by = ?, "
@@ -201,8 +208,14 @@ def test_a_reclaimed_step_that_already_sent_is_not_sent_again(db, workspace, clo
     # A runner sent the text, then died before recording the step as done.
     with write_transaction(db):
         db["messages"].insert(
-            {"contact_id": contact_id, "channel": "sms", "direction": "outbound",
-             "status": "sent", "due_step_id": step_id, "at": clocks.now_iso(clock)}
+            {
+                "contact_id": contact_id,
+                "channel": "sms",
+                "direction": "outbound",
+                "status": "sent",
+                "due_step_id": step_id,
+                "at": clocks.now_iso(clock),
+            }
         )
         db.execute(
             "UPDATE due_steps SET status = 'claimed', claims = 1, claimed_by = 'x', "
@@ -278,8 +291,16 @@ def test_status_reports_queue_and_lease(cli, db, workspace, clock):
 
 def test_events_emit_creates_the_contact_and_enrols(cli, db, workspace, clock):
     result = cli(
-        "events", "emit", "form.submitted", "--email", "New.Person@Example.com",
-        "--name", "New Person", "--data", "form=contact-us", "--json",
+        "events",
+        "emit",
+        "form.submitted",
+        "--email",
+        "New.Person@Example.com",
+        "--name",
+        "New Person",
+        "--data",
+        "form=contact-us",
+        "--json",
     )
     assert result.exit_code == 0, result.stderr
     answer = result.json()
@@ -295,12 +316,18 @@ def test_events_emit_json_lines_keeps_good_lines_and_names_bad_ones(
     contact_id = make_contact(db, clock)
     lines = "\n".join(
         [
-            json.dumps({"type": "invoice.paid", "contact": contact_id,
-                        "data": {"amount": 120}}),
+            json.dumps(
+                {"type": "invoice.paid", "contact": contact_id, "data": {"amount": 120}}
+            ),
             "{not json",
             json.dumps({"type": "appointment.booked", "contact": "nobody@example.com"}),
-            json.dumps({"type": "opted_out", "contact": str(contact_id),
-                        "data": {"channel": "sms"}}),
+            json.dumps(
+                {
+                    "type": "opted_out",
+                    "contact": str(contact_id),
+                    "data": {"channel": "sms"},
+                }
+            ),
         ]
     )
     result = cli("events", "emit", "-", input=lines + "\n")
@@ -386,7 +413,10 @@ def test_task_emails_staff_and_voicemail_goes_through_the_provider(
     emit(db, clock, contact_id, "appointment.no_show")
     report = run(workspace, db, clock)
     assert [r.outcome for r in report.results] == ["sent", "done"]
-    assert "Play>https://example.com/missed-you.mp3<" in sms_provider.calls[0].form["Twiml"]
+    assert (
+        "Play>https://example.com/missed-you.mp3<"
+        in sms_provider.calls[0].form["Twiml"]
+    )
     staff_mail = list(workspace.outbox_dir.rglob("*.eml"))
     assert len(staff_mail) == 1
     text = staff_mail[0].read_text(encoding="utf-8")
@@ -410,8 +440,14 @@ def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
     results = []
     thread = threading.Thread(
         target=run_forever,
-        kwargs=dict(workspace=workspace, db=runner_db, clock=clock, interval=3600,
-                    stop=stop.is_set, on_result=results.append),
+        kwargs=dict(
+            workspace=workspace,
+            db=runner_db,
+            clock=clock,
+            interval=3600,
+            stop=stop.is_set,
+            on_result=results.append,
+        ),
         daemon=True,
     )
     thread.start()

@@ -15,6 +15,7 @@ stage ("lost", "disqualified", ...) they count as lost.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
 
@@ -36,6 +37,7 @@ LOST_NAMES = {
 WON_NAMES = {"won", "closed won"}
 
 
+@functools.lru_cache(maxsize=4096)
 def stage_key(name: str) -> str:
     return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
 

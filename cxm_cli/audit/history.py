@@ -1,6 +1,7 @@
 """Reading the timeline for the audit: one ordered pass, one contact at a time.
 
-Two queries feed the pass, each sorted by (contact_id, at) and merged here:
+Two queries feed the pass, each sorted by (contact_id, at) and walked in
+step, contact by contact:
 
 - ``messages``: direction, channel and status are plain columns, so the bulk
   of the timeline needs no JSON parsing. Failed sends are left out (nobody
@@ -14,7 +15,6 @@ those and never query per contact. Memory holds one contact at a time.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 from collections.abc import Iterator
@@ -26,8 +26,6 @@ from cxm_cli.audit.stats import epoch
 
 log = logging.getLogger(__name__)
 
-SENT = "message.sent"
-RECEIVED = "message.received"
 INBOUND_LEAD_TYPES = ("lead.created", "form.submitted")
 APPOINTMENT_OUTCOMES = {
     "appointment.completed": "completed",
@@ -123,9 +121,7 @@ _LEAD_TYPES = ", ".join(f"'{kind}'" for kind in INBOUND_LEAD_TYPES)
 # (contact_id, at) order: that reads table rows in random order, while a scan
 # plus an in-memory sort reads them sequentially and is about twice as fast.
 MESSAGES_SQL = f"""
-    SELECT contact_id, at,
-           CASE direction WHEN 'inbound' THEN '{RECEIVED}' ELSE '{SENT}' END,
-           channel, NULL, NULL, NULL
+    SELECT contact_id, at, direction, channel
     FROM messages
     WHERE +at < :as_of
       AND NOT (direction = 'outbound' AND status IN ({_FAILED}))
@@ -156,35 +152,56 @@ def read_histories(db, *, as_of: str) -> Iterator[ContactHistory]:
         for row in db.conn.execute("SELECT id, source FROM contacts")
     }
     params = {"as_of": as_of}
-    messages = db.conn.execute(MESSAGES_SQL, params)
-    events = db.conn.execute(EVENTS_SQL, params)
-    merged = heapq.merge(messages, events, key=itemgetter(0, 1))
+    by_contact = itemgetter(0)
+    messages = itertools.groupby(db.conn.execute(MESSAGES_SQL, params), by_contact)
+    events = itertools.groupby(db.conn.execute(EVENTS_SQL, params), by_contact)
 
     count = 0
-    for contact_id, rows in itertools.groupby(merged, key=itemgetter(0)):
+    message_group = next(messages, None)
+    event_group = next(events, None)
+    while message_group is not None or event_group is not None:
+        contact_id = min(
+            group[0] for group in (message_group, event_group) if group is not None
+        )
+        message_rows: list[tuple] = []
+        event_rows: list[tuple] = []
+        if message_group is not None and message_group[0] == contact_id:
+            message_rows = list(message_group[1])
+            message_group = next(messages, None)
+        if event_group is not None and event_group[0] == contact_id:
+            event_rows = list(event_group[1])
+            event_group = next(events, None)
         count += 1
-        yield build_history(contact_id, rows, contact_sources.get(contact_id), as_of)
+        yield build_history(
+            contact_id,
+            message_rows,
+            event_rows,
+            contact_sources.get(contact_id),
+            as_of,
+        )
     log.debug("audit read %d contact histories", count)
 
 
 def build_history(
-    contact_id: int, rows, contact_source: str | None, as_of: str
+    contact_id: int,
+    message_rows: list[tuple],
+    event_rows: list[tuple],
+    contact_source: str | None,
+    as_of: str,
 ) -> ContactHistory:
     """Fold one contact's ordered rows into a :class:`ContactHistory`."""
     history = ContactHistory(contact_id)
+    outbound, inbound = history.outbound, history.inbound
+    for _, at, direction, channel in message_rows:
+        (inbound if direction == "inbound" else outbound).append((at, channel))
+
     lead_source: str | None = None
-    first_inbound: tuple[str, str] | None = None  # (at, channel)
+    first_inbound: tuple[str, str] | None = inbound[0] if inbound else None
     open_appointments: list[Appointment] = []
     generated = 0
 
-    for _, at, kind, f1, f2, f3, undated in rows:
-        if kind == SENT:
-            history.outbound.append((at, f1))
-        elif kind == RECEIVED:
-            history.inbound.append((at, f1))
-            if first_inbound is None or at < first_inbound[0]:
-                first_inbound = (at, f1)
-        elif kind in INBOUND_LEAD_TYPES:
+    for _, at, kind, f1, f2, f3, undated in event_rows:
+        if kind in INBOUND_LEAD_TYPES:
             moment = _lead_moment(at, f2, undated)
             if (moment if moment is not None else at) >= as_of:
                 continue  # the lead did not exist yet at the end of the period
@@ -297,6 +314,13 @@ def _lead_moment(at: str, created_time, undated) -> str | None:
 def _stored_time(value) -> str | None:
     if not value:
         return None
+    if (
+        isinstance(value, str)
+        and len(value) == 27
+        and value[10] == "T"
+        and (value[-1] == "Z")
+    ):
+        return value  # already cxm's stored form
     try:
         return clocks.iso(clocks.parse(str(value)))
     except ValueError:

@@ -20,19 +20,19 @@ Definitions (the README's audit guide repeats them):
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
 from typing import Any
 
-from cxm_cli import clock as clocks
 from cxm_cli.audit.history import ContactHistory, parse_rating
 from cxm_cli.audit.options import AuditOptions
 from cxm_cli.audit.stats import (
     Breakdown,
+    epoch,
     mean,
     median,
     percentile,
     seconds_between,
     share,
+    stored_from_epoch,
 )
 
 FIVE_MINUTES = 5 * 60
@@ -44,7 +44,7 @@ WAIT_BUCKETS = ("under 1 hour", "1 to 24 hours", "1 to 7 days", "over 7 days")
 
 
 def _hours_before(stored: str, hours: float) -> str:
-    return clocks.iso(clocks.parse(stored) - timedelta(hours=hours))
+    return stored_from_epoch(epoch(stored) - hours * 3600)
 
 
 # --- speed to lead -----------------------------------------------------------
@@ -444,7 +444,11 @@ class Reviews:
     def add(self, history: ContactHistory) -> None:
         in_period = self.options.in_period
         self.saw_appointments = self.saw_appointments or bool(history.appointments)
+        if history.appointments or history.payments:
+            self._jobs(history)
         requests = history.review_requests
+        if not requests and not history.review_answers:
+            return
         answered = _answered_requests(requests, history.review_answers)
 
         for index, (at, _, channel) in enumerate(requests):
@@ -465,10 +469,8 @@ class Reviews:
                 if requests and requests[0][0] <= at:
                     self.public_after_request += 1
             elif rating is not None:
-                month = _month(at, self.options)
+                month = self.options.local_month(at)
                 self.ratings_by_month.setdefault(month, []).append(rating)
-
-        self._jobs(history)
 
     def _jobs(self, history: ContactHistory) -> None:
         jobs = [
@@ -568,7 +570,7 @@ def public_reviews(db, options: AuditOptions) -> dict[str, Any]:
         by_platform.setdefault(str(platform or "unknown"), []).append(rating)
         if rating is not None:
             ratings.append(rating)
-            by_month.setdefault(_month(at, options), []).append(rating)
+            by_month.setdefault(options.local_month(at), []).append(rating)
     return {
         "count": count,
         "average": mean(ratings),
@@ -582,10 +584,6 @@ def public_reviews(db, options: AuditOptions) -> dict[str, Any]:
             for name, values in sorted(by_platform.items(), key=lambda i: -len(i[1]))
         ],
     }
-
-
-def _month(stored: str, options: AuditOptions) -> str:
-    return clocks.parse(stored).astimezone(options.zone).strftime("%Y-%m")
 
 
 # --- attribution --------------------------------------------------------------------
@@ -690,7 +688,7 @@ class Retention:
         visits = history.visits
         if not visits:
             return
-        days = {_local_day(at, self.options) for at in visits}
+        days = {self.options.local_day(at) for at in visits}
         first, last = visits[0], visits[-1]
         lapsed = last < self.lapsed_before
         for tally in self.groups.parts(history.source, history.channel):
@@ -722,8 +720,3 @@ class Retention:
             ],
             "lapsed": self.lapsed,
         }
-
-
-def _local_day(stored: str, options: AuditOptions) -> str:
-    moment = datetime.fromisoformat(stored[:-1] + "+00:00")
-    return moment.astimezone(options.zone).date().isoformat()

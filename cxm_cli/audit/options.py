@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -41,6 +42,21 @@ class AuditOptions:
     @property
     def zone(self) -> ZoneInfo:
         return zone_named(self.timezone)
+
+    def local_day(self, stored: str) -> str:
+        """The business's calendar day (YYYY-MM-DD) of a stored UTC time."""
+        return _local_day(self.timezone, stored[:16])
+
+    def local_month(self, stored: str) -> str:
+        return _local_day(self.timezone, stored[:16])[:7]
+
+
+@functools.lru_cache(maxsize=262_144)
+def _local_day(zone: str, minute: str) -> str:
+    # Cached per minute: visits and ratings cluster, and no zone changes its
+    # offset in the middle of a minute.
+    moment = datetime.fromisoformat(minute + "+00:00")
+    return moment.astimezone(zone_named(zone)).date().isoformat()
 
 
 def zone_named(name: str) -> ZoneInfo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -47,6 +47,12 @@ def share(part: float, whole: float) -> float | None:
 def seconds_between(start: str, end: str) -> float:
     """Seconds from one stored timestamp to another (both UTC text)."""
     return round(epoch(end) - epoch(start), 3)
+
+
+def stored_from_epoch(seconds: float) -> str:
+    """The stored UTC text for a POSIX time (what ``clock.iso`` gives, faster)."""
+    text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+    return text[:-6] + "Z"
 
 
 def epoch(stored: str) -> float:

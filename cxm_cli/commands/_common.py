@@ -72,7 +72,9 @@ def say(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    stderr_console().print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+    stderr_console().print(
+        f"[yellow]warning:[/yellow] {escape(message)}", highlight=False
+    )
 
 
 def print_json(data: Any) -> None:
@@ -105,8 +107,9 @@ def print_rows(
     out.write("\t".join(headers) + "\n")
     for row in rows:
         out.write(
-            "\t".join(_cell(row.get(c)).replace("\t", " ").replace("\n", " ")
-                      for c in columns)
+            "\t".join(
+                _cell(row.get(c)).replace("\t", " ").replace("\n", " ") for c in columns
+            )
             + "\n"
         )
 
@@ -127,8 +130,12 @@ def emit(
         rows = [{"field": k, "value": v} for k, v in data.items()]
         print_rows(rows, ["field", "value"], title=title)
         return
-    print_rows(data, columns or (list(data[0].keys()) if data else []), title=title,
-               headers=headers)
+    print_rows(
+        data,
+        columns or (list(data[0].keys()) if data else []),
+        title=title,
+        headers=headers,
+    )
 
 
 def _cell(value: Any) -> str:

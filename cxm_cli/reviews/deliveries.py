@@ -79,6 +79,8 @@ def has_pending(db, clock) -> bool:
     )
 
 
+# Limitation: an SMS answer recorded outside `cxm serve` (say `cxm inbox record`)
+# gets its thank-you only when `cxm run` or `cxm reviews send-due` runs next.
 def deliver_pending(
     workspace, db, clock, *, request_id: int | None = None, limit: int = 200
 ) -> list[Delivered]:

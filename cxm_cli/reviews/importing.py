@@ -514,6 +514,8 @@ def import_reviews(
                 list(key),
             )
             if exists or key in seen:
+                # Limitation: a review kept unmatched is not matched again on
+                # a later import, even if its author became a contact since.
                 summary.duplicates += 1
                 continue
             seen.add(key)

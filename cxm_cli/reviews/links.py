@@ -50,6 +50,8 @@ def sign_claim(workspace, purpose: str, request_id: int, nonce: str) -> str:
     return tokens.sign(workspace, purpose, {"r": request_id, "n": nonce})
 
 
+# Limitation: expiry is checked against the system clock (itsdangerous's
+# timestamps), not the injected clock, so simulations cannot age a link.
 def read_claim(
     workspace, purpose: str, token: str, *, max_age_days: float
 ) -> LinkClaim:

@@ -188,6 +188,8 @@ def choose_platforms(workspace, db) -> list[Platform]:
     return [min(usable, key=shortfall)]
 
 
+# Limitation: rotation counts every past request's offers on each call; fine
+# for thousands of requests, slow for millions.
 def offer_counts(db) -> dict[str, int]:
     """How many sent requests offered each platform key."""
     counts: dict[str, int] = {}

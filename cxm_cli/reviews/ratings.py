@@ -12,6 +12,7 @@ import math
 import re
 import unicodedata
 
+# Limitation: number words are English only ("cinco" is not read as a five).
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 FILLED_STARS = "\u2605\u2b50\U0001f31f"  # ★ ⭐ 🌟
 EMPTY_STARS = "\u2606"  # ☆

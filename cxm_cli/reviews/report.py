@@ -46,6 +46,8 @@ def _days(start: str, end: str) -> float:
     return round(delta.total_seconds() / 86400, 1)
 
 
+# Limitation: the report reads the period's requests and reviews into memory;
+# fine for one business (thousands of rows), not for a whole agency at once.
 def build_report(workspace, db, clock, *, since: str | None = None) -> dict[str, Any]:
     """Every figure of the dashboard, as plain data."""
     zone = _zone(workspace)

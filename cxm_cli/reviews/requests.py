@@ -320,6 +320,9 @@ def _send(
         _finish(db, clock, request_id, status="failed", reason=exc.message)
         raise
 
+    # Limitation: a crash between the provider call and this update leaves the
+    # row 'sending': it counts as asked (never asked again) and the trail shows
+    # it as sending, though the text most likely went out.
     message_id = sent.message_id
     with write_transaction(db):
         _finish(

@@ -213,6 +213,8 @@ def _already(row: dict, *, feedback: bool = False) -> Response:
     return _page("used", status=409, platforms=public_links(row), feedback=feedback)
 
 
+# Limitation: the staff link is a bearer link: whoever holds the alert can read
+# that contact's timeline for STAFF_LINK_DAYS; there are no staff logins.
 @blueprint.get("/staff/timeline/<token>")
 def staff_timeline(token: str):
     """A read-only timeline for the staff member following an alert."""

@@ -56,7 +56,8 @@ def outbound(db, contact_id: int | None = None) -> list[dict[str, Any]]:
 
 def timeline(db, contact_id: int, prefix: str = "") -> list[tuple[str, dict]]:
     rows = db.query(
-        "SELECT type, data FROM events WHERE contact_id = ? AND type LIKE ? ORDER BY id",
+        "SELECT type, data FROM events WHERE contact_id = ? AND type LIKE ? "
+        "ORDER BY id",
         [contact_id, prefix + "%"],
     )
     return [(row["type"], loads(row["data"], {})) for row in rows]

@@ -1,0 +1,102 @@
+"""`cxm contacts export`: spreadsheet-safe, and back through import unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from cxm_cli.importing import ImportOptions, import_file
+from cxm_cli.importing.export import export_contacts, spreadsheet_safe
+from cxm_cli.workspace import init_workspace, load_workspace
+from tests.conftest import CORPUS_DIR, REPO_DIR
+
+SAMPLE = REPO_DIR / "data" / "sample-leads.csv"
+
+
+def fill(workspace, db, clock, tmp_path):
+    options = ImportOptions(rejects_path=tmp_path / "r.csv")
+    import_file(workspace, db, SAMPLE, clock=clock, options=options)
+    tricky = tmp_path / "tricky.csv"
+    tricky.write_text(
+        "Name,Email,Notes,Company\n"
+        '=HYPERLINK("http://x"),formula@example.com,"-2+3",@risk\n',
+        encoding="utf-8",
+    )
+    import_file(workspace, db, tricky, clock=clock, options=options)
+    for name in ("08b-mailchimp-unsubscribed_members_export.csv", "12-square-customers-export.csv"):
+        if (CORPUS_DIR / name).exists():
+            import_file(workspace, db, CORPUS_DIR / name, clock=clock, options=options)
+
+
+def export_text(db, format="csv") -> str:
+    out = io.StringIO()
+    export_contacts(db, out, format=format)
+    return out.getvalue()
+
+
+def test_cells_that_would_run_as_formulas_are_guarded(workspace, db, clock, tmp_path):
+    fill(workspace, db, clock, tmp_path)
+    rows = list(csv.DictReader(io.StringIO(export_text(db))))
+    risky = [r for r in rows if r["emails"] == "formula@example.com"][0]
+    assert risky["first_name"].startswith("'=")
+    assert risky["company"] == "'@risk"
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@")), value
+    assert spreadsheet_safe("+1312") == "'+1312" and spreadsheet_safe("Ana") == "Ana"
+
+
+def test_export_reimports_into_the_same_workspace_unchanged(workspace, db, clock, tmp_path):
+    fill(workspace, db, clock, tmp_path)
+    for format in ("csv", "jsonl"):
+        path = tmp_path / f"export.{format}"
+        path.write_text(export_text(db, format), encoding="utf-8")
+        events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        summary = import_file(
+            workspace, db, path, clock=clock, options=ImportOptions(rejects_path=None)
+        )
+        assert summary.format == "cxm"
+        assert (summary.created, summary.updated, summary.rejected) == (0, 0, 0)
+        assert summary.unchanged == summary.records
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == events
+
+
+def test_export_round_trips_into_a_fresh_workspace(workspace, db, clock, tmp_path):
+    fill(workspace, db, clock, tmp_path)
+    for format in ("csv", "jsonl"):
+        first = export_text(db, format)
+        path = tmp_path / f"export.{format}"
+        path.write_text(first, encoding="utf-8")
+
+        init_workspace(tmp_path / f"other-{format}")
+        other = load_workspace(tmp_path / f"other-{format}")
+        other_db = other.open_db()
+        import_file(other, other_db, path, clock=clock, options=ImportOptions())
+        second = export_text(other_db, format)
+        other_db.close()
+
+        assert _comparable(first, format) == _comparable(second, format)
+
+
+def _comparable(text: str, format: str) -> list[dict]:
+    """Export records without the columns that name this workspace's rows."""
+    if format == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        rows = [json.loads(line) for line in text.splitlines()]
+    for row in rows:
+        row.pop("cxm_id", None)
+        row.pop("created_at", None)
+    return rows
+
+
+def test_cli_export_to_file(cli, tmp_path):
+    out = tmp_path / "contacts.jsonl"
+    assert cli("leads", "import", str(SAMPLE), "--rejects", str(tmp_path / "r.csv")).exit_code == 0
+    result = cli("contacts", "export", "--format", "jsonl", "-o", str(out))
+    assert result.exit_code == 0 and "exported 22 contacts" in result.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 22 and json.loads(lines[0])["emails"] == ["maria.lopez@example.com"]
+    bad = cli("contacts", "export", "--format", "xml")
+    assert bad.exit_code == 1 and "use csv or jsonl" in bad.stderr

@@ -1,0 +1,174 @@
+"""Batches: listing, undo, and atomicity of an interrupted import."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cxm_cli.errors import CxmError
+from cxm_cli.events import record_event
+from cxm_cli.importing import ImportOptions, import_file
+from cxm_cli.importing.batches import list_batches, undo_batch
+from tests.conftest import REPO_DIR
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def state(db) -> dict:
+    """Everything an import touches, to compare before and after."""
+    tables = {
+        "contacts": "SELECT id, display_name, first_name, last_name, company, email,"
+        " phone, source, custom FROM contacts ORDER BY id",
+        "emails": "SELECT contact_id, email, is_primary FROM contact_emails ORDER BY id",
+        "phones": "SELECT contact_id, phone, is_primary FROM contact_phones ORDER BY id",
+        "tags": "SELECT contact_id, tag FROM contact_tags ORDER BY contact_id, tag",
+        "consents": "SELECT contact_id, channel, status FROM consents ORDER BY 1, 2",
+    }
+    return {name: list(db.query(sql)) for name, sql in tables.items()}
+
+
+def run(workspace, db, clock, path, **options):
+    options.setdefault("rejects_path", Path(path).with_suffix(".rejects.csv"))
+    return import_file(workspace, db, path, clock=clock, options=ImportOptions(**options))
+
+
+def test_undo_removes_created_and_reverts_changed(workspace, db, clock, tmp_path):
+    first = write(
+        tmp_path / "a.csv",
+        "Email,First Name,Phone,Tags\nana@example.com,Ana,,vip\nbo@example.com,Bo,,\n",
+    )
+    second = write(
+        tmp_path / "b.csv",
+        "Email,First Name,Last Name,Phone,Tags\n"
+        "ana@example.com,ANA,Lima,(312) 555-0116,spring\n"
+        "new@example.com,New,Person,,\n",
+    )
+    run(workspace, db, clock, first)
+    before = state(db)
+    summary = run(workspace, db, clock, second)
+    assert (summary.created, summary.updated) == (1, 1)
+    assert state(db) != before
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+    assert (result.removed_contacts, result.reverted_contacts) == (1, 1)
+    assert state(db) == before
+    assert [b["status"] for b in list_batches(db)] == ["undone", "complete"]
+    timeline = [
+        r["type"] for r in db.query("SELECT type FROM events WHERE contact_id = 1")
+    ]
+    assert "contact.merged" not in timeline and timeline[-1] == "contact.updated"
+
+    with pytest.raises(CxmError, match="is undone"):
+        undo_batch(db, summary.batch_id, clock=clock)
+
+
+def test_undone_batch_can_be_imported_again(workspace, db, clock, tmp_path):
+    path = write(tmp_path / "a.csv", "Email\nana@example.com\n")
+    summary = run(workspace, db, clock, path)
+    undo_batch(db, str(summary.batch_id), clock=clock)
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+    assert run(workspace, db, clock, path).created == 1
+
+
+def test_undo_refuses_where_later_activity_depends_on_it(workspace, db, clock, tmp_path):
+    path = write(tmp_path / "a.csv", "Email\nana@example.com\nbo@example.com\n")
+    summary = run(workspace, db, clock, path)
+    ana = db.execute(
+        "SELECT contact_id FROM contact_emails WHERE email = 'ana@example.com'"
+    ).fetchone()[0]
+    clock.advance(minutes=5)
+    record_event(db, ana, "message.received", clock=clock, data={"channel": "sms"})
+
+    with pytest.raises(CxmError, match=rf"contact {ana}: later activity"):
+        undo_batch(db, summary.batch_id, clock=clock)
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 2
+
+    result = undo_batch(db, summary.batch_id, clock=clock, keep_blocked=True)
+    assert result.removed_contacts == 1
+    assert [k["contact_id"] for k in result.kept] == [ana]
+    assert [r[0] for r in db.execute("SELECT id FROM contacts")] == [ana]
+
+
+def test_undo_refuses_a_field_changed_since(workspace, db, clock, tmp_path):
+    run(workspace, db, clock, write(tmp_path / "a.csv", "Email\nana@example.com\n"))
+    summary = run(
+        workspace, db, clock, write(tmp_path / "b.csv", "Email,Company\nana@example.com,Lima Bakery\n")
+    )
+    db.execute("UPDATE contacts SET company = 'Changed by hand'")
+    with pytest.raises(CxmError, match="company changed since the import"):
+        undo_batch(db, summary.batch_id, clock=clock)
+
+
+def test_unknown_batch(db, clock):
+    with pytest.raises(CxmError, match="no import batch 42"):
+        undo_batch(db, "42", clock=clock)
+    with pytest.raises(CxmError, match="not a batch id"):
+        undo_batch(db, "abc", clock=clock)
+
+
+def test_cli_batches_and_undo(cli, tmp_path):
+    path = write(tmp_path / "a.csv", "Email\nana@example.com\n")
+    assert cli("leads", "import", str(path)).exit_code == 0
+    batches = cli("leads", "batches", "--json").json()
+    assert [(b["id"], b["created"], b["status"]) for b in batches] == [(1, 1, "complete")]
+    result = cli("leads", "undo", "1", "--json")
+    assert result.exit_code == 0 and result.json()["removed_contacts"] == 1
+    again = cli("leads", "undo", "1")
+    assert again.exit_code == 1 and "nothing to undo" in again.stderr
+
+
+def _big_google_export(path: Path, rows: int) -> None:
+    header = "First Name,Last Name,Labels,E-mail 1 - Value,Phone 1 - Value\n"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(header)
+        out.write("No,Identifier,* myContacts,,\n")  # rejected at once
+        for index in range(rows):
+            out.write(
+                f"Person{index},Test,* myContacts,p{index}@example.com,"
+                f"(312) 555-{index % 100:04d}\n"
+            )
+
+
+@pytest.mark.slow
+def test_killed_import_leaves_the_workspace_unchanged(workspace, tmp_path):
+    db = workspace.open_db()
+    before = state(db)
+    batches_before = db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0]
+    db.close()
+
+    source = tmp_path / "big.csv"
+    _big_google_export(source, 20_000)
+    env = {**os.environ, "CXM_WORKSPACE": str(workspace.root)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cxm_cli", "leads", "import", str(source)],
+        env=env,
+        cwd=REPO_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # The rejects file's temporary copy appears once rows are being applied.
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".big.rejects.csv.*.tmp")):
+        assert process.poll() is None, "import finished before it could be killed"
+        assert time.monotonic() < deadline, "import never started"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert process.poll() is None, "import finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    db = workspace.open_db()
+    assert state(db) == before
+    assert db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == batches_before
+    assert not (tmp_path / "big.rejects.csv").exists()
+    db.close()
