@@ -235,10 +235,10 @@ def main() -> None:
         f"UPDATEs on the same table: {figures['bare_per_second']:.0f}/s; ratio "
         f"{figures['ratio']:.3f}x (target >= 0.25x)"
     )
+    silent_ratio = figures["silent_per_second"] / figures["bare_per_second"]
     print(
         f"for scale: the same number of steps that send nothing (an `end` step): "
-        f"{figures['silent_per_second']:.0f} steps/s, "
-        f"{figures['silent_per_second'] / figures['bare_per_second']:.3f}x the bare rate"
+        f"{figures['silent_per_second']:.0f} steps/s, {silent_ratio:.3f}x the bare rate"
     )
     delays = latency(args.leads)
     print(

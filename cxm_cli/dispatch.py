@@ -27,6 +27,7 @@ from cxm_cli.engine import (
     enrollment_by_id,
     offer_keywords,
     record_step_event,
+    record_unusable,
     schedule_from,
 )
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
@@ -185,6 +186,9 @@ def process_step(
 
 
 def _step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
+    # Limitation: a queued step points at its position in the file. Inserting
+    # a step of the same kind above it shifts everyone in the sequence by one
+    # step without notice; a different kind at the position ends them.
     index = row["step_index"]
     if 0 <= index < len(sequence.steps) and sequence.steps[index].kind == row["kind"]:
         return sequence.steps[index]
@@ -561,7 +565,9 @@ def _finish(
             status="exited",
             reason=f"switched to {outcome.switch_to}",
         )
-        if target is not None:
+        if target is None:
+            record_unusable(db, row["contact_id"], outcome.switch_to or "", clock=clock)
+        else:
             enroll(
                 db,
                 workspace,

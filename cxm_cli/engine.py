@@ -259,6 +259,10 @@ def schedule_from(
     Wait steps are worked out here rather than queued: the next real step is
     queued for the moment its waits end, counted from ``base``.
     """
+    # Limitation: a wait on event data (until starts_at - 24h) is worked out
+    # once, from the trigger's data. A moved appointment needs a new
+    # appointment.booked event (the shipped reminder exits and re-enrols on
+    # it); changing the time any other way leaves the old reminder time.
     due = base
     notes: list[str] = []
     if index < len(sequence.steps) and sequence.steps[index].kind == "wait":
@@ -335,6 +339,9 @@ def _condition_context(db, workspace, contact, enrollment) -> ConditionContext:
 def apply_exit_rules(
     db, workspace, sequence_set: SequenceSet, event: Event, clock
 ) -> None:
+    # Limitation: exit rules fire on events only. A condition that becomes
+    # true with no event (a segment the contact drifts into) stops nothing;
+    # give such steps a `when:` instead, which is checked when they run.
     for enrollment in active_enrollments(db, event.contact_id):
         sequence = sequence_set.sequences.get(enrollment["sequence"])
         if sequence is None:
@@ -349,9 +356,7 @@ def apply_exit_rules(
         if rule.switch_to:
             target = sequence_set.usable(rule.switch_to)
             if target is None:
-                log.warning(
-                    "exit rule of %s names unusable %s", sequence.name, rule.switch_to
-                )
+                record_unusable(db, event.contact_id, rule.switch_to, clock=clock)
                 continue
             enroll(
                 db,
@@ -363,6 +368,23 @@ def apply_exit_rules(
                 trigger_data={**_trigger_data(enrollment), **event.data},
                 reason=f"switched from {sequence.name}",
             )
+
+
+def record_unusable(db, contact_id: int, name: str, *, clock) -> None:
+    """A switch to a sequence that cannot run now (problems, disabled, gone)."""
+    log.warning("contact %s: switch to unusable sequence %s", contact_id, name)
+    record_event(
+        db,
+        contact_id,
+        "sequence.skipped",
+        clock=clock,
+        data={
+            "sequence": name,
+            "reason": "cannot switch: the sequence has problems, is disabled or "
+            "is gone (see cxm sequences validate)",
+        },
+        source="engine",
+    )
 
 
 def _matching_rule(
@@ -560,6 +582,8 @@ def normalise_keyword(text: str) -> str:
 
 def answer_keyword(db, event: Event, clock) -> str | None:
     """Turn a one-word reply into the event its keyword stands for."""
+    # Limitation: only a reply that is the keyword alone counts ("C", "c."):
+    # "C thanks" or "yes I confirm" is an ordinary reply, seen by staff.
     text = _reply_text(db, event)
     if not text:
         return None

@@ -192,6 +192,9 @@ def _project(
     planned: list,
 ) -> list[dict[str, Any]]:
     """The steps after a queued one, as far as their timing can be known."""
+    # Limitation: projections stop at a branch, goto, switch or end, and assume
+    # each projected step runs as soon as it is allowed (no failures, retries
+    # or exits); they are a forecast, the queued step is the commitment.
     if step.kind in UNPREDICTABLE_KINDS:
         return []
     zone = contact_zone(workspace, contact)

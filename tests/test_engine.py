@@ -419,3 +419,32 @@ def test_fake_clock_is_the_only_clock(db, workspace):
     emit(db, clock, contact_id, "lead.created", source="web")
     row = db.execute("SELECT enrolled_at FROM enrollments").fetchone()
     assert row[0] == "2030-01-01T12:00:00.000000Z"
+
+
+def test_an_sms_sender_sends_about_one_text_a_second(
+    db, workspace, clock, sms_provider
+):
+    from cxm_cli.caps import rate_limit_for
+
+    assert rate_limit_for(workspace, "sms") is None  # the outbox is not limited
+    workspace = sms_provider.configure(workspace)
+    assert rate_limit_for(workspace, "sms") == (f"sms:{sms_provider.from_number}", 1.0)
+    only_sequences(
+        workspace,
+        hello="""
+        trigger: lead.created
+        steps:
+          - send: sms
+            template: new-lead-text
+        """,
+    )
+    for index in range(3):
+        contact_id = make_contact(
+            db, clock, email=f"r{index}@example.com", phone=f"+1512555020{index}"
+        )
+        emit(db, clock, contact_id, "lead.created")
+    run(workspace, db, clock)
+    times = [clocks.parse(m["at"]) for m in outbound(db)]
+    gaps = [(times[i + 1] - times[i]).total_seconds() for i in range(len(times) - 1)]
+    assert len(sms_provider.messages) == 3
+    assert gaps == [1.0, 1.0]

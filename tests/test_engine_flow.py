@@ -150,3 +150,43 @@ def test_a_week_of_follow_ups_across_daylight_saving(db, workspace, clock):
         row["tag"]
         for row in db.query("SELECT tag FROM contact_tags WHERE contact_id = ?", [hot])
     ]
+
+
+def test_shipped_reminder_confirms_by_keyword_and_skips_the_second_reminder(
+    db, workspace, clock
+):
+    # The shipped sequences, as `cxm init` copied them.
+    clock.set("2026-03-02T15:00:00Z")  # Monday 09:00 CST
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    emit(
+        db,
+        clock,
+        contact_id,
+        "appointment.booked",
+        appointment_id="A7",
+        starts_at="2026-03-04T17:00:00Z",
+    )  # Wednesday 11:00 CST
+    run_until(workspace, db, clock, "2026-03-03T17:30:00Z")
+    assert sent(db, contact_id) == [("appointment-reminder", "Tue 03 11:00 CST")]
+
+    emit(db, clock, contact_id, "message.received", channel="sms", text="c")
+    run_until(workspace, db, clock, "2026-03-05T00:00:00Z")
+    assert sent(db, contact_id) == [("appointment-reminder", "Tue 03 11:00 CST")]
+    confirmed = [d for t, d in timeline(db, contact_id) if t == "appointment.confirmed"]
+    assert confirmed[0]["appointment_id"] == "A7"
+    skipped = [d for t, d in timeline(db, contact_id) if t == "step.skipped"]
+    assert skipped[0]["label"] == "same-day"
+
+
+def test_shipped_reminder_r_answer_sends_the_rebooking_text(db, workspace, clock):
+    clock.set("2026-03-02T15:00:00Z")
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    emit(db, clock, contact_id, "appointment.booked", starts_at="2026-03-04T17:00:00Z")
+    run_until(workspace, db, clock, "2026-03-03T17:30:00Z")
+    emit(db, clock, contact_id, "message.received", channel="sms", text="R")
+    run_until(workspace, db, clock, "2026-03-03T18:00:00Z")
+    bodies = [m["body"] for m in outbound(db, contact_id)]
+    assert bodies[-1].startswith("No problem!")
+    task = [d for t, d in timeline(db, contact_id, "step.") if d.get("kind") == "task"]
+    # No staff address in a fresh workspace: the task says so instead of failing.
+    assert task[0]["reason"].startswith("no staff address")

@@ -14,7 +14,14 @@ from cxm_cli.dispatch import RunSettings
 from cxm_cli.runner import acquire_lease, run_once
 from cxm_cli.steps import step_kind
 from cxm_cli.store import write_transaction
-from tests.support.engine import emit, only_sequences, outbound, run, timeline
+from tests.support.engine import (
+    emit,
+    midday_zone,
+    only_sequences,
+    outbound,
+    run,
+    timeline,
+)
 from tests.support.fixtures import make_contact, update_settings
 
 ONE_TEXT = """
@@ -452,7 +459,7 @@ def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
     )
     thread.start()
     try:
-        contact_id = make_contact(writer_db, clock)
+        contact_id = make_contact(writer_db, clock, timezone=midday_zone())
         emit(writer_db, clock, contact_id, "lead.created")
         deadline = threading.Event()
         for _ in range(300):

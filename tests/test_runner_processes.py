@@ -18,7 +18,7 @@ import pytest
 from cxm_cli.clock import SystemClock
 from cxm_cli.events import record_event
 from cxm_cli.store import write_transaction
-from tests.support.engine import only_sequences
+from tests.support.engine import midday_zone, only_sequences
 from tests.support.fixtures import make_contact, update_settings
 
 pytestmark = pytest.mark.slow
@@ -39,10 +39,11 @@ def _cxm(workspace, *args: str) -> list[str]:
 def busy_workspace(workspace):
     """A workspace with ``COUNT`` contacts, each with one text due now."""
     only_sequences(workspace, hello=ONE_TEXT)
-    # Every contact is in Chicago and it is 10:00 there: nothing is deferred.
+    # Every contact is where it is about noon now: nothing is deferred.
     workspace = update_settings(workspace, {"runner.batch_size": 10})
     db = workspace.open_db()
     clock = SystemClock()
+    zone = midday_zone()
     with write_transaction(db):
         for index in range(COUNT):
             contact_id = make_contact(
@@ -50,7 +51,7 @@ def busy_workspace(workspace):
                 clock,
                 email=f"p{index}@example.com",
                 phone=f"+1512555{index:04d}",
-                timezone="UTC",
+                timezone=zone,
             )
             record_event(db, contact_id, "lead.created", clock=clock)
     db.close()
@@ -183,3 +184,61 @@ def test_sigterm_lets_the_current_step_finish_and_hands_back_the_rest(
     assert statuses["done"] == 1 + len(stdout.splitlines())
     assert lease == 0 and unfinished == 0
     assert os.path.isdir(busy_workspace.outbox_dir)
+
+
+def test_run_serve_takes_a_web_form_and_sends_without_waiting(workspace):
+    import json
+    import re
+    import urllib.request
+
+    from tests.support.fixtures import write_env
+
+    only_sequences(
+        workspace,
+        hello="""
+        trigger: lead.created
+        steps:
+          - send: email
+            template: new-lead-email
+        """,
+    )
+    write_env(workspace, {"CXM_EVENTS_TOKEN": "secret-token"})
+    # The new contact has no zone of its own: the workspace's is where it is noon.
+    workspace = update_settings(workspace, {"business.timezone": midday_zone()})
+    process = subprocess.Popen(
+        _cxm(workspace, "run", "--serve", "--port", "0", "--interval", "3600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        for _ in range(20):
+            line = process.stderr.readline()
+            found = re.search(r"serving on (http://\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the web service did not start"
+        request = urllib.request.Request(
+            url + "/events",
+            data=json.dumps(
+                {
+                    "type": "form.submitted",
+                    "contact": {"email": "web@example.com", "first_name": "Web"},
+                }
+            ).encode(),
+            headers={
+                "Authorization": "Bearer secret-token",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
+        # The daemon's interval is an hour: only its event wake-up sends this.
+        first = process.stdout.readline()
+        assert first.startswith("sent\t")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0

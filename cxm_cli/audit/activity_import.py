@@ -18,7 +18,7 @@ Rows become events by the team's conventions: a ``messages`` row plus
 ``message.sent`` / ``message.received``; ``appointment.booked`` (at ``booked
 at``, else at the start) and its outcome at the start; ``invoice.paid`` or
 ``invoice.refunded``. All rows of all files are recorded in time order, so
-hooks that react to them (pipeline rules) see the history as it happened.
+hooks that react to them, when asked to run, see the history as it happened.
 A person not yet in the workspace is added as a contact without a
 ``lead.created`` event (they were not a lead of the import).
 
@@ -292,9 +292,9 @@ def import_activity(
 ) -> ActivitySummary:
     """Record the activity in ``files`` ([(kind, path)]) in one transaction.
 
-    ``run_hooks`` lets other parts react as if it happened live (the audit's
-    throw-away workspace wants pipeline moves); it stays off by default so
-    importing old appointments into a live workspace asks nobody for a review.
+    ``run_hooks`` lets other parts react as if it happened live; it is off by
+    default so importing old appointments into a live workspace asks nobody
+    for a review and enrols nobody in a sequence.
     """
     summary = ActivitySummary()
     region = (region or workspace.phone_region).upper()

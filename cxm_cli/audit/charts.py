@@ -18,18 +18,18 @@ def bar_chart_svg(chart: Chart) -> Markup:
     bars = chart.bars
     height = PADDING * 2 + ROW_HEIGHT * max(1, len(bars))
     track = WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    largest = max((bar.value for bar in bars), default=0) or 1
+    largest = chart.maximum or max((bar.value for bar in bars), default=0) or 1
     parts = [
         f'<svg class="chart" data-chart="{escape(chart.key)}" role="img" '
         f'aria-label="{escape(chart.title)}" viewBox="0 0 {WIDTH} {height}" '
-        f'width="100%" preserveAspectRatio="xMinYMin meet" '
+        f'preserveAspectRatio="xMinYMin meet" '
         f'xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(chart.title)}</title>",
     ]
     for index, bar in enumerate(bars):
         top = PADDING + index * ROW_HEIGHT
         middle = top + ROW_HEIGHT / 2
-        length = round(track * max(bar.value, 0) / largest, 1)
+        length = round(track * min(max(bar.value, 0) / largest, 1), 1)
         parts.append(
             f'<text class="label" x="{LABEL_WIDTH - 8}" y="{middle}" '
             f'text-anchor="end" dominant-baseline="middle">{escape(bar.label)}</text>'
@@ -51,10 +51,10 @@ def bar_chart_svg(chart: Chart) -> Markup:
 
 def text_bars(chart: Chart, width: int = 30) -> list[tuple[str, str, str]]:
     """(label, bar of block characters, value text) rows for plain-text output."""
-    largest = max((bar.value for bar in chart.bars), default=0) or 1
+    largest = chart.maximum or max((bar.value for bar in chart.bars), default=0) or 1
     rows = []
     for bar in chart.bars:
-        cells = max(bar.value, 0) / largest * width
+        cells = min(max(bar.value, 0) / largest, 1) * width
         block = "\u2588" * int(cells)
         if bar.value > 0 and not block:
             block = "\u258f"

@@ -57,6 +57,62 @@ def configured_pipelines(workspace) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+# The lead journey: a funnel every timeline has, drawn from what happened
+# (messages, bookings, visits, payments) rather than from pipeline stages, so
+# an audit of raw exports with no pipeline still shows where people stop.
+JOURNEY = "lead journey"
+JOURNEY_STAGES = [
+    ("lead", "open"),
+    ("contacted", "open"),
+    ("responded", "open"),
+    ("booked", "open"),
+    ("served", "open"),
+    ("paid", "won"),
+]
+
+
+def journey_moves(history: ContactHistory) -> list[tuple[str, str, str | None, str]]:
+    """A lead's milestones as pipeline moves, in time order.
+
+    Each is the first time after the lead came in: a reply (contacted), their
+    response to it, a booking, a completed appointment (served), a payment.
+    """
+    start = history.first_inbound_at
+    touches = history.touches_since(start)
+    found = [(start, 0, "lead")]
+    if touches:
+        found.append((touches[0], 1, "contacted"))
+        response = history.response_after(touches[0])
+        if response:
+            found.append((response, 2, "responded"))
+    milestones = (
+        (3, "booked", [at for at in history.bookings if at >= start]),
+        (
+            4,
+            "served",
+            [
+                a.outcome_at
+                for a in history.appointments
+                if a.outcome == "completed" and a.outcome_at >= start
+            ],
+        ),
+        (
+            5,
+            "paid",
+            [at for at, amount in history.payments if amount > 0 and at >= start],
+        ),
+    )
+    for order, stage, times in milestones:
+        if times:
+            found.append((min(times), order, stage))
+    found.sort()
+    moves, previous = [], None
+    for at, _, stage in found:
+        moves.append((at, JOURNEY, previous, stage))
+        previous = stage
+    return moves
+
+
 class FunnelTally:
     __slots__ = ("entered", "won", "lost", "customers")
 
@@ -80,6 +136,7 @@ class Funnel:
     ):
         self.options = options
         self.configured = {stage_key(k): v for k, v in (configured or {}).items()}
+        self.configured[JOURNEY] = JOURNEY_STAGES
         self.names: dict[str, str] = {}
         self.stage_labels: dict[str, str] = {
             stage_key(stage): stage
@@ -90,6 +147,16 @@ class Funnel:
         self.paths: dict[str, list[tuple]] = defaultdict(list)
 
     def add(self, history: ContactHistory) -> None:
+        if self.options.in_period(history.first_inbound_at):
+            self.paths[JOURNEY].append(
+                (
+                    history.contact_id,
+                    history.source,
+                    history.channel,
+                    history.became_customer(),
+                    journey_moves(history),
+                )
+            )
         if not history.stage_moves:
             return
         by_pipeline: dict[str, list] = defaultdict(list)
@@ -111,10 +178,12 @@ class Funnel:
                 )
 
     def result(self) -> dict[str, Any]:
-        pipelines = [
-            self._pipeline(key, paths)
-            for key, paths in sorted(self.paths.items(), key=lambda i: -len(i[1]))
-        ]
+        self.names[JOURNEY] = JOURNEY
+        # The journey first, then pipelines, the busiest first.
+        ordered = sorted(
+            self.paths.items(), key=lambda i: (i[0] != JOURNEY, -len(i[1]), i[0])
+        )
+        pipelines = [self._pipeline(key, paths) for key, paths in ordered]
         return {"pipelines": pipelines}
 
     def _pipeline(self, key: str, paths: list[tuple]) -> dict[str, Any]:

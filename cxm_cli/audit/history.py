@@ -103,6 +103,16 @@ class ContactHistory:
     def became_customer(self) -> bool:
         return bool(self.visits)
 
+    def touches_since(self, start: str) -> list[str]:
+        """Times of outbound messages from ``start`` on."""
+        return [at for at, _ in self.outbound if at >= start]
+
+    def response_after(self, moment: str) -> str | None:
+        """The person's first inbound message or booking after ``moment``."""
+        candidates = [at for at, _ in self.inbound if at > moment]
+        candidates += [at for at in self.bookings if at > moment]
+        return min(candidates) if candidates else None
+
 
 def _slot_sql(slot: int) -> str:
     cases = [

@@ -266,13 +266,8 @@ class FollowUpDepth:
         start = history.first_inbound_at
         if not self.options.in_period(start):
             return
-        touches = [at for at, _ in history.outbound if at >= start]
-        response = None
-        if touches:
-            first = touches[0]
-            candidates = [at for at, _ in history.inbound if at > first]
-            candidates += [at for at in history.bookings if at > first]
-            response = min(candidates) if candidates else None
+        touches = history.touches_since(start)
+        response = history.response_after(touches[0]) if touches else None
         count = sum(1 for at in touches if at < response) if response else len(touches)
 
         for tally in self.groups.parts(history.source, history.channel):
@@ -549,15 +544,27 @@ def _answered_requests(requests, answers) -> set[int]:
 
 
 def public_reviews(db, options: AuditOptions) -> dict[str, Any]:
-    """Public reviews gained in the period, matched to a contact or not."""
+    """Public reviews gained in the period, matched to a contact or not.
+
+    The reviews part keeps every imported review in ``reviews`` (matched ones
+    also become a ``review.received`` event carrying its ``review_id``); any
+    other ``review.received`` event counts on its own.
+    """
     rows = db.conn.execute(
         """
         SELECT at, json_extract(data, '$.platform'), json_extract(data, '$.rating')
         FROM events
         WHERE type = 'review.received' AND at < ?
+          AND json_extract(data, '$.review_id') IS NULL
         """,
         [options.as_of],
     ).fetchall()
+    if db["reviews"].exists():
+        rows += db.conn.execute(
+            "SELECT reviewed_at, platform, rating FROM reviews WHERE reviewed_at < ?",
+            [options.as_of],
+        ).fetchall()
+
     by_month: dict[str, list[float]] = {}
     by_platform: dict[str, list[float | None]] = {}
     ratings: list[float] = []

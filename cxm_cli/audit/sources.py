@@ -115,6 +115,9 @@ def _import_all(source: AuditSource, files: ExportFiles, clock, scratch_dir) -> 
             date_format=files.date_format,
             mapping=list(files.mapping),
             source=files.source,
+            # Only what the exports say: no pipeline moves or enrolments made
+            # at import time (their timestamps would be the audit's own).
+            run_hooks=False,
         )
         summary = import_file(workspace, db, str(path), clock=clock, options=options)
         entry = {
@@ -134,9 +137,8 @@ def _import_all(source: AuditSource, files: ExportFiles, clock, scratch_dir) -> 
         *(("invoices", Path(p)) for p in files.invoices),
     ]
     if activity:
-        # Replayed with hooks, so pipeline rules move people as they would have.
         summary = import_activity(
-            workspace, db, activity, clock=clock, region=files.region, run_hooks=True
+            workspace, db, activity, clock=clock, region=files.region
         )
         for item in summary.files:
             info["files"].append({**item, "name": Path(item["name"]).name})

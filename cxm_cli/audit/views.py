@@ -11,6 +11,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.audit.fmt import duration, money, number, pct
+from cxm_cli.audit.funnel import JOURNEY
 from cxm_cli.audit.options import zone_named
 
 LISTED_ROWS = 15  # people listed by name under a table before "and N more"
@@ -28,6 +29,7 @@ class Chart:
     key: str
     title: str
     bars: list[Bar]
+    maximum: float | None = None  # a fixed scale (5 stars); else the largest bar
 
     @property
     def empty(self) -> bool:
@@ -189,7 +191,7 @@ def _follow_up(follow: dict[str, Any]) -> Section:
         summary = [
             f"{number(o['contacted'])} of {number(o['leads'])} leads were contacted; "
             f"{pct(o['reply_share'])} responded, after a median of "
-            f"{number(o['median_touches_to_reply'])} touches.",
+            f"{_touches(o['median_touches_to_reply'])}.",
             f"{pct(o['dropped_after_one_touch_share'])} of contacted leads "
             f"({o['dropped_after_one_touch']}) got a single message and never "
             "responded.",
@@ -241,6 +243,12 @@ def _follow_up(follow: dict[str, Any]) -> Section:
     )
 
 
+def _touches(count: float | None) -> str:
+    if count is None:
+        return "n/a touches"
+    return f"{number(count)} touch{'' if count == 1 else 'es'}"
+
+
 def _funnel(funnel: dict[str, Any]) -> list[Section]:
     if not funnel["pipelines"]:
         return [
@@ -254,10 +262,16 @@ def _funnel(funnel: dict[str, Any]) -> list[Section]:
     for pipeline in funnel["pipelines"]:
         name = pipeline["pipeline"]
         leak = pipeline["biggest_leak"]
-        summary = [
-            f"{number(pipeline['entered'])} people entered the {name} "
-            "pipeline in the period."
-        ]
+        if name == JOURNEY:
+            summary = [
+                f"The {number(pipeline['entered'])} leads of the period, followed "
+                "from their first contact to payment by what happened to them."
+            ]
+        else:
+            summary = [
+                f"{number(pipeline['entered'])} people entered the {name} "
+                "pipeline in the period."
+            ]
         if leak:
             summary.append(
                 f"Most people who never became customers stopped at "
@@ -308,7 +322,8 @@ def _appointments(appointments: dict[str, Any], hours: int) -> Section:
     o = appointments["overall"]
     summary = [
         f"{number(o['booked'])} appointments booked in the period; "
-        f"{number(o['completed'])} completed, {number(o['no_show'])} no-shows, "
+        f"{number(o['completed'])} completed, {number(o['no_show'])} no-show"
+        f"{'' if o['no_show'] == 1 else 's'}, "
         f"{number(o['cancelled'])} cancelled.",
     ]
     if o["due"]:
@@ -360,6 +375,7 @@ def _reviews(reviews: dict[str, Any]) -> Section:
             Bar(m["month"], _month_average(m), number(_month_average(m)))
             for m in reviews["by_month"]
         ],
+        maximum=5,
     )
     platforms = Table(
         "Public reviews by platform",

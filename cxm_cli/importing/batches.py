@@ -33,7 +33,8 @@ def start_batch(
     db, *, file: str, format: str, encoding: str | None, options: dict, clock
 ):
     cursor = db.conn.execute(
-        "INSERT INTO import_batches (file, format, encoding, status, options, started_at,"
+        "INSERT INTO import_batches (file, format, encoding, status, options,"
+        " started_at,"
         " first_event_id) VALUES (?, ?, ?, 'running', ?, ?,"
         " (SELECT COALESCE(MAX(id), 0) + 1 FROM events))",
         [file, format, encoding, dumps(options), clocks.now_iso(clock)],
@@ -239,7 +240,8 @@ def _revert(
         )
     marks = ",".join("?" * len(IMPORT_EVENT_TYPES))
     conn.execute(
-        f"DELETE FROM events WHERE contact_id = ? AND id BETWEEN ? AND ? AND type IN ({marks})",
+        "DELETE FROM events WHERE contact_id = ? AND id BETWEEN ? AND ?"
+        f" AND type IN ({marks})",
         [contact_id, first_event, last_event, *IMPORT_EVENT_TYPES],
     )
     record_event(

@@ -67,14 +67,16 @@ def find_duplicates(db) -> list[dict]:
             pairs.setdefault(key, reason)
 
     for row in db.query(
-        "SELECT contact_a, contact_b, reason FROM likely_duplicates WHERE status = 'open'"
+        "SELECT contact_a, contact_b, reason FROM likely_duplicates"
+        " WHERE status = 'open'"
     ):
         add(row["contact_a"], row["contact_b"], row["reason"])
 
     by_alias: dict[str, set[int]] = defaultdict(set)
     for row in db.query(
         "SELECT contact_id, email FROM contact_emails"
-        " WHERE email LIKE '%+%' OR email LIKE '%@gmail.com' OR email LIKE '%@googlemail.com'"
+        " WHERE email LIKE '%+%' OR email LIKE '%@gmail.com'"
+        " OR email LIKE '%@googlemail.com'"
     ):
         by_alias[email_alias_key(row["email"])].add(row["contact_id"])
     if by_alias:
@@ -83,7 +85,8 @@ def find_duplicates(db) -> list[dict]:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in db.query(
-                f"SELECT contact_id, email FROM contact_emails WHERE email IN ({marks})",
+                "SELECT contact_id, email FROM contact_emails"
+                f" WHERE email IN ({marks})",
                 chunk,
             ):
                 by_alias[row["email"]].add(row["contact_id"])
@@ -98,13 +101,14 @@ def find_duplicates(db) -> list[dict]:
         " WHERE first_name IS NOT NULL AND last_name IS NOT NULL"
     ):
         by_name[fold_name(f"{row['first_name']} {row['last_name']}")].append(row["id"])
-    for name, ids in by_name.items():
+    for ids in by_name.values():
         if len(ids) < 2:
             continue
         phones = defaultdict(list)
         marks = ",".join("?" * len(ids))
         for row in db.query(
-            f"SELECT contact_id, phone FROM contact_phones WHERE contact_id IN ({marks})",
+            "SELECT contact_id, phone FROM contact_phones"
+            f" WHERE contact_id IN ({marks})",
             ids,
         ):
             phones[row["contact_id"]].append(row["phone"])
@@ -136,7 +140,8 @@ def _referencing_columns(db) -> list[tuple[str, str]]:
     """Every (table, column) with a foreign key to contacts, from the schema."""
     found = []
     for (table,) in db.conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        "SELECT name FROM sqlite_master"
+        " WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
     ):
         for fk in db.conn.execute(f"PRAGMA foreign_key_list('{table}')"):
             if fk[2] == "contacts" and fk[4] in (None, "id"):
@@ -187,12 +192,14 @@ def merge_contacts(
             )
         if "email" in fields:
             db.conn.execute(
-                "UPDATE contact_emails SET is_primary = 1 WHERE contact_id = ? AND email = ?",
+                "UPDATE contact_emails SET is_primary = 1"
+                " WHERE contact_id = ? AND email = ?",
                 [keep_id, fields["email"]],
             )
         if "phone" in fields:
             db.conn.execute(
-                "UPDATE contact_phones SET is_primary = 1 WHERE contact_id = ? AND phone = ?",
+                "UPDATE contact_phones SET is_primary = 1"
+                " WHERE contact_id = ? AND phone = ?",
                 [keep_id, fields["phone"]],
             )
         for channel, status in opted.items():

@@ -13,7 +13,6 @@ import csv
 import logging
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,30 +26,21 @@ from cxm_cli.importing.formats import (
     parse_map_options,
 )
 from cxm_cli.importing.merge import ON_CONFLICT, ContactMerger
+from cxm_cli.importing.pipeline import Mapped, SourceSpec, mapped_chunks, use_worker
 from cxm_cli.importing.reader import (
     DELIMITERS,
-    CsvRecords,
-    JsonLinesRecords,
     detect_delimiter,
     detect_encoding,
-    is_blank,
     open_input,
 )
-from cxm_cli.importing.records import (
-    DATE_FIELDS,
-    MapperSettings,
-    RecordMapper,
-    Reject,
-)
-from cxm_cli.importing.values import DateOrderVote
-from cxm_cli.importing.vcard import VCardRecords, is_vcard
+from cxm_cli.importing.records import MapperSettings, Reject
+from cxm_cli.importing.vcard import is_vcard
 from cxm_cli.store import write_transaction
 
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("csv", "jsonl", "vcard")
 WARNING_SAMPLES = 200
-PROGRESS_EVERY = 500
 
 
 @dataclass
@@ -70,6 +60,8 @@ class ImportOptions:
     run_hooks: bool = True
     # progress(bytes_read, total_bytes, records_done)
     progress: Callable[[int, int, int], None] | None = None
+    # Map records in a worker process: None decides by file size.
+    worker: bool | None = None
 
 
 @dataclass
@@ -115,7 +107,8 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
     """Import a path, ``-`` (stdin) or a binary stream; returns an ImportSummary."""
     if options.on_conflict not in ON_CONFLICT:
         raise InputError(
-            f"--on-conflict {options.on_conflict!r}: use one of {', '.join(ON_CONFLICT)}"
+            f"--on-conflict {options.on_conflict!r}: "
+            f"use one of {', '.join(ON_CONFLICT)}"
         )
     overrides = parse_map_options(options.mapping)
     region = (options.region or workspace.phone_region).upper()
@@ -127,23 +120,10 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
         delimiter = None
         if input_format == "csv":
             delimiter = detect_delimiter(input_file.path, encoding, options.delimiter)
-            records = CsvRecords(input_file.path, encoding, delimiter, input_file.name)
-            header = records.header()
-            if not any(header):
-                raise InputError(f"{input_file.name}: empty file or no header row")
-            layout = (
-                get_layout(options.format) if options.format else detect_layout(header)
-            )
-        elif input_format == "jsonl":
-            records = JsonLinesRecords(input_file.path, encoding, input_file.name)
-            header = None
-            layout = (
-                get_layout(options.format) if options.format else _jsonl_layout(records)
-            )
-        else:
-            records = VCardRecords(input_file.path, encoding, input_file.name)
-            header = None
-            layout = get_layout(options.format or "vcard")
+        spec = SourceSpec(
+            input_file.path, input_file.name, encoding, input_format, delimiter
+        )
+        header, layout = _header_and_layout(spec, options.format)
 
         summary = ImportSummary(
             batch_id=None,
@@ -165,36 +145,24 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             tags=list(options.tags),
             file_label=input_file.name,
         )
-        mapper = RecordMapper(settings)
-        if header is not None:
-            mapper.prepare(header)
-        if not date_format:
-            settings.date_orders = _infer_date_orders(
-                records, mapper, header, region, summary
-            )
-
         rejects = _RejectsFile(
-            options.rejects_path or _rejects_location(workspace, input_file),
+            options.rejects_path or _rejects_location(workspace, input_file), header
+        )
+        chunks = mapped_chunks(
+            spec,
+            settings,
             header,
+            worker=use_worker(input_file.size, options.worker),
         )
         try:
-            _run(
-                workspace,
-                db,
-                records,
-                mapper,
-                header,
-                summary,
-                rejects,
-                clock,
-                options,
-                input_file.size,
-            )
+            _run(db, chunks, summary, rejects, clock, options, input_file.size, layout)
         except _DryRunRollback:
             pass
         except BaseException:
             rejects.discard()
             raise
+        finally:
+            chunks.close()
         if options.dry_run:
             rejects.discard()
             summary.rejects_path = None
@@ -205,10 +173,19 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
     return summary
 
 
-def _run(
-    workspace, db, records, mapper, header, summary, rejects, clock, options, size
-):
-    layout = mapper.settings.layout
+def _header_and_layout(spec: SourceSpec, forced: str | None):
+    """The CSV header (None for JSON Lines and vCards) and the layout to use."""
+    if spec.input_format == "csv":
+        header = spec.open().header()
+        if not any(header):
+            raise InputError(f"{spec.name}: empty file or no header row")
+        return header, get_layout(forced) if forced else detect_layout(header)
+    if spec.input_format == "jsonl":
+        return None, get_layout(forced) if forced else _jsonl_layout(spec.open())
+    return None, get_layout(forced or "vcard")
+
+
+def _run(db, chunks, summary, rejects, clock, options, size, layout):
     option_record = {
         k: v
         for k, v in {
@@ -222,7 +199,6 @@ def _run(
         }.items()
         if v
     }
-    warning_kinds: Counter[str] = Counter()
     with write_transaction(db):
         batch_id = batches.start_batch(
             db,
@@ -242,32 +218,15 @@ def _run(
             on_conflict=options.on_conflict,
             run_hooks=options.run_hooks and not options.dry_run,
         )
-        for item in records:
-            number = item[0]
-            summary.records += 1
-            lead = _map(mapper, header, item, summary)
-            if lead is None:
+        for message in chunks:
+            if message[0] == "notes":
+                summary.notes.extend(message[1])
                 continue
-            if isinstance(lead, Reject):
-                _reject(summary, rejects, lead, item, warning_kinds)
-            else:
-                _note_warnings(summary, number, lead.warnings, warning_kinds)
-                result = merger.apply(lead)
-                if result.outcome == "rejected":
-                    _reject(
-                        summary,
-                        rejects,
-                        Reject(number, "", result.reason),
-                        item,
-                        warning_kinds,
-                    )
-                else:
-                    setattr(
-                        summary, result.outcome, getattr(summary, result.outcome) + 1
-                    )
-                    summary.merged += int(result.merged)
-            if options.progress and summary.records % PROGRESS_EVERY == 0:
-                options.progress(records.position(), size, summary.records)
+            _, position, items = message
+            for item in items:
+                _apply(merger, item, summary, rejects)
+            if options.progress:
+                options.progress(position, size, summary.records)
 
         batches.finish_batch(
             db,
@@ -278,8 +237,6 @@ def _run(
         )
         if options.dry_run:
             raise _DryRunRollback()
-    if options.progress:
-        options.progress(size, size, summary.records)
     log.info(
         "batch %s: %d records, %d created, %d updated, %d unchanged, %d rejected",
         batch_id,
@@ -291,69 +248,37 @@ def _run(
     )
 
 
-def _map(mapper: RecordMapper, header, item, summary: ImportSummary):
-    """The lead or reject for one record; None for a skipped blank line."""
-    if header is not None:
-        number, row = item
-        if is_blank(row):
-            summary.skipped += 1
-            return None
-        return mapper.map_row(number, header, row)
-    number, pairs, _raw, problem = item
-    if pairs is None:
-        return Reject(number, "", problem)
-    if not pairs:
+def _apply(
+    merger: ContactMerger, item: Mapped, summary: ImportSummary, rejects
+) -> None:
+    summary.records += 1
+    result = item.result
+    if result is None:
         summary.skipped += 1
-        return None
-    return mapper.map_pairs(number, pairs)
+        return
+    if isinstance(result, Reject):
+        summary.rejected += 1
+        rejects.add(result, item.cells)
+        return
+
+    _note_warnings(summary, item.number, result.warnings)
+    outcome = merger.apply(result)
+    if outcome.outcome == "rejected":
+        summary.rejected += 1
+        cells = item.cells if item.cells is not None else []
+        rejects.add(Reject(item.number, "", outcome.reason), cells)
+        return
+    setattr(summary, outcome.outcome, getattr(summary, outcome.outcome) + 1)
+    summary.merged += int(outcome.merged)
 
 
-def _reject(summary, rejects, reject: Reject, item, warning_kinds) -> None:
-    summary.rejected += 1
-    rejects.add(reject, item)
-    _note_warnings(summary, reject.row, reject.warnings, warning_kinds, count=False)
-
-
-def _note_warnings(summary, number, warnings, kinds, *, count: bool = True) -> None:
+def _note_warnings(summary: ImportSummary, number: int, warnings) -> None:
     for column, text in warnings:
-        if count:
-            summary.warnings += 1
-        if len(summary.warning_samples) < WARNING_SAMPLES and count:
+        summary.warnings += 1
+        if len(summary.warning_samples) < WARNING_SAMPLES:
             summary.warning_samples.append(
                 {"row": number, "column": column, "warning": text}
             )
-
-
-def _infer_date_orders(records, mapper, header, region, summary) -> dict[str, str]:
-    """Day/month order per date column, from the values that settle it."""
-    votes: dict[str, DateOrderVote] = {}
-    if header is not None:
-        columns = [
-            (index, name)
-            for index, name in enumerate(header)
-            if mapper.role(name)[0] in DATE_FIELDS
-        ]
-        if not columns:
-            return {}
-        for name in {n for _, n in columns}:
-            votes[name] = DateOrderVote()
-        for _, row in records:
-            for index, name in columns:
-                if index < len(row) and row[index]:
-                    votes[name].feed(row[index])
-    else:
-        for _, pairs, _, _ in records:
-            for key, value in pairs or []:
-                if mapper.role(key)[0] in DATE_FIELDS:
-                    votes.setdefault(key, DateOrderVote()).feed(value)
-
-    orders = {}
-    for name, vote in votes.items():
-        order, note = vote.decide(region)
-        orders[name] = order
-        if note:
-            summary.notes.append(f"{name}: {note}; use --date-format to say otherwise")
-    return orders
 
 
 def _jsonl_layout(records):
@@ -431,7 +356,7 @@ class _RejectsFile:
         self._writer = None
         self._temp: str | None = None
 
-    def add(self, reject: Reject, item) -> None:
+    def add(self, reject: Reject, cells: list[str] | None) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, self._temp = tempfile.mkstemp(
@@ -441,11 +366,9 @@ class _RejectsFile:
             self._writer = csv.writer(self._handle)
             extra = list(self.header) if self.header is not None else ["record"]
             self._writer.writerow(["row", "column", "reason", *extra])
-        if self.header is not None:
-            cells = list(item[1])
-        else:
-            cells = [item[2]]
-        self._writer.writerow([reject.row, reject.column, reject.reason, *cells])
+        self._writer.writerow(
+            [reject.row, reject.column, reject.reason, *(cells or [])]
+        )
 
     def commit(self) -> Path:
         if self._handle is not None:

@@ -34,6 +34,11 @@ from cxm_cli.store import dumps, loads
 log = logging.getLogger(__name__)
 
 ON_CONFLICT = ("fill", "overwrite", "skip")
+# A front-desk number can be shared by thousands of contacts; matching and
+# flagging look at the oldest few, which keeps each row's work bounded.
+# Limitation: a phone shared by more contacts than this is only compared with
+# the oldest of them, so a phone-only row may miss its best name match.
+PHONE_MATCH_LIMIT = 20
 _NAME_FIELDS = ("first_name", "last_name")
 
 
@@ -121,7 +126,7 @@ class ContactMerger:
         marks = ",".join("?" * len(phones))
         sql = (
             f"SELECT DISTINCT contact_id FROM contact_phones WHERE phone IN ({marks}) "
-            "ORDER BY contact_id"
+            f"ORDER BY contact_id LIMIT {PHONE_MATCH_LIMIT}"
         )
         return [row[0] for row in self.conn.execute(sql, phones)]
 
@@ -296,7 +301,8 @@ class ContactMerger:
             event_id = event_id or event.id
         if lead.record_key:
             self.conn.execute(
-                "INSERT INTO import_records (record_key, contact_id, batch_id, event_id)"
+                "INSERT INTO import_records"
+                " (record_key, contact_id, batch_id, event_id)"
                 " VALUES (?, ?, ?, ?)",
                 [lead.record_key, contact_id, self.batch_id, event_id],
             )
@@ -499,7 +505,8 @@ class ContactMerger:
                 continue
             if made_here:
                 self.conn.execute(
-                    "INSERT INTO contact_tags (contact_id, tag, created_at) VALUES (?, ?, ?)",
+                    "INSERT INTO contact_tags (contact_id, tag, created_at)"
+                    " VALUES (?, ?, ?)",
                     [contact_id, tag, self.now],
                 )
             else:

@@ -183,7 +183,8 @@ def detect_delimiter(path: Path, encoding: str, override: str | None = None) -> 
             if len(override) == 1:
                 return override
             raise InputError(
-                f"--delimiter {override!r}: use comma, semicolon, tab, pipe or one character"
+                f"--delimiter {override!r}: "
+                "use comma, semicolon, tab, pipe or one character"
             )
         return delimiter
 

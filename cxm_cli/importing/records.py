@@ -135,7 +135,8 @@ class RecordMapper:
             return Reject(
                 number,
                 "",
-                f"malformed line: {len(row)} fields where the header has {len(headers)}",
+                f"malformed line: {len(row)} fields "
+                f"where the header has {len(headers)}",
             )
         roles = self._roles
         cells = [
@@ -348,7 +349,7 @@ class RecordMapper:
 
     def _identifiers(self, lead, raw_emails, raw_phones, labels, region) -> list:
         problems: list[tuple[str, str]] = []
-        for value, header, slot in raw_emails:
+        for value, header, _slot in raw_emails:
             result = normalise_email(value)
             if result.email is None:
                 problems.append((header, result.problem))

@@ -24,6 +24,15 @@ def write_sequence(workspace, name: str, text: str) -> None:
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
 
 
+def midday_zone() -> str:
+    """A fixed-offset zone where it is about noon now (real time), so tests with
+    the system clock never meet quiet hours, whatever time they run."""
+    from datetime import UTC, datetime
+
+    offset = max(-12, min(14, 12 - datetime.now(UTC).hour))
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+
+
 def emit(db, clock, contact_id: int, event_type: str, **data: Any):
     with write_transaction(db):
         return record_event(db, contact_id, event_type, clock=clock, data=data)
