@@ -78,17 +78,35 @@ def root(
     configure_logging(debug=debug, verbose=verbose)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the moment of logging.
+
+    Test runners swap ``sys.stderr`` per invocation; a handler holding the
+    stream it was created with would write to a closed file.
+    """
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(*, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    root_logger = logging.getLogger("cxm_cli")
-    root_logger.setLevel(level)
-    if not any(getattr(h, "_cxm", False) for h in root_logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    package_logger = logging.getLogger("cxm_cli")
+    package_logger.setLevel(level)
+    if not any(isinstance(h, _CurrentStderrHandler) for h in package_logger.handlers):
+        handler = _CurrentStderrHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
-        handler._cxm = True  # type: ignore[attr-defined]
-        root_logger.addHandler(handler)
+        package_logger.addHandler(handler)
 
 
 for module in COMMAND_MODULES:

@@ -345,3 +345,54 @@ def test_cli_dry_run_says_so(cli, flag):
     result = cli("leads", "import", str(SAMPLE), flag, "--rejects", "/dev/null")
     assert result.exit_code == 0
     assert "nothing was changed" in result.stderr
+
+
+def test_worker_process_gives_the_same_result(workspace, db, clock, tmp_path):
+    """Large files are mapped in a second process; the outcome is identical."""
+    in_process = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "a.csv")
+    first = [dict(r) for r in db.query("SELECT * FROM contacts ORDER BY id")]
+    db.execute("DELETE FROM contacts")
+
+    in_worker = run_import(
+        workspace, db, clock, SAMPLE, rejects_path=tmp_path / "b.csv", worker=True
+    )
+    second = [dict(r) for r in db.query("SELECT * FROM contacts ORDER BY id")]
+
+    assert in_worker.counts() == in_process.counts()
+    assert in_worker.warning_samples == in_process.warning_samples
+    strip = ("id", "created_at", "updated_at")
+    assert [{k: v for k, v in c.items() if k not in strip} for c in second] == [
+        {k: v for k, v in c.items() if k not in strip} for c in first
+    ]
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+
+
+def test_suppressed_people_are_never_imported_again(workspace, db, clock, tmp_path):
+    from cxm_cli.contacts import identifier_hash
+
+    db["suppressions"].insert(
+        {
+            "identifier_hash": identifier_hash("maria.lopez@example.com"),
+            "reason": "erased",
+            "created_at": "2026-03-01T00:00:00.000000Z",
+        }
+    )
+    summary = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "r.csv")
+    assert summary.rejected == 4  # two rows of Maria, plus the two without an id
+    assert not list(db.query("SELECT * FROM contacts WHERE display_name LIKE 'Maria%'"))
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8")))
+    assert [r["reason"] for r in rows if r["First Name"].upper() == "MARIA"] == [
+        "suppressed",
+        "suppressed",
+    ]
+
+
+def test_stdin_rejects_are_named_after_the_batch(cli, workspace):
+    result = cli("leads", "import", "-", input=b"Name,Email\nNo Contact,\n")
+    assert result.exit_code == 0
+    assert (workspace.data_dir / "rejects-stdin-batch-1.csv").exists()
+
+
+def test_empty_input_is_a_clear_error(cli):
+    result = cli("leads", "import", "-", input=b"")
+    assert result.exit_code == 1 and "empty file or no header row" in result.stderr

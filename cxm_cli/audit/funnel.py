@@ -16,6 +16,7 @@ stage ("lost", "disqualified", ...) they count as lost.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -191,7 +192,7 @@ class Funnel:
         forward = [stage for stage, kind in order if kind != "lost"]
         kinds = {stage: kind for stage, kind in order}
         position = {stage: i for i, stage in enumerate(forward)}
-        reached = [0] * len(forward)
+        furthest_count = [0] * len(forward)
         stopped: list[list[int]] = [[] for _ in forward]
         entered_lost: dict[str, int] = defaultdict(int)
         stays: dict[str, list[float]] = defaultdict(list)
@@ -201,8 +202,8 @@ class Funnel:
             visited = [stage_key(moves[0][2])] if moves[0][2] else []
             visited += [stage_key(to) for _, _, _, to in moves]
             furthest = max((position.get(s, -1) for s in visited), default=-1)
-            for index in range(furthest + 1):
-                reached[index] += 1
+            if furthest >= 0:
+                furthest_count[furthest] += 1
             won = any(kinds.get(s) == "won" for s in visited)
             lost = kinds.get(visited[-1]) == "lost"
             for stage in {s for s in visited if kinds.get(s) == "lost"}:
@@ -217,6 +218,8 @@ class Funnel:
                 tally.lost += lost
                 tally.customers += customer
 
+        # Everyone whose furthest stage is at or after a stage has reached it.
+        reached = list(itertools.accumulate(reversed(furthest_count)))[::-1]
         stages = []
         for index, stage in enumerate(forward):
             following = reached[index + 1] if index + 1 < len(forward) else None

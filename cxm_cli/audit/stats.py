@@ -56,8 +56,8 @@ def stored_from_epoch(seconds: float) -> str:
 
 
 def epoch(stored: str) -> float:
-    # Stored timestamps end in "Z"; fromisoformat reads the rest directly.
-    return datetime.fromisoformat(stored[:-1] + "+00:00").timestamp()
+    # fromisoformat reads the trailing "Z" itself (Python 3.11+).
+    return datetime.fromisoformat(stored).timestamp()
 
 
 class Breakdown:

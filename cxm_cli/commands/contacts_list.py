@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cxm_cli.commands._common import JSON_OPTION, emit, state, warn
 from cxm_cli.commands.contacts import contacts_app
@@ -44,7 +43,7 @@ def list_command(
     """
     st = state(ctx)
     for problem in segment_config(st.workspace).problems:
-        warn(escape(str(problem)))
+        warn(str(problem))
     rows = list_contacts(
         st.db,
         st.workspace,
@@ -73,7 +72,7 @@ def segments_command(
     st = state(ctx)
     config = segment_config(st.workspace)
     for problem in config.problems:
-        warn(escape(str(problem)))
+        warn(str(problem))
     rows = [
         {
             "segment": name,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cxm_cli.board import build_board, render_board, stale_contacts, values_report
 from cxm_cli.commands._common import (
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 def _warn_about_config(workspace) -> None:
     for problem in pipeline_config(workspace).problems:
-        warn(escape(str(problem)))
+        warn(str(problem))
 
 
 @pipeline_app.command("move")
@@ -203,7 +202,7 @@ def list_pipelines(
         )
         return
     for problem in config.problems:
-        warn(escape(str(problem)))
+        warn(str(problem))
     print_rows(
         stages,
         ["pipeline", "position", "stage", "kind", "stale_after_days"],

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state, warn
 from cxm_cli.errors import InputError
@@ -240,7 +239,7 @@ def platforms(
     emit(rows, as_json=as_json, columns=["key", "name", "kind", "status", "url"])
     say(f"rotation: {rotation}")
     for note in notes:
-        warn(escape(note))
+        warn(note)
 
 
 def _since(text: str | None) -> str | None:

@@ -144,6 +144,7 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             source=options.source,
             tags=list(options.tags),
             file_label=input_file.name,
+            keep_cells=_has_suppressions(db),
         )
         rejects = _RejectsFile(
             options.rejects_path or _rejects_location(workspace, input_file), header
@@ -155,7 +156,17 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             worker=use_worker(input_file.size, options.worker),
         )
         try:
-            _run(db, chunks, summary, rejects, clock, options, input_file.size, layout)
+            with _sequences_read_once(workspace):
+                _run(
+                    db,
+                    chunks,
+                    summary,
+                    rejects,
+                    clock,
+                    options,
+                    input_file.size,
+                    layout,
+                )
         except _DryRunRollback:
             pass
         except BaseException:
@@ -171,6 +182,20 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
         else:
             rejects.discard()
     return summary
+
+
+def _sequences_read_once(workspace):
+    """Sequence files read once for the batch, not once per lead.created hook."""
+    try:
+        from cxm_cli.sequences import pinned_sequences
+    except ImportError:
+        return contextlib.nullcontext()
+    return pinned_sequences(workspace)
+
+
+def _has_suppressions(db) -> bool:
+    row = db.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
+    return row is not None
 
 
 def _header_and_layout(spec: SourceSpec, forced: str | None):
@@ -209,6 +234,7 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
             clock=clock,
         )
         summary.batch_id = batch_id
+        rejects.path = Path(str(rejects.path).replace("{batch}", str(batch_id)))
         merger = ContactMerger(
             db,
             clock,
@@ -330,7 +356,7 @@ def _input_format(input_file, encoding: str, forced: str | None) -> str:
 
 def _rejects_location(workspace, input_file) -> Path:
     if input_file.is_stdin:
-        return workspace.data_dir / "rejects-stdin.csv"
+        return workspace.data_dir / "rejects-stdin-batch-{batch}.csv"
     path = Path(input_file.path)
     beside = path.with_name(f"{path.stem}.rejects.csv")
     writable_bits = path.parent.stat().st_mode & 0o222

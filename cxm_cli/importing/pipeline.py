@@ -94,8 +94,9 @@ def _produce(spec: SourceSpec, settings: MapperSettings, header) -> Iterator[tup
     yield ("notes", notes)
 
     chunk: list[Mapped] = []
+    keep = settings.keep_cells
     for item in records:
-        chunk.append(_map_one(mapper, header, item))
+        chunk.append(_map_one(mapper, header, item, keep))
         if len(chunk) >= CHUNK:
             yield ("chunk", records.position(), chunk)
             chunk = []
@@ -103,13 +104,14 @@ def _produce(spec: SourceSpec, settings: MapperSettings, header) -> Iterator[tup
         yield ("chunk", records.position(), chunk)
 
 
-def _map_one(mapper: RecordMapper, header, item) -> Mapped:
+def _map_one(mapper: RecordMapper, header, item, keep: bool) -> Mapped:
     if header is not None:
         number, row = item
         if is_blank(row):
             return Mapped(number, None)
         result = mapper.map_row(number, header, row)
-        return Mapped(number, result, row if isinstance(result, Reject) else None)
+        keep_row = keep or isinstance(result, Reject)
+        return Mapped(number, result, row if keep_row else None)
 
     number, pairs, raw, problem = item
     if pairs is None:
@@ -117,7 +119,8 @@ def _map_one(mapper: RecordMapper, header, item) -> Mapped:
     if not pairs:
         return Mapped(number, None)
     result = mapper.map_pairs(number, pairs)
-    return Mapped(number, result, [raw] if isinstance(result, Reject) else None)
+    keep_raw = keep or isinstance(result, Reject)
+    return Mapped(number, result, [raw] if keep_raw else None)
 
 
 def infer_date_orders(records, mapper, header, notes: list[str]) -> dict[str, str]:

@@ -97,6 +97,10 @@ class MapperSettings:
     source: str | None
     tags: list[str]
     file_label: str
+    # Keep every record's cells, not only rejected ones: a row may still be
+    # rejected when merged (an erased person's identifiers), and its rejects
+    # line needs them.
+    keep_cells: bool = False
 
 
 class RecordMapper:

@@ -133,7 +133,7 @@ class PhoneResult:
     damaged: bool = False  # scientific notation: data lost, never guessed
 
 
-@functools.lru_cache(maxsize=131_072)
+@functools.lru_cache(maxsize=32_768)
 def normalise_phone(raw: str, region: str) -> PhoneResult:
     """E.164 and extension for a phone as an export wrote it, or the problem."""
     text = raw.strip()
@@ -245,7 +245,7 @@ class EmailResult:
     typo_hint: str | None = None  # "did you mean gmail.com?"
 
 
-@functools.lru_cache(maxsize=131_072)
+@functools.lru_cache(maxsize=32_768)
 def normalise_email(raw: str) -> EmailResult:
     """The lower-cased address, or why the value is not an email."""
     text = raw.strip().strip("<>").strip()
