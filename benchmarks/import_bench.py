@@ -7,8 +7,10 @@ in many formats, a few in scientific notation), then in one run times:
 
 - the raw load: ``sqlite-utils insert fresh.db contacts FILE --csv`` (no
   normalising, no deduplication);
-- ``cxm leads import FILE`` into a fresh workspace (with its shipped sequences,
-  so every new lead is also enrolled).
+- ``cxm leads import FILE`` into a fresh workspace (with its shipped sequences
+  and pipeline rules, so every new lead is also enrolled and staged);
+- for the breakdown, the same import with event hooks switched off (only
+  possible from Python), i.e. the importer's own work.
 
 Peak memory of each child process is measured with
 ``resource.getrusage(RUSAGE_CHILDREN)`` in a wrapper process of its own.
@@ -41,17 +43,86 @@ HEADER = (
     "Address 1 - Country,Address 1 - Extended Address,Website 1 - Label,"
     "Website 1 - Value"
 ).split(",")
-FIRST = ["Maria", "James", "Aisha", "José", "Zoë", "Chloé", "Daniel", "Sofia", "Liam",
-         "Noah", "Emma", "Olivia", "Mateo", "Renée", "Søren", "Mia", "Ava", "Lucas"]
-LAST = ["Lopez", "O'Connor", "Khan", "Álvarez", "Ferrand", "Kim", "Walsh", "Peña",
-        "Müller", "Nakamura", "Rossi", "Dubois", "Novak", "García", "Brooks"]
+FIRST = [
+    "Maria",
+    "James",
+    "Aisha",
+    "José",
+    "Zoë",
+    "Chloé",
+    "Daniel",
+    "Sofia",
+    "Liam",
+    "Noah",
+    "Emma",
+    "Olivia",
+    "Mateo",
+    "Renée",
+    "Søren",
+    "Mia",
+    "Ava",
+    "Lucas",
+]
+LAST = [
+    "Lopez",
+    "O'Connor",
+    "Khan",
+    "Álvarez",
+    "Ferrand",
+    "Kim",
+    "Walsh",
+    "Peña",
+    "Müller",
+    "Nakamura",
+    "Rossi",
+    "Dubois",
+    "Novak",
+    "García",
+    "Brooks",
+]
 # 555 numbers in these area codes pass libphonenumber's checks; 40 codes give
 # 400,000 distinct numbers, so only the intended households share one.
 AREAS = [
-    "201", "202", "203", "205", "206", "207", "208", "209", "210", "212",
-    "213", "214", "215", "216", "217", "218", "219", "224", "225", "228",
-    "229", "231", "234", "239", "240", "248", "251", "252", "253", "254",
-    "256", "260", "262", "267", "269", "270", "276", "281", "301", "302",
+    "201",
+    "202",
+    "203",
+    "205",
+    "206",
+    "207",
+    "208",
+    "209",
+    "210",
+    "212",
+    "213",
+    "214",
+    "215",
+    "216",
+    "217",
+    "218",
+    "219",
+    "224",
+    "225",
+    "228",
+    "229",
+    "231",
+    "234",
+    "239",
+    "240",
+    "248",
+    "251",
+    "252",
+    "253",
+    "254",
+    "256",
+    "260",
+    "262",
+    "267",
+    "269",
+    "270",
+    "276",
+    "281",
+    "301",
+    "302",
 ]
 LABELS = ["* myContacts", "* myContacts ::: Leads", "* myContacts ::: Customers"]
 
@@ -112,14 +183,34 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
                     phone += " ::: " + _phone(rng, serial + 1)
                 row[index["Phone 1 - Value"]] = phone
             if rng.random() < 0.1:
-                row[index["Notes"]] = "Called twice, prefers texts.\nAsk about insurance."
+                row[index["Notes"]] = (
+                    "Called twice, prefers texts.\nAsk about insurance."
+                )
             if rng.random() < 0.2:
-                row[index["Birthday"]] = f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(0, 9)}"
+                year, month, day = (
+                    rng.randrange(50, 99),
+                    rng.randrange(1, 9),
+                    rng.randrange(10, 19),
+                )
+                row[index["Birthday"]] = f"19{year}-0{month}-{day}"
             if rng.random() < 0.1:
                 row[index["Organization Name"]] = f"{last} & Partners, LLC"
             writer.writerow(row)
             if serial % 5000 == 4999:
                 out.write("\r\n")
+
+
+BARE_IMPORT = """
+import sys
+from pathlib import Path
+from cxm_cli.clock import SystemClock
+from cxm_cli.importing import ImportOptions, import_file
+from cxm_cli.workspace import load_workspace
+workspace = load_workspace(Path(sys.argv[1]))
+options = ImportOptions(rejects_path=Path(sys.argv[1]) / "rejects.csv", run_hooks=False)
+import_file(workspace, workspace.open_db(), sys.argv[2], clock=SystemClock(),
+            options=options)
+"""
 
 
 def measure(command: list[str], cwd: Path) -> tuple[float, float]:
@@ -161,23 +252,57 @@ def main() -> None:
         started = time.perf_counter()
         generate(source, args.rows)
         size_mb = source.stat().st_size / 1e6
-        print(f"generated {args.rows:,} rows ({size_mb:.1f} MB) in "
-              f"{time.perf_counter() - started:.1f}s")
+        print(
+            f"generated {args.rows:,} rows ({size_mb:.1f} MB) in "
+            f"{time.perf_counter() - started:.1f}s"
+        )
 
         raw_s, raw_mb = measure(
-            [sqlite_utils, "insert", str(work / "raw.db"), "contacts", str(source), "--csv"],
+            [
+                sqlite_utils,
+                "insert",
+                str(work / "raw.db"),
+                "contacts",
+                str(source),
+                "--csv",
+            ],
             work,
         )
-        subprocess.run([cxm, "init", str(work / "ws")], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [cxm, "init", str(work / "ws")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         cxm_s, cxm_mb = measure(
-            [cxm, "--workspace", str(work / "ws"), "leads", "import", str(source),
-             "--rejects", str(work / "rejects.csv")],
+            [
+                cxm,
+                "--workspace",
+                str(work / "ws"),
+                "leads",
+                "import",
+                str(source),
+                "--rejects",
+                str(work / "rejects.csv"),
+            ],
             work,
+        )
+        # The same import without event hooks (no sequence enrolment, no
+        # pipeline rules): what the importer itself costs, for the breakdown.
+        subprocess.run(
+            [cxm, "init", str(work / "bare")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        bare_s, bare_mb = measure(
+            [sys.executable, "-c", BARE_IMPORT, str(work / "bare"), str(source)], work
         )
         print(f"sqlite-utils insert --csv : {raw_s:7.2f} s  peak {raw_mb:6.1f} MB")
         print(f"cxm leads import          : {cxm_s:7.2f} s  peak {cxm_mb:6.1f} MB")
+        print(f"  of which without hooks  : {bare_s:7.2f} s  peak {bare_mb:6.1f} MB")
         print(f"ratio cxm / raw load      : {cxm_s / raw_s:7.2f}x")
+        print(f"ratio without hooks / raw : {bare_s / raw_s:7.2f}x")
     finally:
         if args.keep:
             print(f"kept {work}")

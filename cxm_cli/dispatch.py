@@ -12,6 +12,7 @@ checks the runner still holds the claim.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -158,6 +159,23 @@ def process_step(
     except NotFound:
         result.outcome = "cancelled"
         return result
+
+    def record(outcome: StepOutcome) -> StepResult:
+        return apply_outcome(
+            workspace,
+            db,
+            clock,
+            row,
+            runner_id,
+            settings,
+            sequence,
+            step,
+            enrollment,
+            outcome,
+            result,
+        )
+
+    early = _EarlyOutcome(record)
     outcome = _run(
         workspace,
         db,
@@ -169,20 +187,36 @@ def process_step(
         step,
         enrollment,
         contact,
+        early,
     )
-    return apply_outcome(
-        workspace,
-        db,
-        clock,
-        row,
-        runner_id,
-        settings,
-        sequence,
-        step,
-        enrollment,
-        outcome,
-        result,
-    )
+    if early.error is not None:
+        raise early.error
+    if early.result is not None:
+        return early.result
+    return record(outcome)
+
+
+class _EarlyOutcome:
+    """A step's outcome recorded inside the transaction that recorded its send.
+
+    A send step hands its outcome over while messaging's ``message.sent``
+    transaction is still open, saving a transaction per step. The outcome is
+    then not recorded again, and an error raised while recording it (which
+    the handler's error handling would take for a failed send) is raised
+    again by :func:`process_step`, as it would be without this shortcut.
+    """
+
+    def __init__(self, record: Callable[[StepOutcome], StepResult]):
+        self._record = record
+        self.result: StepResult | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self, outcome: StepOutcome) -> None:
+        try:
+            self.result = self._record(outcome)
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 def _step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
@@ -196,7 +230,17 @@ def _step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
 
 
 def _run(
-    workspace, db, clock, row, runner_id, settings, sequence, step, enrollment, contact
+    workspace,
+    db,
+    clock,
+    row,
+    runner_id,
+    settings,
+    sequence,
+    step,
+    enrollment,
+    contact,
+    record_outcome,
 ) -> StepOutcome:
     trigger_data = loads(enrollment["trigger_data"], {})
     when = step.spec.get("when")
@@ -236,8 +280,8 @@ def _run(
         if held is not None:
             return held
 
-    if not queue.renew_claim(
-        db, row["id"], runner_id, clock=clock, lease_seconds=settings.step_lease_seconds
+    if not queue.keep_claim(
+        db, row, runner_id, clock=clock, lease_seconds=settings.step_lease_seconds
     ):
         return StepOutcome("lost", detail="claim lost before running")
 
@@ -252,6 +296,7 @@ def _run(
         step=step.spec,
         trigger_data=trigger_data,
         due_step_id=row["id"],
+        record_outcome=record_outcome,
     )
     return run_handler(step, ctx)
 

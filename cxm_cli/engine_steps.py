@@ -127,6 +127,12 @@ def run_send(ctx: StepContext) -> StepOutcome:
     from cxm_cli.messaging import send_message
 
     channel = ctx.step["send"]
+    on_recorded = None
+    if ctx.record_outcome is not None:
+
+        def on_recorded(sent) -> None:
+            ctx.record_outcome(_sent_outcome(ctx, channel, sent))
+
     sent = send_message(
         ctx.workspace,
         ctx.db,
@@ -142,7 +148,12 @@ def run_send(ctx: StepContext) -> StepOutcome:
         automated=True,
         event_data={"sequence": ctx.enrollment.get("sequence")},
         dry_run=ctx.dry_run,
+        on_recorded=on_recorded,
     )
+    return _sent_outcome(ctx, channel, sent)
+
+
+def _sent_outcome(ctx: StepContext, channel: str, sent) -> StepOutcome:
     data: dict[str, Any] = {
         "message_id": sent.message_id,
         "channel": channel,

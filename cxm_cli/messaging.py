@@ -11,6 +11,7 @@ the message failed and is re-raised for the caller to retry or give up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +188,7 @@ def send_message(
     headers: dict[str, str] | None = None,
     event_data: dict[str, Any] | None = None,
     dry_run: bool = False,
+    on_recorded: Callable[[SentMessage], Any] | None = None,
 ) -> SentMessage:
     """Check, render, record, send and log one message to one contact.
 
@@ -194,7 +196,11 @@ def send_message(
     before the provider is called). ``headers`` adds email headers (for
     example In-Reply-To on a reply); ``event_data`` adds keys such as
     ``sequence`` to the ``message.sent`` event. ``dry_run`` renders and checks
-    consent but records and sends nothing.
+    consent but records and sends nothing. ``on_recorded(sent)`` runs inside
+    the transaction that records the send, so the caller's own record of it
+    (the runner finishing its step) commits in the same transaction; it runs
+    in a savepoint, and if it raises, its writes are undone, the send is
+    committed all the same, and the error is raised after.
 
     Raises ConsentRefused, TemplateError, ConfigError (channel misconfigured,
     nothing recorded) or ChannelError (recorded as failed).
@@ -246,10 +252,12 @@ def send_message(
     if channel == "email":
         # Replies quote our Message-ID; keep it even if the relay has its own id.
         provider_id = outbound.headers["Message-ID"]
+    sent = SentMessage(
+        message_id, provider_id, result.status or "sent", channel, address, rendered
+    )
+    caller_failure: BaseException | None = None
     with write_transaction(db):
-        _update_message(
-            db, message_id, status=result.status or "sent", provider_id=provider_id
-        )
+        _update_message(db, message_id, status=sent.status, provider_id=provider_id)
         data = {
             **(event_data or {}),
             "message_id": message_id,
@@ -262,11 +270,19 @@ def send_message(
             db, contact_id, "message.sent", clock=clock, data=data, source=source
         )
         _update_message(db, message_id, event_id=event.id)
+        if on_recorded is not None:
+            try:
+                with write_transaction(db):
+                    on_recorded(sent)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                # The message is out: its record must commit whatever the
+                # caller's part did, or a retry would send it again.
+                caller_failure = exc
 
     log.info("message %s sent to contact %s by %s", message_id, contact_id, channel)
-    return SentMessage(
-        message_id, provider_id, result.status or "sent", channel, address, rendered
-    )
+    if caller_failure is not None:
+        raise caller_failure
+    return sent
 
 
 def drop_voicemail(
@@ -359,25 +375,22 @@ def _record_sending(
                 "while the message was prepared",
                 reason="no_address",
             )
-        message_id = (
-            db["messages"]
-            .insert(
-                {
-                    "contact_id": contact["id"],
-                    "channel": outbound.channel,
-                    "direction": "outbound",
-                    "address": outbound.to,
-                    "subject": outbound.subject,
-                    "body": outbound.body,
-                    "template": rendered.template,
-                    "status": "sending",
-                    "thread_id": thread_id,
-                    "due_step_id": due_step_id,
-                    "at": clocks.now_iso(clock),
-                }
-            )
-            .last_pk
-        )
+        message_id = db.execute(
+            "INSERT INTO messages (contact_id, channel, direction, address, "
+            "subject, body, template, status, thread_id, due_step_id, at) "
+            "VALUES (?, ?, 'outbound', ?, ?, ?, ?, 'sending', ?, ?, ?)",
+            [
+                contact["id"],
+                outbound.channel,
+                outbound.to,
+                outbound.subject,
+                outbound.body,
+                rendered.template,
+                thread_id,
+                due_step_id,
+                clocks.now_iso(clock),
+            ],
+        ).lastrowid
         outbound.idempotency_key = (
             f"step-{due_step_id}"
             if due_step_id is not None
@@ -392,14 +405,16 @@ def _record_sending(
             )
             outbound.headers["Message-ID"] = provider_id
 
+        recorded = (outbound.subject, outbound.body)
         decorate(workspace, db, outbound, contact, message_id)
-        _update_message(
-            db,
-            message_id,
-            subject=outbound.subject,
-            body=outbound.body,
-            provider_id=provider_id,
-        )
+        if provider_id is not None or (outbound.subject, outbound.body) != recorded:
+            _update_message(
+                db,
+                message_id,
+                subject=outbound.subject,
+                body=outbound.body,
+                provider_id=provider_id,
+            )
     return message_id
 
 

@@ -654,18 +654,28 @@ def move_contact(
         entered_at = at or now
         if existing and entered_at < existing["entered_at"]:
             entered_at = existing["entered_at"]
-        db["contact_stages"].upsert(
-            {
-                "contact_id": contact_id,
-                "pipeline": target_pipeline.name,
-                "stage": target.name,
-                "entered_at": entered_at,
-                "value": kept_value,
-                "note": note,
-                "moved_by": by,
-                "updated_at": now,
-            },
-            pk=("contact_id", "pipeline"),
+        # Plain SQL: a rule moves the contact on a first message, inside the
+        # runner's hot path, where sqlite-utils' upsert re-reads the schema.
+        db.execute(
+            """
+            INSERT INTO contact_stages (contact_id, pipeline, stage, entered_at,
+                value, note, moved_by, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (contact_id, pipeline) DO UPDATE SET
+                stage = excluded.stage, entered_at = excluded.entered_at,
+                value = excluded.value, note = excluded.note,
+                moved_by = excluded.moved_by, updated_at = excluded.updated_at
+            """,
+            [
+                contact_id,
+                target_pipeline.name,
+                target.name,
+                entered_at,
+                kept_value,
+                note,
+                by,
+                now,
+            ],
         )
         data: dict[str, Any] = {
             "pipeline": target_pipeline.name,

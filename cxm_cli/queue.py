@@ -118,6 +118,25 @@ def renew_claim(
     return cursor.rowcount == 1
 
 
+def keep_claim(
+    db, row: dict[str, Any], runner_id: str, *, clock, lease_seconds: float = 300
+) -> bool:
+    """Make sure a claim stands, with at least half a lease left, before slow work.
+
+    A claim taken moments ago (the usual case: a batch is claimed, then run)
+    still has most of its lease, so it is only checked, which needs no write
+    transaction; an older one is extended. False when the claim was lost.
+    """
+    lease_until = row.get("lease_until")
+    if lease_until:
+        left = clocks.parse(lease_until) - clock.now()
+        if left.total_seconds() > lease_seconds / 2:
+            return still_claimed(db, row["id"], runner_id)
+    return renew_claim(
+        db, row["id"], runner_id, clock=clock, lease_seconds=lease_seconds
+    )
+
+
 def finish(
     db, step_id: int, runner_id: str, status: str, *, clock, error: str | None = None
 ) -> bool:

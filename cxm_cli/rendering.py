@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -111,13 +113,38 @@ def template_folders(workspace) -> list[tuple[str, Path]]:
 def _template_files(workspace) -> dict[str, tuple[str, Path]]:
     found: dict[str, tuple[str, Path]] = {}
     for source, folder in reversed(template_folders(workspace)):
-        if not folder.is_dir():
-            continue
-        for path in folder.glob(f"*{SUFFIX}"):
-            if path.name.endswith(HTML_SUFFIX) or path.name.startswith("_"):
-                continue
+        for path in _folder_templates(folder):
             found[path.name[: -len(SUFFIX)]] = (source, path)
     return found
+
+
+_LISTINGS: dict[Path, tuple[int, list[Path]]] = {}
+# File systems stamp a folder with a coarse clock, so two changes a few
+# milliseconds apart can leave one mtime: a listing is kept only when the
+# folder had been still for a while before it was read.
+_SETTLED_NS = 2_000_000_000
+
+
+def _folder_templates(folder: Path) -> list[Path]:
+    """The message templates in one folder, re-listed only when it changes."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return []
+    if not stat.S_ISDIR(info.st_mode):
+        return []
+    cached = _LISTINGS.get(folder)
+    if cached is not None and cached[0] == info.st_mtime_ns:
+        return cached[1]
+
+    paths = [
+        path
+        for path in folder.glob(f"*{SUFFIX}")
+        if not (path.name.endswith(HTML_SUFFIX) or path.name.startswith("_"))
+    ]
+    if time.time_ns() - info.st_mtime_ns > _SETTLED_NS:
+        _LISTINGS[folder] = (info.st_mtime_ns, paths)
+    return paths
 
 
 def template_names(workspace) -> set[str]:
@@ -332,10 +359,10 @@ def _unchanged(path: Path, stamp: tuple[int, int] | None) -> bool:
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return info.st_mtime_ns, info.st_size
 
 
 _ENVIRONMENTS: dict[tuple[str, bool], ImmutableSandboxedEnvironment] = {}
@@ -546,7 +573,7 @@ def render_text(
     return _run(
         TEXT_NAME,
         contact,
-        lambda: env.from_string(text).render(context),
+        lambda: _compiled(env, text).render(context),
         context=context,
     ).strip()
 
@@ -555,7 +582,7 @@ _COMPILED: dict[tuple[int, str], jinja2.Template] = {}
 
 
 def _compiled(env, source: str) -> jinja2.Template:
-    """Compile a short template (an email subject) once per environment."""
+    """Compile a short template (a subject, a reply) once per environment."""
     key = (id(env), source)
     compiled = _COMPILED.get(key)
     if compiled is None:

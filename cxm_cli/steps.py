@@ -27,6 +27,10 @@ class StepContext:
     trigger_data: dict[str, Any] = field(default_factory=dict)
     due_step_id: int | None = None
     dry_run: bool = False
+    # Set by the runner: a handler that sends a message may call it with its
+    # outcome inside the transaction recording the send (messaging's
+    # ``on_recorded``), so the message and the step's progress commit together.
+    record_outcome: Callable[[StepOutcome], Any] | None = None
 
 
 @dataclass

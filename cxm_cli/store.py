@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.utils import dedupe_keys
 
 from cxm_cli.schema import MIGRATION_SETS
 
@@ -107,5 +108,18 @@ def loads(text: str | None, default: Any = None) -> Any:
 
 
 def fetch_one(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
-    rows = list(db.query(sql, params))
-    return rows[0] if rows else None
+    """The first row of a SELECT as a dict (column names as keys), or None.
+
+    Runs on the connection directly: sqlite-utils' ``query`` wraps every
+    statement in a savepoint, three statements for one read on the hot paths.
+    """
+    cursor = db.conn.execute(sql, params)
+    try:
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        # Duplicate names are told apart as ``query`` does it: id, id_2.
+        columns = dedupe_keys(column[0] for column in cursor.description)
+    finally:
+        cursor.close()
+    return dict(zip(columns, row, strict=True))

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tomllib
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,9 @@ def init_workspace(
 
 
 _WORKSPACES_BY_DB: dict[str, Workspace] = {}
+# The file behind each open connection: every hook of every event asks, and a
+# connection never changes its main file.
+_DB_FILES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def workspace_of(db) -> Workspace:
@@ -200,8 +204,10 @@ def workspace_of(db) -> Workspace:
     Event hooks receive only the database; sequences, templates and settings
     they need come from the workspace around that file.
     """
-    row = db.execute("PRAGMA database_list").fetchone()
-    db_file = row[2] if row else ""
+    db_file = _DB_FILES.get(db)
+    if db_file is None:
+        row = db.execute("PRAGMA database_list").fetchone()
+        db_file = _DB_FILES[db] = row[2] if row else ""
     if not db_file:
         raise CxmError("this database is not inside a cxm workspace (in memory)")
     cached = _WORKSPACES_BY_DB.get(db_file)

@@ -11,7 +11,11 @@ from cxm_cli.contacts import consent_status
 from cxm_cli.errors import CxmError
 from cxm_cli.events import record_event
 from cxm_cli.importing import ImportOptions, import_file
-from cxm_cli.importing.duplicates import email_alias_key, find_duplicates, merge_contacts
+from cxm_cli.importing.duplicates import (
+    email_alias_key,
+    find_duplicates,
+    merge_contacts,
+)
 
 
 def load(workspace, db, clock, tmp_path: Path, text: str):
@@ -76,13 +80,18 @@ def test_merge_keeps_every_event_identifier_and_opt_out(workspace, db, clock, tm
     assert emails == ["mia@example.com", "mia.novak@example.org"]
     phones = {r[0] for r in db.execute("SELECT phone FROM contact_phones")}
     assert phones == {"+14155550120", "+14155550121"}
-    assert {r[0] for r in db.execute("SELECT tag FROM contact_tags")} == {"vip", "spring"}
+    assert {r[0] for r in db.execute("SELECT tag FROM contact_tags")} == {
+        "vip",
+        "spring",
+    }
     assert consent_status(db, 1, "email") == "opted_out"
     types = [r[0] for r in db.execute("SELECT type FROM events WHERE contact_id = 1")]
     assert "message.received" in types and types[-1] == "contact.merged"
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == events_before + 1
     data = json.loads(
-        db.execute("SELECT data FROM events WHERE type = 'contact.merged'").fetchone()[0]
+        db.execute("SELECT data FROM events WHERE type = 'contact.merged'").fetchone()[
+            0
+        ]
     )
     assert data["merged_contact"] == 2 and data["emails"] == ["mia.novak@example.org"]
     assert find_duplicates(db) == []

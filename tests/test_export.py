@@ -24,7 +24,10 @@ def fill(workspace, db, clock, tmp_path):
         encoding="utf-8",
     )
     import_file(workspace, db, tricky, clock=clock, options=options)
-    for name in ("08b-mailchimp-unsubscribed_members_export.csv", "12-square-customers-export.csv"):
+    for name in (
+        "08b-mailchimp-unsubscribed_members_export.csv",
+        "12-square-customers-export.csv",
+    ):
         if (CORPUS_DIR / name).exists():
             import_file(workspace, db, CORPUS_DIR / name, clock=clock, options=options)
 
@@ -47,7 +50,9 @@ def test_cells_that_would_run_as_formulas_are_guarded(workspace, db, clock, tmp_
     assert spreadsheet_safe("+1312") == "'+1312" and spreadsheet_safe("Ana") == "Ana"
 
 
-def test_export_reimports_into_the_same_workspace_unchanged(workspace, db, clock, tmp_path):
+def test_export_reimports_into_the_same_workspace_unchanged(
+    workspace, db, clock, tmp_path
+):
     fill(workspace, db, clock, tmp_path)
     for format in ("csv", "jsonl"):
         path = tmp_path / f"export.{format}"
@@ -93,10 +98,17 @@ def _comparable(text: str, format: str) -> list[dict]:
 
 def test_cli_export_to_file(cli, tmp_path):
     out = tmp_path / "contacts.jsonl"
-    assert cli("leads", "import", str(SAMPLE), "--rejects", str(tmp_path / "r.csv")).exit_code == 0
+    assert (
+        cli(
+            "leads", "import", str(SAMPLE), "--rejects", str(tmp_path / "r.csv")
+        ).exit_code
+        == 0
+    )
     result = cli("contacts", "export", "--format", "jsonl", "-o", str(out))
     assert result.exit_code == 0 and "exported 22 contacts" in result.stderr
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 22 and json.loads(lines[0])["emails"] == ["maria.lopez@example.com"]
+    assert len(lines) == 22 and json.loads(lines[0])["emails"] == [
+        "maria.lopez@example.com"
+    ]
     bad = cli("contacts", "export", "--format", "xml")
     assert bad.exit_code == 1 and "use csv or jsonl" in bad.stderr

@@ -177,7 +177,8 @@ def test_same_phone_merges_when_one_side_has_no_email(workspace, db, clock, tmp_
 def test_a_better_written_name_improves_a_shouting_one(workspace, db, clock, tmp_path):
     path = write(
         tmp_path / "leads.csv",
-        "Name,Phone\nLI WEI,+1 312 555 0174\nLi Wei,(312) 555-0174\nLI WEI,3125550174\n",
+        "Name,Phone\nLI WEI,+1 312 555 0174\n"
+        "Li Wei,(312) 555-0174\nLI WEI,3125550174\n",
     )
     run_import(workspace, db, clock, path)
     assert [p["display_name"] for p in contacts(db)] == ["Li Wei"]
@@ -349,7 +350,9 @@ def test_cli_dry_run_says_so(cli, flag):
 
 def test_worker_process_gives_the_same_result(workspace, db, clock, tmp_path):
     """Large files are mapped in a second process; the outcome is identical."""
-    in_process = run_import(workspace, db, clock, SAMPLE, rejects_path=tmp_path / "a.csv")
+    in_process = run_import(
+        workspace, db, clock, SAMPLE, rejects_path=tmp_path / "a.csv"
+    )
     first = [dict(r) for r in db.query("SELECT * FROM contacts ORDER BY id")]
     db.execute("DELETE FROM contacts")
 

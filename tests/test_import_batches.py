@@ -28,8 +28,10 @@ def state(db) -> dict:
     tables = {
         "contacts": "SELECT id, display_name, first_name, last_name, company, email,"
         " phone, source, custom FROM contacts ORDER BY id",
-        "emails": "SELECT contact_id, email, is_primary FROM contact_emails ORDER BY id",
-        "phones": "SELECT contact_id, phone, is_primary FROM contact_phones ORDER BY id",
+        "emails": "SELECT contact_id, email, is_primary FROM contact_emails"
+        " ORDER BY id",
+        "phones": "SELECT contact_id, phone, is_primary FROM contact_phones"
+        " ORDER BY id",
         "tags": "SELECT contact_id, tag FROM contact_tags ORDER BY contact_id, tag",
         "consents": "SELECT contact_id, channel, status FROM consents ORDER BY 1, 2",
     }
@@ -38,7 +40,9 @@ def state(db) -> dict:
 
 def run(workspace, db, clock, path, **options):
     options.setdefault("rejects_path", Path(path).with_suffix(".rejects.csv"))
-    return import_file(workspace, db, path, clock=clock, options=ImportOptions(**options))
+    return import_file(
+        workspace, db, path, clock=clock, options=ImportOptions(**options)
+    )
 
 
 def test_undo_removes_created_and_reverts_changed(workspace, db, clock, tmp_path):
@@ -79,7 +83,9 @@ def test_undone_batch_can_be_imported_again(workspace, db, clock, tmp_path):
     assert run(workspace, db, clock, path).created == 1
 
 
-def test_undo_refuses_where_later_activity_depends_on_it(workspace, db, clock, tmp_path):
+def test_undo_refuses_where_later_activity_depends_on_it(
+    workspace, db, clock, tmp_path
+):
     path = write(tmp_path / "a.csv", "Email\nana@example.com\nbo@example.com\n")
     summary = run(workspace, db, clock, path)
     ana = db.execute(
@@ -101,7 +107,10 @@ def test_undo_refuses_where_later_activity_depends_on_it(workspace, db, clock, t
 def test_undo_refuses_a_field_changed_since(workspace, db, clock, tmp_path):
     run(workspace, db, clock, write(tmp_path / "a.csv", "Email\nana@example.com\n"))
     summary = run(
-        workspace, db, clock, write(tmp_path / "b.csv", "Email,Company\nana@example.com,Lima Bakery\n")
+        workspace,
+        db,
+        clock,
+        write(tmp_path / "b.csv", "Email,Company\nana@example.com,Lima Bakery\n"),
     )
     db.execute("UPDATE contacts SET company = 'Changed by hand'")
     with pytest.raises(CxmError, match="company changed since the import"):
@@ -119,7 +128,9 @@ def test_cli_batches_and_undo(cli, tmp_path):
     path = write(tmp_path / "a.csv", "Email\nana@example.com\n")
     assert cli("leads", "import", str(path)).exit_code == 0
     batches = cli("leads", "batches", "--json").json()
-    assert [(b["id"], b["created"], b["status"]) for b in batches] == [(1, 1, "complete")]
+    assert [(b["id"], b["created"], b["status"]) for b in batches] == [
+        (1, 1, "complete")
+    ]
     result = cli("leads", "undo", "1", "--json")
     assert result.exit_code == 0 and result.json()["removed_contacts"] == 1
     again = cli("leads", "undo", "1")
@@ -169,6 +180,9 @@ def test_killed_import_leaves_the_workspace_unchanged(workspace, tmp_path):
 
     db = workspace.open_db()
     assert state(db) == before
-    assert db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == batches_before
+    assert (
+        db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0]
+        == batches_before
+    )
     assert not (tmp_path / "big.rejects.csv").exists()
     db.close()

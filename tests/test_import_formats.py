@@ -72,13 +72,18 @@ def load(workspace, db, clock, tmp_path):
     def run(name: str, **options):
         options.setdefault("rejects_path", tmp_path / "rejects.csv")
         summary = import_file(
-            workspace, db, FIXTURES / name, clock=clock, options=ImportOptions(**options)
+            workspace,
+            db,
+            FIXTURES / name,
+            clock=clock,
+            options=ImportOptions(**options),
         )
         rejects = []
         if summary.rejects_path:
             with open(summary.rejects_path, encoding="utf-8") as handle:
                 rejects = [
-                    (int(r["row"]), r["column"], r["reason"]) for r in csv.DictReader(handle)
+                    (int(r["row"]), r["column"], r["reason"])
+                    for r in csv.DictReader(handle)
                 ]
         return summary, rejects
 
@@ -88,7 +93,9 @@ def load(workspace, db, clock, tmp_path):
 def events(db, type_: str) -> list[dict]:
     return [
         {**row, "data": json.loads(row["data"])}
-        for row in db.query("SELECT * FROM events WHERE type = ? ORDER BY at, id", [type_])
+        for row in db.query(
+            "SELECT * FROM events WHERE type = ? ORDER BY at, id", [type_]
+        )
     ]
 
 
@@ -124,8 +131,10 @@ def test_google_legacy_utf16(load, db):
     assert db.execute("SELECT phone FROM contacts WHERE id = 2").fetchone()[0] == (
         "+13125550142"
     )
-    assert [json.loads(e["data"])["row"] for e in db.query(
-        "SELECT data FROM events WHERE type = 'contact.merged'")] == [3]
+    assert [
+        json.loads(e["data"])["row"]
+        for e in db.query("SELECT data FROM events WHERE type = 'contact.merged'")
+    ] == [3]
     assert rejects == [(4, "", "no email or phone")]
 
 
@@ -163,7 +172,9 @@ def test_outlook_com_shared_phone_different_emails_stays_two(load, db):
             ["sven.berg@example.org"],
             [("+14155550147", None, "mobile", 1), ("+14155550146", None, "fax", 0)],
         ),
-        person("Sven Berg", ["sven@example.net"], [("+14155550147", None, "mobile", 1)]),
+        person(
+            "Sven Berg", ["sven@example.net"], [("+14155550147", None, "mobile", 1)]
+        ),
     ]
     assert flagged(db) == ["shared phone, different emails"]
 
@@ -179,7 +190,9 @@ def test_mailchimp_subscribed_and_cleaned(load, db):
             ["Blog", "VIP"],
             {"email": "opted_in"},
         ),
-        person("Sam Reed", ["sam.reed@example.com"], [], ["Blog"], {"email": "opted_in"}),
+        person(
+            "Sam Reed", ["sam.reed@example.com"], [], ["Blog"], {"email": "opted_in"}
+        ),
     ]
     assert custom_of(db, "olivia.hart@example.co.uk")["birthday"] == "--04-17"
     assert any("scientific notation" in w["warning"] for w in summary.warning_samples)
@@ -195,7 +208,9 @@ def test_hubspot(load, db):
     summary, rejects = load("hubspot.csv")
     assert summary.format == "hubspot"
     assert snapshot(db) == [
-        person("Nina Park", ["nina.park@example.com"], [("+16175550150", None, None, 1)]),
+        person(
+            "Nina Park", ["nina.park@example.com"], [("+16175550150", None, None, 1)]
+        ),
         person(
             "Omar Haddad", ["omar.haddad@example.org"], [("+16175550151", "9", None, 1)]
         ),
@@ -227,12 +242,21 @@ def test_meta_lead_ads(load, db):
     summary, rejects = load("meta-lead-ads.csv")
     assert summary.format == "meta-lead-ads"
     assert snapshot(db) == [
-        person("Ama Owusu", ["ama.owusu@example.com"], [("+13125550153", None, None, 1)])
+        person(
+            "Ama Owusu", ["ama.owusu@example.com"], [("+13125550153", None, None, 1)]
+        )
     ]
     forms = events(db, "form.submitted")
-    assert [f["data"]["when_is_best_to_call?"] for f in forms] == ["mornings", "evenings"]
-    assert forms[0]["data"]["platform"] == "ig" and forms[0]["data"]["campaign_id"] == "13"
-    assert custom_of(db, "ama.owusu@example.com") == {"when_is_best_to_call?": "mornings"}
+    assert [f["data"]["when_is_best_to_call?"] for f in forms] == [
+        "mornings",
+        "evenings",
+    ]
+    assert (
+        forms[0]["data"]["platform"] == "ig" and forms[0]["data"]["campaign_id"] == "13"
+    )
+    assert custom_of(db, "ama.owusu@example.com") == {
+        "when_is_best_to_call?": "mornings"
+    }
     assert rejects == [
         (2, "when_is_best_to_call?", "test lead from the Lead Ads testing tool")
     ]
@@ -250,7 +274,9 @@ def test_square(load, db):
         ),
         # A +tag is a different address: a second contact, listed as a duplicate.
         person(
-            "Lena Vogel", ["lena.vogel+offers@example.com"], consent={"email": "opted_in"}
+            "Lena Vogel",
+            ["lena.vogel+offers@example.com"],
+            consent={"email": "opted_in"},
         ),
     ]
     assert custom_of(db, "lena.vogel@example.com")["Lifetime Spend"] == 1050.0
@@ -304,9 +330,9 @@ def test_calendly_bookings_become_events(load, db):
         ("Free consultation", "2024-03-12T14:00:00.000000Z"),  # 10:00 New York
         ("Follow-up", "2024-04-02T13:00:00.000000Z"),
     ]
-    assert [c["data"]["appointment_id"] for c in events(db, "appointment.cancelled")] == [
-        "inv-002"
-    ]
+    assert [
+        c["data"]["appointment_id"] for c in events(db, "appointment.cancelled")
+    ] == ["inv-002"]
     assert custom_of(db, "hugo.lambert@example.com") == {
         "What would you like to discuss?": "Whitening"
     }
@@ -316,7 +342,11 @@ def test_acuity(load, db):
     summary, _ = load("acuity.csv")
     assert summary.format == "acuity"
     assert snapshot(db) == [
-        person("Freya Hall", ["freya.hall@example.co.uk"], [("+442079460303", None, None, 1)])
+        person(
+            "Freya Hall",
+            ["freya.hall@example.co.uk"],
+            [("+442079460303", None, None, 1)],
+        )
     ]
     booked = events(db, "appointment.booked")
     assert [(b["data"]["service"], b["data"]["starts_at"]) for b in booked] == [
@@ -329,7 +359,9 @@ def test_typeform_partial_response_is_a_contact_without_a_submission(load, db):
     summary, _ = load("typeform.csv")
     assert summary.format == "typeform"
     assert snapshot(db) == [
-        person("Kenji Mori", ["kenji.mori@example.com"], [("+14155550157", None, None, 1)]),
+        person(
+            "Kenji Mori", ["kenji.mori@example.com"], [("+14155550157", None, None, 1)]
+        ),
         person("Lara", ["lara@example.org"]),
     ]
     forms = events(db, "form.submitted")
@@ -341,7 +373,9 @@ def test_google_forms(load, db):
     summary, rejects = load("google-forms.csv")
     assert summary.format == "google-forms"
     assert snapshot(db) == [
-        person("Wes Turner", ["wes.turner@example.com"], [("+17735550158", None, None, 1)])
+        person(
+            "Wes Turner", ["wes.turner@example.com"], [("+17735550158", None, None, 1)]
+        )
     ]
     forms = events(db, "form.submitted")
     assert forms[0]["at"] == "2024-03-05T15:14:27.000000Z"  # 9:14 AM GMT-6
@@ -384,12 +418,20 @@ def test_excel_semicolon_windows_1252_with_region(load, db):
     summary, _ = load("excel-semicolon-cp1252.csv", region="DE")
     assert (summary.encoding, summary.delimiter) == ("cp1252", "semicolon")
     assert snapshot(db) == [
-        person("Jürgen Müller", ["juergen.mueller@example.de"], [("+4930901820", None, None, 1)]),
-        person("Käthe Schröder", ["kaethe@example.de"], [("+4930901821", None, None, 1)]),
+        person(
+            "Jürgen Müller",
+            ["juergen.mueller@example.de"],
+            [("+4930901820", None, None, 1)],
+        ),
+        person(
+            "Käthe Schröder", ["kaethe@example.de"], [("+4930901821", None, None, 1)]
+        ),
         person("Uwe Groß", [], [("+4930901822", None, None, 1)]),
     ]
     assert custom_of(db, "juergen.mueller@example.de")["birthday"] == "1980-12-31"
-    uwe = json.loads(db.execute("SELECT custom FROM contacts WHERE id = 3").fetchone()[0])
+    uwe = json.loads(
+        db.execute("SELECT custom FROM contacts WHERE id = 3").fetchone()[0]
+    )
     assert uwe["Geburtsdatum"] == "30.02.1990"  # impossible: kept and flagged
     assert uwe["import_flags"] == ["Geburtsdatum: 30.02.1990 is not a real date"]
 
@@ -482,7 +524,9 @@ def test_json_lines(load, db):
 
 @pytest.mark.parametrize(
     "name",
-    sorted(p.name for p in FIXTURES.iterdir() if p.suffix in (".csv", ".vcf", ".jsonl")),
+    sorted(
+        p.name for p in FIXTURES.iterdir() if p.suffix in (".csv", ".vcf", ".jsonl")
+    ),
 )
 def test_every_fixture_reimports_unchanged(load, db, name):
     options = {"region": "DE"} if "semicolon" in name else {}

@@ -115,8 +115,17 @@ _local = st.text(
     alphabet=st.sampled_from(list("abcXYZ019._+-'!#")), min_size=1, max_size=12
 )
 _domain = st.sampled_from(
-    ["example.com", "Example.ORG", "mail.example.net", "a-b.example.co.uk", "x.test",
-     "localhost", "bad_domain.com", "-bad.com", "examplecom"]
+    [
+        "example.com",
+        "Example.ORG",
+        "mail.example.net",
+        "a-b.example.co.uk",
+        "x.test",
+        "localhost",
+        "bad_domain.com",
+        "-bad.com",
+        "examplecom",
+    ]
 )
 
 

@@ -298,6 +298,10 @@ def import_activity(
     """
     summary = ActivitySummary()
     region = (region or workspace.phone_region).upper()
+    # Limitation: every row of every file is held in memory, to be replayed in
+    # time order; files of several million rows need that much memory.
+    # Limitation: nothing remembers which rows were imported, so importing the
+    # same file twice into one workspace records its activity twice.
     rows: list[ActivityRow] = []
     for number, (kind, path) in enumerate(files):
         if kind not in KINDS:
@@ -578,7 +582,8 @@ def _read_appointment(values, orders, zone, region) -> list[ActivityRow]:
         )
     ]
     if status != "booked":
-        # The export says how it ended, not when that was noted: at the start.
+        # Limitation: the export says how it ended, not when that was noted, so
+        # the outcome (a cancellation too) is dated at the start.
         rows.append(
             ActivityRow(
                 start,

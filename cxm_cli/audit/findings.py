@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cxm_cli.audit.fmt import duration, pct, plural
+from cxm_cli.audit.fmt import duration, number, pct, plural
 
 # How much one affected person weighs, per kind of finding.
 WEIGHTS = {
@@ -28,6 +28,8 @@ WEIGHTS = {
     "reminders_missing": 0.5,
 }
 MAX_PER_MEASURE = 2
+# The lead journey and a pipeline often leak at the same place: one is enough.
+MAX_FOR = {"funnel": 1}
 MIN_GROUP = 3  # a source or channel with fewer leads says nothing yet
 
 
@@ -53,7 +55,8 @@ def rank_findings(
     chosen: list[dict[str, Any]] = []
     per_measure: dict[str, int] = defaultdict(int)
     for finding in candidates:
-        if per_measure[finding["measure"]] >= MAX_PER_MEASURE:
+        limit = MAX_FOR.get(finding["measure"], MAX_PER_MEASURE)
+        if per_measure[finding["measure"]] >= limit:
             continue
         per_measure[finding["measure"]] += 1
         chosen.append(finding)
@@ -102,7 +105,9 @@ def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
         title = f"{pct(group['over_1_hour_share'])} of {who} waited over an hour"
         if group["never"]:
             never = group["never"]
-            title += f"; {never} {'was' if never == 1 else 'were'} never answered"
+            title += (
+                f"; {number(never)} {'was' if never == 1 else 'were'} never answered"
+            )
         found.append(
             _finding(
                 "slow_leads",
@@ -172,7 +177,8 @@ def _funnel_leaks(funnel: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         title = (
             f'Most people stop at "{leak["stage"]}" ({pipeline["pipeline"]}): '
-            f"{leak['stopped']} of {leak['reached']} who got there went no further"
+            f"{number(leak['stopped'])} of {number(leak['reached'])} who got "
+            "there went no further"
         )
         found.append(
             _finding(
@@ -195,7 +201,7 @@ def _no_shows(appointments: dict[str, Any]) -> list[dict[str, Any]]:
     if overall["no_show"] < 2 or rate < 0.1:
         return []
     unreminded = sum(1 for row in appointments["no_shows"] if not row["reminded"])
-    title = f"{pct(rate)} of appointments were no-shows ({overall['no_show']})"
+    title = f"{pct(rate)} of appointments were no-shows ({number(overall['no_show'])})"
     if unreminded:
         title += f"; {unreminded} of them had no reminder"
     ids = [row["contact_id"] for row in appointments["no_shows"]]
@@ -221,7 +227,7 @@ def _reminders(appointments: dict[str, Any], hours: int) -> list[dict[str, Any]]
     missing = overall["due"] - overall["reminded"]
     title = (
         f"Only {pct(coverage)} of appointments had a reminder in the {hours} hours "
-        f"before; {missing} went without"
+        f"before; {number(missing)} went without"
     )
     ids = [row["contact_id"] for row in appointments["not_reminded"]]
     return [
@@ -244,7 +250,10 @@ def _reviews(reviews: dict[str, Any]) -> list[dict[str, Any]]:
     if len(rows) < MIN_GROUP or not jobs or len(rows) / jobs < 0.3:
         return []
     what = "finished jobs" if overall["jobs_from"] == "appointments" else "payments"
-    title = f"{len(rows)} of {jobs} {what} were never followed by a review request"
+    title = (
+        f"{number(len(rows))} of {number(jobs)} {what} were never followed by a "
+        "review request"
+    )
     return [
         _finding(
             "jobs_not_asked_for_review",
@@ -263,7 +272,8 @@ def _lapsed(retention: dict[str, Any], lapsed_days: int) -> list[dict[str, Any]]
     if overall["lapsed_customers"] < MIN_GROUP:
         return []
     title = (
-        f"{overall['lapsed_customers']} customers ({pct(overall['lapsed_share'])}) "
+        f"{number(overall['lapsed_customers'])} customers "
+        f"({pct(overall['lapsed_share'])}) "
         f"have not been back in over {lapsed_days} days"
     )
     return [
@@ -293,7 +303,8 @@ def _sources_not_converting(
         source = group["source"]
         ids = [row["contact_id"] for row in speed["leads"] if row["source"] == source]
         title = (
-            f"{source} brought {group['leads']} leads in the period and none became "
+            f"{source} brought {number(group['leads'])} leads in the period and none "
+            "became "
             "customers"
         )
         found.append(

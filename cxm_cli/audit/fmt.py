@@ -38,4 +38,4 @@ def number(value) -> str:
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
-    return f"{count} {word if count == 1 else (many or word + 's')}"
+    return f"{number(count)} {word if count == 1 else (many or word + 's')}"

@@ -22,7 +22,7 @@ from typing import Any
 
 from cxm_cli.audit.history import ContactHistory
 from cxm_cli.audit.options import AuditOptions
-from cxm_cli.audit.stats import Breakdown, median, seconds_between, share
+from cxm_cli.audit.stats import Breakdown, epoch, median, share
 
 LOST_NAMES = {
     "lost",
@@ -79,13 +79,12 @@ def journey_moves(history: ContactHistory) -> list[tuple[str, str, str | None, s
     response to it, a booking, a completed appointment (served), a payment.
     """
     start = history.first_inbound_at
-    touches = history.touches_since(start)
+    touches, response = history.lead_follow_up()
     found = [(start, 0, "lead")]
     if touches:
         found.append((touches[0], 1, "contacted"))
-        response = history.response_after(touches[0])
-        if response:
-            found.append((response, 2, "responded"))
+    if response:
+        found.append((response, 2, "responded"))
     milestones = (
         (3, "booked", [at for at in history.bookings if at >= start]),
         (
@@ -144,6 +143,8 @@ class Funnel:
             for stages in self.configured.values()
             for stage, _ in stages
         }
+        self.folded: dict[tuple, tuple] = {}  # (pipeline, from, to) as keys
+        self.stages_seen: dict[str, set[str]] = {}
         # pipeline -> [(contact_id, source, channel, customer, moves)]
         self.paths: dict[str, list[tuple]] = defaultdict(list)
 
@@ -160,11 +161,14 @@ class Funnel:
             )
         if not history.stage_moves:
             return
-        by_pipeline: dict[str, list] = defaultdict(list)
-        for move in history.stage_moves:
-            by_pipeline[stage_key(move[1])].append(move)
-            self.names.setdefault(stage_key(move[1]), move[1])
-            self.stage_labels.setdefault(stage_key(move[3]), move[3])
+        # Moves keep stage keys (folded once here), not the names as written.
+        by_pipeline: dict[str, list] = {}
+        folded = self.folded
+        for at, pipeline, before, after in history.stage_moves:
+            keys = folded.get((pipeline, before, after))
+            if keys is None:
+                keys = self._fold(pipeline, before, after)
+            by_pipeline.setdefault(keys[0], []).append((at, *keys))
         customer = history.became_customer()
         for pipeline, moves in by_pipeline.items():
             if self.options.in_period(moves[0][0]):
@@ -177,6 +181,15 @@ class Funnel:
                         moves,
                     )
                 )
+
+    def _fold(self, pipeline: str, before, after: str) -> tuple:
+        key, after_key = stage_key(pipeline), stage_key(after)
+        self.names.setdefault(key, pipeline)
+        self.stage_labels.setdefault(after_key, after)
+        self.stages_seen.setdefault(key, set()).add(after_key)
+        keys = (key, stage_key(before) if before else None, after_key)
+        self.folded[(pipeline, before, after)] = keys
+        return keys
 
     def result(self) -> dict[str, Any]:
         self.names[JOURNEY] = JOURNEY
@@ -199,8 +212,8 @@ class Funnel:
         groups = Breakdown(FunnelTally)
 
         for contact_id, source, channel, customer, moves in paths:
-            visited = [stage_key(moves[0][2])] if moves[0][2] else []
-            visited += [stage_key(to) for _, _, _, to in moves]
+            visited = [moves[0][2]] if moves[0][2] else []
+            visited += [to for _, _, _, to in moves]
             furthest = max((position.get(s, -1) for s in visited), default=-1)
             if furthest >= 0:
                 furthest_count[furthest] += 1
@@ -210,8 +223,10 @@ class Funnel:
                 entered_lost[stage] += 1
             if furthest >= 0 and not customer and not won:
                 stopped[furthest].append(contact_id)
-            for here, after in zip(moves, moves[1:], strict=False):
-                stays[stage_key(here[3])].append(seconds_between(here[0], after[0]))
+            if len(moves) > 1:
+                times = [epoch(move[0]) for move in moves]
+                for index in range(len(moves) - 1):
+                    stays[moves[index][3]].append(times[index + 1] - times[index])
             for tally in groups.parts(source, channel):
                 tally.entered += 1
                 tally.won += won
@@ -276,18 +291,17 @@ class Funnel:
             (stage_key(name), kind) for name, kind in self.configured.get(key, [])
         ]
         known = {stage for stage, _ in configured}
+        if key == JOURNEY or not self.stages_seen.get(key, set()) - known:
+            return configured
         depth: dict[str, list[int]] = defaultdict(list)
         for *_, moves in paths:
             seen: list[str] = []
-            for _, _, _, to in moves:
-                stage = stage_key(to)
+            for _, _, _, stage in moves:
                 if stage not in seen:
-                    depth[stage].append(len(seen))
+                    if stage not in known:
+                        depth[stage].append(len(seen))
                     seen.append(stage)
-        unknown = sorted(
-            (stage for stage in depth if stage not in known),
-            key=lambda s: (sum(depth[s]) / len(depth[s]), s),
-        )
+        unknown = sorted(depth, key=lambda s: (sum(depth[s]) / len(depth[s]), s))
         derived = [(stage, _kind_from_name(stage)) for stage in unknown]
         return configured + derived
 

@@ -15,11 +15,15 @@ those and never query per contact. Memory holds one contact at a time.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
+from pathlib import Path
 
 from cxm_cli import clock as clocks
 from cxm_cli.audit.stats import epoch
@@ -44,12 +48,12 @@ EVENT_FIELDS: dict[str, tuple[str | None, str | None, str | None]] = {
     "appointment.completed": ("appointment_id", "starts_at", None),
     "appointment.no_show": ("appointment_id", "starts_at", None),
     "appointment.cancelled": ("appointment_id", "starts_at", None),
-    "invoice.paid": ("amount", "invoice_id", None),
-    "invoice.refunded": ("amount", "invoice_id", None),
+    "invoice.paid": ("amount", None, None),
+    "invoice.refunded": ("amount", None, None),
     "review.requested": ("request_id", "channel", None),
     "review.rated": ("request_id", "rating", None),
     "feedback.received": ("request_id", "rating", None),
-    "review.received": ("request_id", "rating", "platform"),
+    "review.received": ("request_id", "rating", None),
     "opted_out": ("channel", None, None),
 }
 
@@ -95,6 +99,7 @@ class ContactHistory:
         default_factory=list
     )  # (at, request_id, type, rating)
     visits: list[str] = field(default_factory=list)  # see _visits
+    _follow_up: tuple[list[str], str | None] | None = None
 
     @property
     def bookings(self) -> list[str]:
@@ -103,15 +108,23 @@ class ContactHistory:
     def became_customer(self) -> bool:
         return bool(self.visits)
 
-    def touches_since(self, start: str) -> list[str]:
-        """Times of outbound messages from ``start`` on."""
-        return [at for at, _ in self.outbound if at >= start]
+    def lead_follow_up(self) -> tuple[list[str], str | None]:
+        """Touches from the first inbound moment on, and the person's response.
 
-    def response_after(self, moment: str) -> str | None:
-        """The person's first inbound message or booking after ``moment``."""
-        candidates = [at for at, _ in self.inbound if at > moment]
-        candidates += [at for at in self.bookings if at > moment]
-        return min(candidates) if candidates else None
+        The response is their first inbound message or booking after the first
+        touch. Several measures ask; it is worked out once.
+        """
+        if self._follow_up is None:
+            start = self.first_inbound_at
+            touches = [at for at, _ in self.outbound if at >= start] if start else []
+            response = None
+            if touches:
+                first = touches[0]
+                candidates = [at for at, _ in self.inbound if at > first]
+                candidates += [at for at in self.bookings if at > first]
+                response = min(candidates) if candidates else None
+            self._follow_up = (touches, response)
+        return self._follow_up
 
 
 def _slot_sql(slot: int) -> str:
@@ -130,6 +143,8 @@ _LEAD_TYPES = ", ".join(f"'{kind}'" for kind in INBOUND_LEAD_TYPES)
 # The "+" in front of columns keeps SQLite from walking an index in
 # (contact_id, at) order: that reads table rows in random order, while a scan
 # plus an in-memory sort reads them sequentially and is about twice as fast.
+# Limitation: messages are read from ``messages`` only; a ``message.sent`` or
+# ``message.received`` event recorded without its row is not seen.
 MESSAGES_SQL = f"""
     SELECT contact_id, at, direction, channel
     FROM messages
@@ -163,9 +178,47 @@ def read_histories(db, *, as_of: str) -> Iterator[ContactHistory]:
     }
     params = {"as_of": as_of}
     by_contact = itemgetter(0)
-    messages = itertools.groupby(db.conn.execute(MESSAGES_SQL, params), by_contact)
-    events = itertools.groupby(db.conn.execute(EVENTS_SQL, params), by_contact)
+    with _second_reader(db) as other:
+        # SQLite sorts each query before its first row; on a second connection
+        # in a thread (the GIL is released while SQLite works) both sorts run
+        # at once.
+        if other is db.conn:
+            message_rows = db.conn.execute(MESSAGES_SQL, params)
+            event_rows = db.conn.execute(EVENTS_SQL, params)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(other.execute, EVENTS_SQL, params)
+                message_rows = db.conn.execute(MESSAGES_SQL, params)
+                event_rows = pending.result()
+        yield from _walk(
+            itertools.groupby(message_rows, by_contact),
+            itertools.groupby(event_rows, by_contact),
+            contact_sources,
+            as_of,
+        )
 
+
+@contextlib.contextmanager
+def _second_reader(db) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the same file, or the same one in memory."""
+    # Limitation: the two connections read two snapshots taken a moment apart;
+    # a write committed in between shows in one query and not the other.
+    row = db.conn.execute("PRAGMA database_list").fetchone()
+    path = row[2] if row else ""
+    if not path:
+        yield db.conn
+        return
+    conn = sqlite3.connect(
+        f"{Path(path).as_uri()}?mode=ro", uri=True, check_same_thread=False
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _walk(messages, events, contact_sources, as_of) -> Iterator[ContactHistory]:
+    """Step through both grouped streams together, one contact at a time."""
     count = 0
     message_group = next(messages, None)
     event_group = next(events, None)

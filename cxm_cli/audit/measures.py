@@ -174,6 +174,8 @@ class Unanswered:
         last_at, channel = history.inbound[-1]
         if history.outbound and history.outbound[-1][0] >= last_at:
             return
+        # Limitation: a closing "thanks!" from the person leaves the conversation
+        # counted as waiting, as nothing tells it from a question.
         if history.last_opt_out_at and history.last_opt_out_at >= last_at:
             return
         if not self.options.in_period(last_at):
@@ -266,8 +268,7 @@ class FollowUpDepth:
         start = history.first_inbound_at
         if not self.options.in_period(start):
             return
-        touches = history.touches_since(start)
-        response = history.response_after(touches[0]) if touches else None
+        touches, response = history.lead_follow_up()
         count = sum(1 for at in touches if at < response) if response else len(touches)
 
         for tally in self.groups.parts(history.source, history.channel):
@@ -375,6 +376,8 @@ class Appointments:
 
     def _reminder(self, history: ContactHistory, appointment) -> str | None:
         """The channel of the last reminder before the start, or None."""
+        # Limitation: any outbound message in the window counts, whatever it
+        # said; a chat about something else looks like a reminder.
         start = appointment.start
         lower = _hours_before(start, self.options.reminder_hours)
         if appointment.booked_at and appointment.booked_at < start:

@@ -63,7 +63,9 @@ def zone_named(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"business.timezone: unknown time zone {name!r}") from exc
+        raise ConfigError(
+            f"unknown time zone {name!r}", hint="use an IANA name like America/Chicago"
+        ) from exc
 
 
 def make_options(

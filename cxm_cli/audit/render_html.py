@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 
 from cxm_cli.audit.charts import bar_chart_svg
-from cxm_cli.audit.fmt import duration, pct
+from cxm_cli.audit.fmt import duration, number, pct
 from cxm_cli.audit.views import finding_people, period_label, sections
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "audit"
@@ -29,6 +29,7 @@ def render_html(audit: dict[str, Any]) -> str:
     )
     environment.filters["pct"] = pct
     environment.filters["duration"] = duration
+    environment.filters["number"] = number
     template = environment.get_template(TEMPLATE_NAME)
     return template.render(
         audit=audit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cxm_cli.audit.charts import text_bars
+from cxm_cli.audit.fmt import number
 from cxm_cli.audit.views import Chart, Table, finding_people, period_label, sections
 
 
@@ -14,7 +15,8 @@ def render_markdown(audit: dict[str, Any]) -> str:
     lines = [
         f"# Customer experience audit: {business}",
         "",
-        f"Period: {period_label(audit)}. Generated {report['generated_at'][:16]} UTC "
+        f"Period: {period_label(audit)}. Generated "
+        f"{report['generated_at'][:16].replace('T', ' ')} UTC "
         f"from {_source_label(report['source'])}.",
         "",
         "## What to fix first",
@@ -26,7 +28,8 @@ def render_markdown(audit: dict[str, Any]) -> str:
         lines += [
             f"{finding['rank']}. **{_inline(finding['title'])}.** "
             f"{_inline(finding['action'])}",
-            f"   People ({finding['affected']}): {_inline(finding_people(finding))}",
+            f"   People ({number(finding['affected'])}): "
+            f"{_inline(finding_people(finding))}",
         ]
     lines.append("")
 

@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from cxm_cli.audit.charts import text_bars
+from cxm_cli.audit.fmt import number
 from cxm_cli.audit.views import Chart, Table, finding_people, period_label, sections
 
 
@@ -32,7 +33,8 @@ def print_audit(audit: dict[str, Any], console: Console) -> None:
         console.print(Text(f"   {finding['action']}"))
         console.print(
             Text(
-                f"   People ({finding['affected']}): {finding_people(finding, 8)}",
+                f"   People ({number(finding['affected'])}): "
+                f"{finding_people(finding, 8)}",
                 style="dim",
             )
         )

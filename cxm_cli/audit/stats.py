@@ -76,7 +76,7 @@ class Breakdown:
         return found
 
     def for_channel(self, channel: str | None) -> Any:
-        channel = channel or "none"
+        channel = channel or "unknown"
         found = self.by_channel.get(channel)
         if found is None:
             found = self.by_channel[channel] = self.factory()

@@ -65,7 +65,7 @@ def finding_people(finding: dict[str, Any], limit: int = 12) -> str:
     names = [person["name"] for person in finding["contacts"][:limit]]
     more = len(finding["contacts"]) - len(names)
     text = ", ".join(names)
-    return f"{text} and {more} more" if more > 0 else text
+    return f"{text} and {number(more)} more" if more > 0 else text
 
 
 def sections(audit: dict[str, Any]) -> list[Section]:

@@ -82,13 +82,23 @@ class OutboxChannel:
         folder = self.workspace.outbox_dir / (
             str(contact_id) if contact_id is not None else NO_CONTACT_FOLDER
         )
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{_stamp()}-{token}.{suffix}"
         temporary = folder / f".{path.name}.tmp"
-        with open(temporary, "wb") as handle:
+        # No fsync: the message row (address, subject, body), committed before
+        # this call, is the durable record and the file a copy of it. The
+        # database runs with synchronous = NORMAL, durable across a killed
+        # process but not a power cut; the file gets that same durability from
+        # the page cache, where an fsync per message cost more than the rest of
+        # the send.
+        try:
+            handle = open(temporary, "wb")
+        except FileNotFoundError:
+            # The contact's first message (or its folder erased): make it once
+            # here rather than asking the file system on every send.
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(temporary, "wb")
+        with handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(temporary, path)
         return path
 

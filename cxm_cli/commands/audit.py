@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _files(help_text: str):
-    return typer.Option(help=help_text, show_default=False)
+    return typer.Option(help=help_text, show_default=False, metavar="FILE")
 
 
 def audit(

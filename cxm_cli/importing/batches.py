@@ -204,6 +204,10 @@ def _blockers(db, changes: list[dict], last_event: int) -> list[dict]:
     return blocked
 
 
+# Limitation: on a contact that existed before the batch, undo reverts what the
+# import wrote (fields, identifiers, tags, its own events) but not what event
+# hooks did in reaction (a pipeline stage moved by a form.submitted rule, a
+# sequence enrolment); those stay, as do opt-outs the batch recorded.
 def _revert(
     db, change: dict, first_event: int, last_event: int, *, clock, batch_id
 ) -> None:

@@ -107,6 +107,9 @@ def _record(db, contact: dict) -> dict:
     }
 
 
+# Limitation: consent is exported as its current status only (not when or
+# where it was given) and an email's bouncing status is not exported, so a
+# round trip into a new workspace dates opt-outs to the import.
 def export_contacts(
     db, out: TextIO, *, format: str = "csv", tag: str | None = None
 ) -> int:

@@ -410,6 +410,8 @@ LAYOUTS: list[Layout] = [
                 "NOTES": ("notes", None),
             }
         ),
+        # Limitation: Mailchimp writes times without an offset; they are read
+        # as UTC, which is what its exports are believed to use.
         naive_zone="UTC",
         note="unsubscribed file: every row opted out of email; cleaned: bouncing",
     ),
@@ -592,6 +594,8 @@ LAYOUTS: list[Layout] = [
                 "Invitee accepted marketing emails": ("email_opt_in", None),
                 "Text Reminder Number": ("phone", "mobile"),
                 "Event Type Name": ("service", None),
+                # Limitation: Calendly's export does not say which zone its times are in
+                # (unverified); they are read in the invitee's time zone.
                 "Start Date & Time": ("starts_at", None),
                 "Event Created Date & Time": ("created", None),
                 "Canceled": ("cancelled", None),

@@ -4,6 +4,11 @@ The batch is atomic: every row is applied inside one write transaction
 (event hooks included), so an interrupted import (Ctrl-C, kill -9, a crash)
 leaves the workspace as it was. The rejects file is written next to the
 input under a temporary name and only renamed into place after the commit.
+
+Limitation: the transaction holds the workspace's write lock for the whole
+import, so a runner or web form that writes meanwhile waits (up to the 30 s
+busy timeout, then fails and retries later); very large imports are best run
+when nothing else is sending.
 """
 
 from __future__ import annotations

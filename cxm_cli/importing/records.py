@@ -413,6 +413,9 @@ class RecordMapper:
             at = _stored(dates["optin_time"], zone) if "optin_time" in dates else None
             lead.consent["email"] = ("opted_in", at)
 
+    # Limitation: a lead's created_time comes from the first record that
+    # created it; a later record of the same person with an earlier submission
+    # time gets its own event but does not move the lead.created time back.
     def _events(self, lead, event, dates, external_id, cells, record_fields) -> None:
         layout = self.settings.layout
         if layout.event is None:

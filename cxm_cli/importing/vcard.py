@@ -18,6 +18,8 @@ _LINE = re.compile(
     r"^(?:(?P<group>[A-Za-z0-9-]+)\.)?(?P<name>[A-Za-z0-9-]+)(?P<params>;[^:]*)?:(?P<value>.*)$"
 )
 _APPLE_LABEL = re.compile(r"^_\$!<(.*)>!\$_$")
+# Limitation: photos, logos, sounds and keys are not imported (cxm has no
+# place for binary data); every other property is kept.
 _SKIPPED = {
     "BEGIN",
     "END",

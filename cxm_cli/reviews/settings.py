@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from cxm_cli.errors import ConfigError
@@ -35,7 +36,20 @@ class ReviewSettings:
 
     @classmethod
     def of(cls, workspace) -> ReviewSettings:
+        """The checked settings; every event asks, so unchanged ones are reused."""
         section = workspace.setting("reviews", {}) or {}
+        cached = _PARSED.get(id(workspace.config))
+        # Compared by value, so a section edited in place is read again.
+        if cached is not None and cached[0] == section:
+            return cached[1]
+        settings = cls.parse(section)
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[id(workspace.config)] = (copy.deepcopy(section), settings)
+        return settings
+
+    @classmethod
+    def parse(cls, section) -> ReviewSettings:
         if not isinstance(section, dict):
             raise ConfigError("cxm.toml: [reviews] must be a table")
         defaults = cls()
@@ -97,3 +111,6 @@ class ReviewSettings:
             low_score_template=text("low_score_template")
             or defaults.low_score_template,
         )
+
+
+_PARSED: dict[int, tuple[dict, ReviewSettings]] = {}
