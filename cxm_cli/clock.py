@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 class SystemClock:
     def now(self) -> datetime:
@@ -45,7 +43,9 @@ def iso(moment: datetime) -> str:
     """Render an aware datetime as the stored UTC text form."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: cxm stores aware times only")
-    return moment.astimezone(UTC).strftime(_FORMAT)
+    # isoformat, not strftime: the same fixed-width text at a third of the
+    # cost, and a runner step stores a dozen timestamps.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse(text: str) -> datetime:

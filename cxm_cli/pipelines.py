@@ -624,79 +624,113 @@ def move_contact(
     if value is not None:
         value = _deal_value(value)
 
-    now = clocks.now_iso(clock)
     with write_transaction(db):
         existing = current_stage(db, contact_id, target_pipeline.name)
-        from_stage = existing["stage"] if existing else None
-        kept_value = value if value is not None else (existing or {}).get("value")
-
-        if from_stage == target.name:
-            changes: dict[str, Any] = {}
-            if value is not None:
-                changes["value"] = value
-            if note is not None:
-                changes["note"] = note
-            if changes:
-                changes["updated_at"] = now
-                db["contact_stages"].update((contact_id, target_pipeline.name), changes)
-            return Move(
-                contact_id,
-                target_pipeline.name,
-                from_stage,
-                target.name,
-                False,
-                kept_value,
-                by,
-                reason,
-                existing["entered_at"],
-            )
-
-        entered_at = at or now
-        if existing and entered_at < existing["entered_at"]:
-            entered_at = existing["entered_at"]
-        # Plain SQL: a rule moves the contact on a first message, inside the
-        # runner's hot path, where sqlite-utils' upsert re-reads the schema.
-        db.execute(
-            """
-            INSERT INTO contact_stages (contact_id, pipeline, stage, entered_at,
-                value, note, moved_by, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (contact_id, pipeline) DO UPDATE SET
-                stage = excluded.stage, entered_at = excluded.entered_at,
-                value = excluded.value, note = excluded.note,
-                moved_by = excluded.moved_by, updated_at = excluded.updated_at
-            """,
-            [
-                contact_id,
-                target_pipeline.name,
-                target.name,
-                entered_at,
-                kept_value,
-                note,
-                by,
-                now,
-            ],
-        )
-        data: dict[str, Any] = {
-            "pipeline": target_pipeline.name,
-            "from": from_stage,
-            "to": target.name,
-            "by": by,
-            "reason": reason,
-        }
-        if kept_value is not None:
-            data["value"] = kept_value
-        if note:
-            data["note"] = note
-        event = record_event(
+        return place_contact(
             db,
+            clock,
             contact_id,
-            "stage.changed",
-            clock=clock,
-            data=data,
-            at=entered_at,
-            source=by.split(":", 1)[0],
+            target_pipeline,
+            target,
+            existing,
+            value=value,
+            note=note,
+            by=by,
+            reason=reason,
+            at=at,
         )
+
+
+def place_contact(
+    db,
+    clock,
+    contact_id: int,
+    target_pipeline: Pipeline,
+    target: Stage,
+    existing: dict[str, Any] | None,
+    *,
+    value: float | None = None,
+    note: str | None = None,
+    by: str = "cli",
+    reason: str | None = None,
+    at: str | None = None,
+) -> Move:
+    """The move itself, for a caller that read ``existing`` (the contact's row
+    in ``contact_stages``, or None) in the write transaction it still holds.
+
+    Automatic rules use it to decide and move on one read of the stage.
+    """
+    now = clocks.now_iso(clock)
+    from_stage = existing["stage"] if existing else None
+    kept_value = value if value is not None else (existing or {}).get("value")
+
+    if from_stage == target.name:
+        changes: dict[str, Any] = {}
+        if value is not None:
+            changes["value"] = value
+        if note is not None:
+            changes["note"] = note
+        if changes:
+            changes["updated_at"] = now
+            db["contact_stages"].update((contact_id, target_pipeline.name), changes)
+        return Move(
+            contact_id,
+            target_pipeline.name,
+            from_stage,
+            target.name,
+            False,
+            kept_value,
+            by,
+            reason,
+            existing["entered_at"],
+        )
+
+    entered_at = at or now
+    if existing and entered_at < existing["entered_at"]:
+        entered_at = existing["entered_at"]
+    # Plain SQL: a rule moves the contact on a first message, inside the
+    # runner's hot path, where sqlite-utils' upsert re-reads the schema.
+    db.execute(
+        """
+        INSERT INTO contact_stages (contact_id, pipeline, stage, entered_at,
+            value, note, moved_by, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (contact_id, pipeline) DO UPDATE SET
+            stage = excluded.stage, entered_at = excluded.entered_at,
+            value = excluded.value, note = excluded.note,
+            moved_by = excluded.moved_by, updated_at = excluded.updated_at
+        """,
+        [
+            contact_id,
+            target_pipeline.name,
+            target.name,
+            entered_at,
+            kept_value,
+            note,
+            by,
+            now,
+        ],
+    )
+    data: dict[str, Any] = {
+        "pipeline": target_pipeline.name,
+        "from": from_stage,
+        "to": target.name,
+        "by": by,
+        "reason": reason,
+    }
+    if kept_value is not None:
+        data["value"] = kept_value
+    if note:
+        data["note"] = note
+    event = record_event(
+        db,
+        contact_id,
+        "stage.changed",
+        clock=clock,
+        data=data,
+        at=entered_at,
+        source=by.split(":", 1)[0],
+    )
 
     log.info(
         "contact %s moved in %s to %s by %s",

@@ -185,19 +185,19 @@ def cancel_live(db, enrollment_id: int, *, clock, reason: str) -> list[dict[str,
     A step a runner is sending right now is cancelled too: the runner's finish
     then fails and it records nothing more.
     """
-    with write_transaction(db):
-        cursor = db.execute(
-            """
-            UPDATE due_steps
-            SET status = 'cancelled', finished_at = ?, last_error = ?,
-                lease_until = NULL
-            WHERE enrollment_id = ? AND status IN ('pending', 'claimed')
-            RETURNING id, sequence, step_index, step_label, kind
-            """,
-            [clocks.now_iso(clock), reason, enrollment_id],
-        )
-        columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    # One statement is atomic on its own: no transaction of its own needed.
+    cursor = db.execute(
+        """
+        UPDATE due_steps
+        SET status = 'cancelled', finished_at = ?, last_error = ?,
+            lease_until = NULL
+        WHERE enrollment_id = ? AND status IN ('pending', 'claimed')
+        RETURNING id, sequence, step_index, step_label, kind
+        """,
+        [clocks.now_iso(clock), reason, enrollment_id],
+    )
+    columns = [column[0] for column in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def backoff_delay(

@@ -27,6 +27,7 @@ reads as false.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import stat
 import time
@@ -111,37 +112,48 @@ def template_folders(workspace) -> list[tuple[str, Path]]:
 
 
 def _template_files(workspace) -> dict[str, tuple[str, Path]]:
+    """Template name -> (source, file), the workspace's own winning (shared)."""
+    folders = template_folders(workspace)
+    listings = tuple(_folder_templates(folder) for _, folder in folders)
+    cached = _MERGED.get(str(workspace.root))
+    # The listings are cached objects while their folders are unchanged.
+    if cached is not None and all(map(operator.is_, cached[0], listings)):
+        return cached[1]
+
     found: dict[str, tuple[str, Path]] = {}
-    for source, folder in reversed(template_folders(workspace)):
-        for path in _folder_templates(folder):
+    for (source, _), paths in reversed(list(zip(folders, listings, strict=True))):
+        for path in paths:
             found[path.name[: -len(SUFFIX)]] = (source, path)
+    _MERGED[str(workspace.root)] = (listings, found)
     return found
 
 
-_LISTINGS: dict[Path, tuple[int, list[Path]]] = {}
+_MERGED: dict[str, tuple[tuple, dict[str, tuple[str, Path]]]] = {}
+_LISTINGS: dict[Path, tuple[int, tuple[Path, ...]]] = {}
+_NO_FILES: tuple[Path, ...] = ()
 # File systems stamp a folder with a coarse clock, so two changes a few
 # milliseconds apart can leave one mtime: a listing is kept only when the
 # folder had been still for a while before it was read.
 _SETTLED_NS = 2_000_000_000
 
 
-def _folder_templates(folder: Path) -> list[Path]:
+def _folder_templates(folder: Path) -> tuple[Path, ...]:
     """The message templates in one folder, re-listed only when it changes."""
     try:
         info = os.stat(folder)
     except OSError:
-        return []
+        return _NO_FILES
     if not stat.S_ISDIR(info.st_mode):
-        return []
+        return _NO_FILES
     cached = _LISTINGS.get(folder)
     if cached is not None and cached[0] == info.st_mtime_ns:
         return cached[1]
 
-    paths = [
+    paths = tuple(
         path
         for path in folder.glob(f"*{SUFFIX}")
         if not (path.name.endswith(HTML_SUFFIX) or path.name.startswith("_"))
-    ]
+    )
     if time.time_ns() - info.st_mtime_ns > _SETTLED_NS:
         _LISTINGS[folder] = (info.st_mtime_ns, paths)
     return paths

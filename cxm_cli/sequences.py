@@ -162,7 +162,9 @@ def pinned_sequences(workspace) -> Iterator[SequenceSet]:
     """
     previous = getattr(_PINNED, "sets", None)
     current = load_sequences(workspace)
-    _PINNED.sets = {str(workspace.sequences_dir): current}
+    # Keyed by the workspace root: its text is computed once per Path, while
+    # every event's hooks ask again.
+    _PINNED.sets = {str(workspace.root): current}
     try:
         yield current
     finally:
@@ -171,10 +173,10 @@ def pinned_sequences(workspace) -> Iterator[SequenceSet]:
 
 def load_sequences(workspace) -> SequenceSet:
     """Every sequence of the workspace with every problem found (cached)."""
-    folder = workspace.sequences_dir
     pinned = getattr(_PINNED, "sets", None)
-    if pinned and str(folder) in pinned:
-        return pinned[str(folder)]
+    if pinned and str(workspace.root) in pinned:
+        return pinned[str(workspace.root)]
+    folder = workspace.sequences_dir
     signature = _signature(workspace)
     cached = _CACHE.get(str(folder))
     if cached is not None and cached[0] == signature:

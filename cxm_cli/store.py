@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,16 +73,18 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
     """
     conn = db.conn
     if conn.in_transaction:
-        name = f"cxm_{secrets.token_hex(8)}"
-        conn.execute(f"SAVEPOINT {name}")
+        # One name for every level: savepoints nest strictly here, and SQLite
+        # releases or rolls back the most recent one of a name, so the same
+        # three statements serve every level (and stay in the statement cache).
+        conn.execute("SAVEPOINT cxm_nested")
         try:
             yield db
         except BaseException:
             if conn.in_transaction:
-                conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                conn.execute(f"RELEASE SAVEPOINT {name}")
+                conn.execute("ROLLBACK TO SAVEPOINT cxm_nested")
+                conn.execute("RELEASE SAVEPOINT cxm_nested")
             raise
-        conn.execute(f"RELEASE SAVEPOINT {name}")
+        conn.execute("RELEASE SAVEPOINT cxm_nested")
         return
 
     conn.execute("BEGIN IMMEDIATE")
@@ -113,7 +114,7 @@ def fetch_one(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
     Runs on the connection directly: sqlite-utils' ``query`` wraps every
     statement in a savepoint, three statements for one read on the hot paths.
     """
-    cursor = db.conn.execute(sql, params)
+    cursor = db.conn.execute(sql, () if params is None else params)
     try:
         row = cursor.fetchone()
         if row is None:

@@ -24,8 +24,8 @@ from cxm_cli.pipelines import (
     Pipeline,
     TransitionRule,
     current_stage,
-    move_contact,
     pipeline_config,
+    place_contact,
 )
 from cxm_cli.store import write_transaction
 
@@ -111,21 +111,24 @@ def apply_rule(
     contact_id: int,
     at: str | None,
 ) -> Move | None:
-    existing = current_stage(db, contact_id, pipeline.name)
-    from_stage = existing["stage"] if existing else None
-    if not may_move(pipeline, rule, from_stage):
-        return None
-    move = move_contact(
-        db,
-        workspace,
-        clock,
-        contact_id,
-        rule.to,
-        pipeline=pipeline.name,
-        by=rule.label,
-        reason=rule.describe(),
-        at=at,
-    )
+    # The stage is read once, in the move's own transaction, for both the
+    # decision and the move.
+    with write_transaction(db):
+        existing = current_stage(db, contact_id, pipeline.name)
+        from_stage = existing["stage"] if existing else None
+        if not may_move(pipeline, rule, from_stage):
+            return None
+        move = place_contact(
+            db,
+            clock,
+            contact_id,
+            pipeline,
+            pipeline.stage(rule.to),
+            existing,
+            by=rule.label,
+            reason=rule.describe(),
+            at=at,
+        )
     return move if move.changed else None
 
 

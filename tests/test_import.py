@@ -399,3 +399,13 @@ def test_stdin_rejects_are_named_after_the_batch(cli, workspace):
 def test_empty_input_is_a_clear_error(cli):
     result = cli("leads", "import", "-", input=b"")
     assert result.exit_code == 1 and "empty file or no header row" in result.stderr
+
+
+def test_repeated_and_blank_headers_keep_every_value(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        "Email,Note,Note,\nana@example.com,first,second,third\n",
+    )
+    run_import(workspace, db, clock, path)
+    custom = json.loads(contacts(db)[0]["custom"])
+    assert custom == {"notes": "first\nsecond", "column 4": "third"}

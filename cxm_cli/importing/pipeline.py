@@ -128,8 +128,8 @@ def infer_date_orders(records, mapper, header, notes: list[str]) -> dict[str, st
     votes: dict[str, DateOrderVote] = {}
     if header is not None:
         columns = [
-            (index, name)
-            for index, name in enumerate(header)
+            (index, key)
+            for index, (name, key) in enumerate(zip(header, mapper.keys, strict=True))
             if mapper.role(name)[0] in DATE_FIELDS
         ]
         if not columns:

@@ -110,6 +110,7 @@ class RecordMapper:
         self.settings = settings
         self._headers: object = None
         self._roles: list[Role] = []
+        self._keys: list[str] = []
         self._role_cache: dict[str, Role] = {}
         self.has_unsubscribe = False
         self.has_clean = False
@@ -118,11 +119,17 @@ class RecordMapper:
     def prepare(self, headers: list[str]) -> None:
         """Fix the roles for a header row (CSV) so each record reuses them."""
         self._headers = headers
+        self._keys = _unique_keys(headers)
         self._roles = [self.role(h) for h in headers]
         fields_present = {role[0] for role in self._roles}
         self.has_unsubscribe = "unsub_time" in fields_present
         self.has_clean = "clean_time" in fields_present
         self.has_optin = "optin_time" in fields_present
+
+    @property
+    def keys(self) -> list[str]:
+        """The prepared header's names as used for custom fields and dates."""
+        return self._keys
 
     def role(self, header: str) -> Role:
         cached = self._role_cache.get(header)
@@ -142,9 +149,9 @@ class RecordMapper:
                 f"malformed line: {len(row)} fields "
                 f"where the header has {len(headers)}",
             )
-        roles = self._roles
+        roles, keys = self._roles, self._keys
         cells = [
-            (headers[index], roles[index], value)
+            (keys[index], roles[index], value)
             for index, value in enumerate(row[: len(headers)])
             if value and not value.isspace()
         ]
@@ -484,6 +491,19 @@ def _split_multi(value: str, *, emails: bool) -> list[str]:
         elif part:
             out.append(part)
     return out
+
+
+def _unique_keys(headers: list[str]) -> list[str]:
+    """Header names as custom-field keys: blanks named, repeats numbered."""
+    keys: list[str] = []
+    seen: set[str] = set()
+    for index, header in enumerate(headers, 1):
+        key = header or f"column {index}"
+        if key in seen:
+            key = f"{key} ({index})"
+        seen.add(key)
+        keys.append(key)
+    return keys
 
 
 def _json_object(value: str) -> dict:

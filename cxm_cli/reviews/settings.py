@@ -50,6 +50,7 @@ class ReviewSettings:
 
     @classmethod
     def parse(cls, section) -> ReviewSettings:
+        """Check a ``[reviews]`` table; ConfigError names the bad key."""
         if not isinstance(section, dict):
             raise ConfigError("cxm.toml: [reviews] must be a table")
         defaults = cls()
