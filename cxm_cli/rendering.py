@@ -31,7 +31,7 @@ import operator
 import os
 import stat
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -202,19 +202,22 @@ def list_templates(workspace) -> list[TemplateInfo]:
     return infos
 
 
-_PARSED: dict[Path, tuple[tuple[int, int] | None, MessageTemplate]] = {}
+_PARSED: dict[Path, tuple[tuple, MessageTemplate]] = {}
 
 
 def _parse_template_file(name: str, source: str, path: Path) -> MessageTemplate:
-    """Parse a template file, reusing the last parse while the file is unchanged."""
-    stamp = _file_stamp(path)
+    """Parse a template file, reusing the last parse while the file is unchanged.
+
+    The parse is shared between callers, who only read it.
+    """
+    # The HTML part may appear or go without the main file changing.
+    has_html = path.with_name(name + HTML_SUFFIX).is_file()
+    stamp = (_file_stamp(path), has_html)
     cached = _PARSED.get(path)
-    if cached is None or cached[0] != stamp or stamp is None:
+    if cached is None or cached[0] != stamp or stamp[0] is None:
         cached = (stamp, _read_template_file(name, source, path))
         _PARSED[path] = cached
-    # The HTML part may appear or go without the main file changing.
-    html_path = path.with_name(name + HTML_SUFFIX)
-    return replace(cached[1], html_path=html_path if html_path.is_file() else None)
+    return cached[1]
 
 
 def _read_template_file(name: str, source: str, path: Path) -> MessageTemplate:

@@ -162,7 +162,7 @@ def test_sigterm_lets_the_current_step_finish_and_hands_back_the_rest(
         stderr=subprocess.PIPE,
         text=True,
     )
-    first = process.stdout.readline()
+    first = _first_line(process)
     assert first.startswith("sent\t")
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
@@ -184,6 +184,21 @@ def test_sigterm_lets_the_current_step_finish_and_hands_back_the_rest(
     assert statuses["done"] == 1 + len(stdout.splitlines())
     assert lease == 0 and unfinished == 0
     assert os.path.isdir(busy_workspace.outbox_dir)
+
+
+def _first_line(process) -> str:
+    """The first line of stdout, read byte by byte from the pipe.
+
+    ``communicate()`` reads the pipe itself: lines a buffered ``readline()``
+    had already pulled in would be missing from what it returns.
+    """
+    data = b""
+    while not data.endswith(b"\n"):
+        byte = os.read(process.stdout.fileno(), 1)
+        if not byte:
+            break
+        data += byte
+    return data.decode("utf-8")
 
 
 def test_run_serve_takes_a_web_form_and_sends_without_waiting(workspace):
