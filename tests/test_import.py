@@ -6,8 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
-
 from cxm_cli.importing import ImportOptions, import_file
 from tests.conftest import REPO_DIR
 
@@ -341,11 +339,13 @@ def test_cli_formats_lists_layouts(cli):
     assert {"google", "meta-lead-ads", "outlook", "mailchimp", "vcard"} <= names
 
 
-@pytest.mark.parametrize("flag", ["--dry-run"])
-def test_cli_dry_run_says_so(cli, flag):
-    result = cli("leads", "import", str(SAMPLE), flag, "--rejects", "/dev/null")
+def test_cli_dry_run_says_so_and_writes_no_rejects(cli, tmp_path):
+    rejects = tmp_path / "rejects.csv"
+    result = cli("leads", "import", str(SAMPLE), "--dry-run", "--rejects", str(rejects))
     assert result.exit_code == 0
     assert "nothing was changed" in result.stderr
+    assert "2 rows would be rejected" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "ws"]
 
 
 def test_worker_process_gives_the_same_result(workspace, db, clock, tmp_path):
