@@ -98,7 +98,9 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 def configure_logging(*, debug: bool, verbose: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    # Commands tell people what happened themselves; log records are for
+    # operators who ask for them with --verbose or --debug.
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR
     package_logger = logging.getLogger("cxm_cli")
     package_logger.setLevel(level)
     if not any(isinstance(h, _CurrentStderrHandler) for h in package_logger.handlers):

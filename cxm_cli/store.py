@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.utils import dedupe_keys
 
+from cxm_cli.errors import CxmError
 from cxm_cli.schema import MIGRATION_SETS
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,15 @@ def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Dat
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db = sqlite_utils.Database(conn)
-    if db.journal_mode != "wal":
-        db.enable_wal()
+    try:
+        if db.journal_mode != "wal":
+            db.enable_wal()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise CxmError(
+            f"{path}: not a readable cxm database ({exc})",
+            hint="restore it from a backup, or move it aside to start afresh",
+        ) from exc
     db.execute("PRAGMA foreign_keys = ON")
     # NORMAL is durable across application crashes in WAL mode; only a power
     # loss can drop the last commits, which the claim/lease design tolerates.

@@ -15,6 +15,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -113,10 +114,62 @@ def load_workspace(root: Path) -> Workspace:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
 
+    check_core_settings(config, config_path)
+
     env_path = root / ".env"
     env = {k: v for k, v in dotenv_values(env_path).items() if v is not None}
     log.debug("loaded workspace %s (%d .env values)", root, len(env))
     return Workspace(root=root.resolve(), config=config, env=env)
+
+
+def check_core_settings(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse settings every command depends on when they cannot work.
+
+    A wrong time zone or quiet-hours window would otherwise surface only when
+    the runner tries to send, after steps were already claimed.
+    """
+    import phonenumbers
+
+    from cxm_cli.waits import parse_time_of_day
+
+    def problem(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(
+            f"{config_path}: {key} = {value!r} is not valid",
+            hint=f"expected {expected}",
+        )
+
+    business = config.get("business", {}) or {}
+    zone = business.get("timezone", "UTC")
+    try:
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise problem(
+            "business.timezone", zone, "an IANA zone such as America/Chicago"
+        ) from exc
+
+    region = str(business.get("phone_region", "US")).upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise problem("business.phone_region", region, "a two-letter region such as US")
+
+    quiet_hours = config.get("quiet_hours", {}) or {}
+    for key in ("start", "end"):
+        value = quiet_hours.get(key)
+        try:
+            if value is not None:
+                parse_time_of_day(value)
+        except ValueError as exc:
+            raise problem(
+                f"quiet_hours.{key}", value, 'a 24-hour time such as "08:00"'
+            ) from exc
+
+    for section in ("caps", "rate_limits"):
+        for key, value in (config.get(section, {}) or {}).items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < 0
+            ):
+                raise problem(f"{section}.{key}", value, "a number, 0 or more")
 
 
 def find_workspace(explicit: Path | str | None = None) -> Workspace:
@@ -141,6 +194,13 @@ def find_workspace(explicit: Path | str | None = None) -> Workspace:
         f"no cxm workspace in {here} or its parents",
         hint=f"run `cxm init` here, pass --workspace DIR, or set {ENV_VARIABLE}",
     )
+
+
+def business_name_from_folder(folder: Path) -> str:
+    """``~/clients/bright-smile`` -> "Bright Smile": a better default than none."""
+    stem = Path(folder).expanduser().resolve().name
+    words = stem.replace("-", " ").replace("_", " ").split()
+    return " ".join(word.capitalize() for word in words) or "Our business"
 
 
 @dataclass

@@ -45,3 +45,51 @@ def test_database_is_wal_with_foreign_keys(db):
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     names = {row["name"] for row in db.query("SELECT name FROM _sqlite_migrations")}
     assert "0001_contacts_and_events" in names
+
+
+def rewrite_setting(workspace, old: str, new: str) -> None:
+    text = workspace.config_path.read_text()
+    assert old in text
+    workspace.config_path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('timezone = "America/Chicago"', 'timezone = "Mars/Olympus"', "timezone"),
+        ('phone_region = "US"', 'phone_region = "ZZ"', "phone_region"),
+        ('start = "08:00"', 'start = "8am"', "quiet_hours.start"),
+        ("sms_per_day = 1", 'sms_per_day = "one"', "caps.sms_per_day"),
+    ],
+)
+def test_broken_core_settings_are_refused_when_the_workspace_loads(
+    workspace, cli, old, new, key
+):
+    rewrite_setting(workspace, old, new)
+
+    result = cli("status")
+
+    assert result.exit_code == 1
+    assert key in result.stderr
+    assert "cxm.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_database_file_is_one_clear_error(workspace, cli):
+    workspace.db_path.write_bytes(b"this is not a database\n" * 100)
+    for suffix in ("-wal", "-shm"):
+        workspace.db_path.with_name("cxm.db" + suffix).unlink(missing_ok=True)
+
+    result = cli("status")
+
+    assert result.exit_code == 1
+    assert "not a readable cxm database" in result.stderr
+
+
+def test_init_names_the_business_after_its_folder(cli, tmp_path: Path):
+    target = tmp_path / "bright-smile_dental"
+
+    result = cli("init", str(target))
+
+    assert result.exit_code == 0, result.stderr
+    assert 'name = "Bright Smile Dental"' in (target / "cxm.toml").read_text()

@@ -103,7 +103,8 @@ def print_rows(
 
     out = sys.stdout
     if title:
-        out.write(f"# {title}\n")
+        # Piped output stays pure tab-separated data; the title is for people.
+        say(title)
     out.write("\t".join(headers) + "\n")
     for row in rows:
         out.write(

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from cxm_cli.commands._common import JSON_OPTION, emit, say
-from cxm_cli.workspace import init_workspace
+from cxm_cli.workspace import business_name_from_folder, init_workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,10 @@ def register(app: typer.Typer) -> None:
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create.")] = Path("."),
-    name: Annotated[str, typer.Option(help="Business name.")] = "Our business",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Business name (default: from the folder's name)."),
+    ] = None,
     timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "America/Chicago",
     region: Annotated[str, typer.Option(help="Default phone region.")] = "US",
     as_json: Annotated[bool, JSON_OPTION] = False,
@@ -24,12 +27,15 @@ def init(
 
     Example: cxm init ~/clients/bright-smile --name "Bright Smile Dental"
     """
+    business_name = name or business_name_from_folder(directory)
     result = init_workspace(
-        directory, business_name=name, timezone=timezone, phone_region=region
+        directory, business_name=business_name, timezone=timezone, phone_region=region
     )
     if as_json:
         emit({"workspace": str(result.root), "created": result.created}, as_json=True)
         return
-    say(f"created workspace {result.root}")
+    say(f"created workspace {result.root} for {business_name!r}")
+    if name is None:
+        say("  (business name taken from the folder; change it in cxm.toml)")
     for item in result.created:
         say(f"  {item}")

@@ -64,7 +64,7 @@ def validate_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] =
             )
         if result.problems:
             say(
-                f"[red]{len(result.problems)} problem(s)[/red] in "
+                f"{len(result.problems)} problem(s) in "
                 f"{len(result.invalid)} file(s); those sequences enrol nobody until "
                 "fixed"
             )

@@ -1,0 +1,38 @@
+"""Migrations: from a blank file, and from an older schema to today's."""
+
+import sqlite_utils
+
+from cxm_cli.schema import MIGRATION_SETS
+from cxm_cli.store import apply_migrations, open_database
+
+
+def test_a_blank_file_gets_every_migration_once(tmp_path):
+    db = open_database(tmp_path / "cxm.db")
+    applied = {row["name"] for row in db.query("SELECT name FROM _sqlite_migrations")}
+    blank = sqlite_utils.Database(memory=True)
+    expected = {m.name for s in MIGRATION_SETS for m in s.pending(blank)}
+    assert applied == expected
+
+    assert apply_migrations(db) == []
+    db.close()
+
+
+def test_an_older_file_is_upgraded_with_its_data_kept(tmp_path):
+    path = tmp_path / "cxm.db"
+    old = open_database(path, migrate=False)
+    core = MIGRATION_SETS[0]
+    core.apply(old)
+    old.execute(
+        "INSERT INTO contacts (display_name, email, custom, created_at, updated_at) "
+        "VALUES ('Ana Lima', 'ana.lima@example.com', '{}', 'x', 'x')"
+    )
+    assert "enrollments" not in old.table_names()
+    old.close()
+
+    upgraded = open_database(path)
+
+    assert "enrollments" in upgraded.table_names()
+    assert "contact_stages" in upgraded.table_names()
+    rows = list(upgraded.query("SELECT display_name FROM contacts"))
+    assert rows == [{"display_name": "Ana Lima"}]
+    upgraded.close()
