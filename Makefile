@@ -10,23 +10,27 @@ BIN := $(VENV)/bin
 $(BIN)/cxm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $(BIN)/cxm
+
+$(VENV)/.test-deps: $(BIN)/cxm
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
 
 demo: $(BIN)/cxm
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-test: $(BIN)/cxm
+test: $(VENV)/.test-deps
 	bash scripts/system-deps.sh
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-format: $(BIN)/cxm
+format: $(VENV)/.test-deps
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(BIN)/cxm
+bench: $(VENV)/.test-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash benchmarks/run-all.sh
 
 clean:

@@ -90,15 +90,20 @@ class OutboxChannel:
         # process but not a power cut; the file gets that same durability from
         # the page cache, where an fsync per message cost more than the rest of
         # the send.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            handle = open(temporary, "wb")
+            handle = os.open(temporary, flags, 0o666)
         except FileNotFoundError:
             # The contact's first message (or its folder erased): make it once
             # here rather than asking the file system on every send.
             folder.mkdir(parents=True, exist_ok=True)
-            handle = open(temporary, "wb")
-        with handle:
-            handle.write(data)
+            handle = os.open(temporary, flags, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view) :]
+        finally:
+            os.close(handle)
         os.replace(temporary, path)
         return path
 
