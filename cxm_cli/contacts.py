@@ -13,7 +13,7 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli.errors import NotFound
 from cxm_cli.events import record_event
-from cxm_cli.store import dumps, fetch_one, loads
+from cxm_cli.store import dumps, fetch_one, loads, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,149 @@ def set_consent(
     )
     log.info("contact %s %s on %s (source %s)", contact_id, status, channel, source)
     return True
+
+
+def change_consent(
+    db,
+    contact_id: int,
+    channel: str,
+    status: str,
+    *,
+    clock,
+    source: str,
+    at: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """:func:`set_consent` for one person, and an opt-out's pending steps go.
+
+    For opt-outs a person asked for by name (a form, a script, staff);
+    texts from a phone go through :func:`opt_out_phone` instead.
+    """
+    with write_transaction(db):
+        changed = set_consent(
+            db,
+            contact_id,
+            channel,
+            status,
+            clock=clock,
+            source=source,
+            at=at,
+            detail=detail,
+        )
+        if status == "opted_out":
+            _cancel_pending(
+                db, contact_id, channel, clock=clock, reason=f"opted out ({source})"
+            )
+    return changed
+
+
+def contacts_with_phone(db, phone: str) -> list[int]:
+    """Every contact holding ``phone`` (E.164): a household may share one."""
+    return [
+        row["contact_id"]
+        for row in db.query(
+            "SELECT contact_id FROM contact_phones WHERE phone = ? "
+            "UNION SELECT id FROM contacts WHERE phone = ? ORDER BY 1",
+            [phone, phone],
+        )
+    ]
+
+
+def opt_out_phone(
+    db,
+    phone: str | None,
+    *,
+    clock,
+    source: str,
+    detail: dict[str, Any] | None = None,
+    at: str | None = None,
+    contact_id: int | None = None,
+    reason: str = "opted out by SMS",
+) -> dict[int, int]:
+    """Opt out of SMS everyone who holds ``phone``; returns ``{id: cancelled}``.
+
+    Carriers track opt-outs per number, so a STOP from a shared household
+    phone (or the provider's "unsubscribed recipient" error) stops texts to
+    every contact on it. Each gets an ``opted_out`` event carrying the number
+    and ``detail`` (keyword, message id, error code), and their pending SMS
+    steps are cancelled. ``contact_id`` is included even when the number is
+    not on file for it (a STOP recorded by contact id). The answer maps each
+    holder's id to how many of their pending steps were cancelled.
+    """
+    holders = _phone_holders(db, phone, contact_id)
+    data = {**({"phone": phone} if phone else {}), **(detail or {})}
+    cancelled: dict[int, int] = {}
+    with write_transaction(db):
+        for holder in holders:
+            set_consent(
+                db,
+                holder,
+                "sms",
+                "opted_out",
+                clock=clock,
+                source=source,
+                at=at,
+                detail=data,
+            )
+            cancelled[holder] = _cancel_pending(
+                db, holder, "sms", clock=clock, reason=reason
+            )
+    log.info("sms opt-out for %s contact(s) sharing a phone", len(holders))
+    return cancelled
+
+
+def opt_in_phone(
+    db,
+    phone: str | None,
+    *,
+    clock,
+    source: str,
+    detail: dict[str, Any] | None = None,
+    at: str | None = None,
+    contact_id: int | None = None,
+) -> list[int]:
+    """Undo :func:`opt_out_phone` (START/UNSTOP); returns who changed.
+
+    Every holder of the number who had opted out of SMS is opted back in, and
+    ``contact_id`` (the person the text was matched to) in any case.
+    """
+    data = {**({"phone": phone} if phone else {}), **(detail or {})}
+    changed = []
+    with write_transaction(db):
+        for holder in _phone_holders(db, phone, contact_id):
+            if holder != contact_id and not is_opted_out(db, holder, "sms"):
+                continue
+            if set_consent(
+                db,
+                holder,
+                "sms",
+                "opted_in",
+                clock=clock,
+                source=source,
+                at=at,
+                detail=data,
+            ):
+                changed.append(holder)
+    return changed
+
+
+def _phone_holders(db, phone: str | None, contact_id: int | None) -> list[int]:
+    holders = contacts_with_phone(db, phone) if phone else []
+    if contact_id is not None and contact_id not in holders:
+        holders.append(contact_id)
+    return holders
+
+
+def _cancel_pending(db, contact_id: int, channel: str, *, clock, reason: str) -> int:
+    # The queue belongs to the engine, which imports this module: import late.
+    from cxm_cli.engine import cancel_pending_steps
+
+    return int(
+        cancel_pending_steps(
+            db, contact_id, channel=channel, clock=clock, reason=reason
+        )
+        or 0
+    )
 
 
 def identifier_hash(value: str) -> str:

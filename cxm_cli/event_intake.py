@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import find_contact, normalise_phone_loosely, set_consent
+from cxm_cli.contacts import change_consent, find_contact
 from cxm_cli.errors import CxmError, InputError, NotFound
 from cxm_cli.events import record_event
+from cxm_cli.importing.values import normalise_email, normalise_phone, parse_money
 from cxm_cli.store import write_transaction
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,13 @@ LINE_FIELDS = {
     "at",
     "source",
 }
+# Event types whose ``amount`` is money that lifetime value and the audit add up.
+MONEY_TYPES = {"invoice.paid", "invoice.refunded"}
+# "USD 180", "180 eur": a currency code next to the number.
+_CURRENCY_CODE = re.compile(
+    r"^([A-Za-z]{3})\s*(?=[\d(+\-$€£¥.])|(?<=[\d)])\s*([A-Za-z]{3})$"
+)
+_AMOUNT_CHARS = re.compile(r"[\d.,+\-]+")
 
 
 @dataclass
@@ -46,6 +56,7 @@ class EmitResult:
     contact_id: int
     type: str
     created_contact: bool
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +64,126 @@ class EmitResult:
             "contact_id": self.contact_id,
             "type": self.type,
             "created_contact": self.created_contact,
+            "warnings": list(self.warnings),
         }
+
+
+@dataclass
+class Identity:
+    """The email and phone that name a person, after checking both."""
+
+    email: str | None
+    phone: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_identity(
+    workspace,
+    *,
+    email: Any = None,
+    phone: Any = None,
+    email_field: str = "email",
+    phone_field: str = "phone",
+) -> Identity:
+    """Validate the email and phone a caller gave for a person.
+
+    An invalid value is refused with its field named, unless the other one
+    is valid and identifies the person: then the bad one is dropped with a
+    warning, because a form with a mistyped phone is still a lead. Phones are
+    read like the importer reads them, in the workspace's region, so a number
+    that cannot exist (+1 555 000 0000) never gets texted.
+    """
+    email_text = str(email).strip() if email not in (None, "") else ""
+    phone_text = str(phone).strip() if phone not in (None, "") else ""
+    if not email_text and not phone_text:
+        raise InputError(f"give {email_field} or {phone_field} to name the person")
+
+    email_problem = phone_problem = None
+    checked_email = checked_phone = None
+    warnings: list[str] = []
+    if email_text:
+        result = normalise_email(email_text)
+        checked_email, email_problem = result.email, result.problem
+        if result.typo_hint:
+            warnings.append(
+                f"{email_field} {email_text!r}: did you mean {result.typo_hint}?"
+            )
+    if phone_text:
+        result = normalise_phone(phone_text, workspace.phone_region)
+        checked_phone, phone_problem = result.e164, result.problem
+
+    if email_problem and phone_problem:
+        raise InputError(
+            f"{email_field} {email_text!r}: {email_problem}; "
+            f"{phone_field} {phone_text!r}: {phone_problem}"
+        )
+    if email_problem and not checked_phone:
+        raise InputError(f"{email_field} {email_text!r}: {email_problem}")
+    if phone_problem and not checked_email:
+        raise InputError(
+            f"{phone_field} {phone_text!r}: {phone_problem}",
+            hint=f"numbers are read in region {workspace.phone_region}; "
+            "write +<country code> for others",
+        )
+    if email_problem:
+        warnings.append(f"{email_field} dropped: {email_problem}")
+    if phone_problem:
+        warnings.append(f"{phone_field} dropped: {phone_problem}")
+    return Identity(checked_email, checked_phone, warnings)
+
+
+def check_event_data(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its money amount read as a number (invoices).
+
+    ``$1,204.50`` becomes 1204.5 so lifetime value and the audit can add it
+    up; an amount that is not money is refused, naming the field.
+    """
+    if event_type not in MONEY_TYPES or data.get("amount") in (None, ""):
+        return data
+    checked = dict(data)
+    amount, currency = parse_amount(data["amount"])
+    checked["amount"] = amount
+    if currency and not checked.get("currency"):
+        checked["currency"] = currency
+    return checked
+
+
+def parse_amount(value: Any) -> tuple[int | float, str | None]:
+    """A money value as a number, and the currency code written with it."""
+    problem = InputError(
+        f"data.amount: {value!r} is not an amount of money",
+        hint="write a number such as 180, 1204.50 or $1,204.50",
+    )
+    if isinstance(value, bool):
+        raise problem
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise problem
+        return _tidy(float(value)), None
+
+    text = unicodedata.normalize("NFKC", str(value)).strip()
+    currency = None
+    code = _CURRENCY_CODE.search(text)
+    if code:
+        currency = (code.group(1) or code.group(2)).upper()
+        text = text[: code.start()] + text[code.end() :]
+    # Currency symbols, spaces and accounting brackets are not part of the number.
+    bare = "".join(
+        ch
+        for ch in text
+        if unicodedata.category(ch) != "Sc" and not ch.isspace() and ch not in "()'"
+    )
+    if not _AMOUNT_CHARS.fullmatch(bare) or not any(ch.isdigit() for ch in bare):
+        raise problem
+    amount = parse_money(text)
+    if amount is None or not math.isfinite(amount):
+        raise problem
+    return _tidy(amount), currency
+
+
+def _tidy(amount: float) -> int | float:
+    rounded = round(amount, 2)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def parse_data_options(values: list[str] | None) -> dict[str, Any]:
@@ -96,7 +226,7 @@ def emit_event(
         raise InputError(f"{event_type!r} is not an event type such as form.submitted")
     if event_type in RESERVED_TYPES:
         raise InputError(f"{event_type} is recorded by cxm itself, not by scripts")
-    data = dict(data or {})
+    data = check_event_data(event_type, dict(data or {}))
     at_text = None
     if at:
         try:
@@ -120,59 +250,68 @@ def emit_event(
             source,
         )
 
+    identity = _identity(workspace, contact, email, phone)
     with write_transaction(db):
         contact_id, created = _contact(
             workspace,
             db,
             clock,
             contact,
-            email,
-            phone,
+            identity,
             name,
             first_name,
             last_name,
             source,
         )
         if event_type in ("opted_out", "opted_in"):
-            return _consent(
+            result = _consent(
                 db, clock, contact_id, event_type, data, at_text, source, created
             )
-        if event_type == "lead.created" and created:
+        elif event_type == "lead.created" and created:
             # Creating the contact recorded it already; never twice.
-            return EmitResult(None, contact_id, event_type, True)
-        event = record_event(
-            db,
-            contact_id,
-            event_type,
-            clock=clock,
-            data=data,
-            at=at_text,
-            source=source,
-        )
-    log.info("event %s %s for contact %s", event.id, event_type, contact_id)
-    return EmitResult(event.id, contact_id, event_type, created)
+            result = EmitResult(None, contact_id, event_type, True)
+        else:
+            event = record_event(
+                db,
+                contact_id,
+                event_type,
+                clock=clock,
+                data=data,
+                at=at_text,
+                source=source,
+            )
+            result = EmitResult(event.id, contact_id, event_type, created)
+    result.warnings = identity.warnings if identity else []
+    log.info("event %s %s for contact %s", result.event_id, event_type, contact_id)
+    return result
 
 
-def _contact(workspace, db, clock, reference, email, phone, name, first, last, source):
+def _identity(workspace, reference, email, phone) -> Identity | None:
+    """The checked email and phone, when they (not an id) name the person."""
+    if reference:
+        return None
+    if not email and not phone:
+        raise InputError("name the contact: --contact ID, or --email / --phone")
+    return check_identity(workspace, email=email, phone=phone)
+
+
+def _contact(workspace, db, clock, reference, identity, name, first, last, source):
     if reference:
         return find_contact(db, str(reference), region=workspace.phone_region)[
             "id"
         ], False
-    if not email and not phone:
-        raise InputError("name the contact: --contact ID, or --email / --phone")
     from cxm_cli.inbound import contact_by_address, create_minimal_contact
 
-    email_norm = _email(email) if email else None
-    phone_norm = _phone(workspace, phone) if phone else None
-    found = contact_by_address(db, email=email_norm) if email_norm else None
-    found = found or (contact_by_address(db, phone=phone_norm) if phone_norm else None)
+    email, phone = identity.email, identity.phone
+    found = contact_by_address(db, email=email) if email else None
+    found = found or (contact_by_address(db, phone=phone) if phone else None)
     if found:
         return found["id"], False
     contact_id = create_minimal_contact(
         db,
         clock,
-        email=email_norm,
-        phone=phone_norm,
+        email=email,
+        phone=phone,
         first_name=first,
         last_name=last,
         display_name=name,
@@ -181,28 +320,12 @@ def _contact(workspace, db, clock, reference, email, phone, name, first, last, s
     return contact_id, True
 
 
-def _email(value: str) -> str:
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        return validate_email(str(value), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise InputError(f"email {value!r}: {exc}") from exc
-
-
-def _phone(workspace, value: str) -> str:
-    phone = normalise_phone_loosely(str(value), workspace.phone_region)
-    if phone is None:
-        raise InputError(f"phone {value!r} is not a phone number")
-    return phone
-
-
 def _consent(db, clock, contact_id, event_type, data, at_text, source, created):
     channel = data.get("channel")
     if channel not in ("email", "sms"):
         raise InputError(f"{event_type} needs --data channel=sms (or email)")
     detail = {k: v for k, v in data.items() if k != "channel"}
-    set_consent(
+    change_consent(
         db,
         contact_id,
         channel,
@@ -236,9 +359,10 @@ def _inbound(
 ) -> EmitResult:
     from cxm_cli.inbound import record_inbound
 
+    identity = _identity(workspace, contact, email, phone)
     with write_transaction(db):
         contact_id, created = _contact(
-            workspace, db, clock, contact, email, phone, name, first, last, source
+            workspace, db, clock, contact, identity, name, first, last, source
         )
     text = data.pop("text", None) or data.pop("body", None)
     channel = str(data.pop("channel", None) or "sms")
@@ -253,7 +377,13 @@ def _inbound(
         source=source,
         data=data or None,
     )
-    return EmitResult(result.event_id, contact_id, "message.received", created)
+    return EmitResult(
+        result.event_id,
+        contact_id,
+        "message.received",
+        created,
+        identity.warnings if identity else [],
+    )
 
 
 def emit_lines(
@@ -286,23 +416,24 @@ def emit_lines(
             problems.append(f"line {number}: data must be an object")
             continue
         try:
-            results.append(
-                emit_event(
-                    workspace,
-                    db,
-                    clock,
-                    item.get("type"),
-                    contact=str(reference) if reference is not None else None,
-                    email=item.get("email") or person.get("email"),
-                    phone=item.get("phone") or person.get("phone"),
-                    name=item.get("name") or person.get("name"),
-                    first_name=item.get("first_name") or person.get("first_name"),
-                    last_name=item.get("last_name") or person.get("last_name"),
-                    data=data,
-                    at=item.get("at"),
-                    source=str(item.get("source") or source),
-                )
+            result = emit_event(
+                workspace,
+                db,
+                clock,
+                item.get("type"),
+                contact=str(reference) if reference is not None else None,
+                email=item.get("email") or person.get("email"),
+                phone=item.get("phone") or person.get("phone"),
+                name=item.get("name") or person.get("name"),
+                first_name=item.get("first_name") or person.get("first_name"),
+                last_name=item.get("last_name") or person.get("last_name"),
+                data=data,
+                at=item.get("at"),
+                source=str(item.get("source") or source),
             )
         except (NotFound, CxmError) as exc:
             problems.append(f"line {number}: {exc.message}")
+            continue
+        result.warnings = [f"line {number}: {text}" for text in result.warnings]
+        results.append(result)
     return results, problems

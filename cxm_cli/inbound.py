@@ -24,10 +24,13 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli import tracking  # noqa: F401  (registers the email-links decorator)
 from cxm_cli.contacts import (
+    contacts_with_phone,
     find_contact,
     get_contact,
     is_opted_out,
     normalise_phone_loosely,
+    opt_in_phone,
+    opt_out_phone,
     set_consent,
 )
 from cxm_cli.errors import CxmError, InputError, NotFound
@@ -247,6 +250,7 @@ def _record(
     data: dict[str, Any],
 ) -> InboundResult:
     contact_id = contact["id"]
+    phone = address if channel == "sms" and address and "@" not in address else None
     keyword = None
     if kind is None:
         kind = "reply"
@@ -254,8 +258,8 @@ def _record(
         if found:
             kind, keyword = found
             # YES is also an ordinary answer ("Yes, Tuesday works"); it only
-            # opts back in someone who had opted out.
-            if kind == "opt_in" and not is_opted_out(db, contact_id, "sms"):
+            # opts back in a phone that had opted out.
+            if kind == "opt_in" and not _phone_opted_out(db, contact_id, phone):
                 kind, keyword = "reply", None
     flag = "possible_opt_out" if kind == "reply" and reads_like_opt_out(text) else None
 
@@ -318,37 +322,44 @@ def _record(
         flag=flag,
     )
     if kind == "opt_out":
-        detail = {"keyword": keyword, "message_id": message_id}
-        set_consent(
+        # Carriers stop the number, not the person: everyone on it opts out.
+        cancelled = opt_out_phone(
             db,
-            contact_id,
-            "sms",
-            "opted_out",
+            phone,
             clock=clock,
             source="sms_keyword",
             at=at_text,
-            detail=detail,
-        )
-        cancelled = cancel_pending_steps(
-            db, contact_id, channel="sms", clock=clock, reason="opted out by SMS"
-        )
-        result.actions.append(f"opted out of sms; {cancelled} pending steps cancelled")
-    elif kind == "opt_in":
-        set_consent(
-            db,
-            contact_id,
-            "sms",
-            "opted_in",
-            clock=clock,
-            source="sms_keyword",
-            at=at_text,
+            contact_id=contact_id,
             detail={"keyword": keyword, "message_id": message_id},
         )
-        result.actions.append("opted back in to sms")
+        others = len(cancelled) - 1
+        shared = f" with {others} other contact(s) on this phone" if others else ""
+        result.actions.append(
+            f"opted out of sms{shared}; "
+            f"{sum(cancelled.values())} pending steps cancelled"
+        )
+    elif kind == "opt_in":
+        opted_in = opt_in_phone(
+            db,
+            phone,
+            clock=clock,
+            source="sms_keyword",
+            at=at_text,
+            contact_id=contact_id,
+            detail={"keyword": keyword, "message_id": message_id},
+        )
+        others = len([holder for holder in opted_in if holder != contact_id])
+        shared = f" with {others} other contact(s) on this phone" if others else ""
+        result.actions.append(f"opted back in to sms{shared}")
     if flag:
         result.actions.append("flagged: reads like an opt-out, a person should decide")
     log.info("inbound message %s contact=%s kind=%s", message_id, contact_id, kind)
     return result
+
+
+def _phone_opted_out(db, contact_id: int, phone: str | None) -> bool:
+    holders = contacts_with_phone(db, phone) if phone else []
+    return any(is_opted_out(db, holder, "sms") for holder in {contact_id, *holders})
 
 
 def _answered_an_offered_keyword(db, contact_id: int, event_id: int) -> bool:
@@ -593,7 +604,7 @@ def record_status(
     with write_transaction(db):
         message = fetch_one(
             db,
-            "SELECT id, contact_id, status FROM messages "
+            "SELECT id, contact_id, status, address FROM messages "
             "WHERE channel = ? AND provider_id = ?",
             [channel, provider_id],
         )
@@ -621,7 +632,17 @@ def record_status(
             data=data,
             source=source,
         )
-        if error_code in PROVIDER_OPT_OUT_CODES:
+        if error_code in PROVIDER_OPT_OUT_CODES and channel == "sms":
+            opt_out_phone(
+                db,
+                message["address"],
+                clock=clock,
+                source="provider",
+                contact_id=message["contact_id"],
+                detail={"error_code": error_code, "message_id": message["id"]},
+                reason=f"provider reports unsubscribed ({error_code})",
+            )
+        elif error_code in PROVIDER_OPT_OUT_CODES:
             set_consent(
                 db,
                 message["contact_id"],

@@ -12,11 +12,18 @@ from datetime import timedelta
 from typing import Any
 
 from cxm_cli import clock as clocks
+from cxm_cli.conditions import did_you_mean
+from cxm_cli.errors import InputError
 from cxm_cli.events import record_event
 from cxm_cli.store import write_transaction
 from cxm_cli.timeline import contact_name
 
 LAST_WORDS_LENGTH = 70
+
+# Channels people write in on. ``cxm inbox record`` and POST /events take any
+# channel name (a booking tool's own chat, say); one becomes known here once a
+# message has come in on it.
+INBOUND_CHANNELS = ("sms", "email", "chat", "call", "voicemail", "web", "whatsapp")
 
 # Outbound messages a person wrote (cxm reply, or anything sent with
 # automated=false) answer a conversation; sequence steps do not.
@@ -51,6 +58,29 @@ _OPEN_SQL = f"""
 """
 
 
+def known_channels(db) -> list[str]:
+    """The built-in inbound channels and any others messages came in on."""
+    used = {
+        row["channel"]
+        for row in db.query(
+            "SELECT DISTINCT channel FROM messages WHERE direction = 'inbound'"
+        )
+    }
+    return sorted(set(INBOUND_CHANNELS) | used)
+
+
+def check_channel(db, channel: str) -> str:
+    """``channel`` lower-cased, or an error listing the channels there are."""
+    wanted = channel.strip().lower()
+    known = known_channels(db)
+    if wanted not in known:
+        raise InputError(
+            f"--channel {channel!r}: no such channel{did_you_mean(wanted, known)}",
+            hint=f"channels: {', '.join(known)}",
+        )
+    return wanted
+
+
 def open_conversations(
     db,
     clock,
@@ -59,6 +89,8 @@ def open_conversations(
     older_than: timedelta | None = None,
 ) -> list[dict[str, Any]]:
     """Open conversations, the longest-waiting first."""
+    if channel is not None:
+        channel = check_channel(db, channel)
     now = clock.now()
     rows = list(db.query(_OPEN_SQL))
     conversations = []
@@ -133,3 +165,106 @@ def human_wait(waited: timedelta) -> str:
     if hours:
         return f"{hours}h {minutes}m"
     return f"{minutes}m"
+
+
+# Fields an item of ``cxm inbox record -`` may carry.
+RECORD_FIELDS = {
+    "contact",
+    "contact_id",
+    "from",
+    "address",
+    "channel",
+    "text",
+    "subject",
+    "at",
+    "provider_id",
+}
+
+
+def record_inbound_items(
+    workspace, db, clock, items: list[Any], *, source: str = "cli"
+) -> list:
+    """Record a batch of inbound messages, checking every item first.
+
+    A bad item anywhere refuses the whole batch before anything is saved,
+    naming the item and the field, so fixing it and sending the batch again
+    records each message once.
+    """
+    from cxm_cli.inbound import record_inbound
+
+    prepared = [
+        _check_item(workspace, db, number, item)
+        for number, item in enumerate(items, start=1)
+    ]
+    return [
+        record_inbound(workspace, db, clock, source=source, **fields)
+        for fields in prepared
+    ]
+
+
+def _check_item(workspace, db, number: int, item: Any) -> dict[str, Any]:
+    from cxm_cli.errors import CxmError
+    from cxm_cli.inbound import (
+        contact_by_address,
+        normalise_address,
+        resolve_contact,
+    )
+
+    where = f"stdin item {number} (index {number - 1})"
+    if not isinstance(item, dict):
+        raise InputError(f"{where}: expected an object")
+    unknown = sorted(set(item) - RECORD_FIELDS)
+    if unknown:
+        raise InputError(
+            f"{where}: unknown field(s) {', '.join(unknown)}",
+            hint=f"fields: {', '.join(sorted(RECORD_FIELDS))}",
+        )
+
+    for name in ("channel", "text", "subject", "at", "from", "address"):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{where}: field {name} must be text, not {value!r}")
+    channel = (item.get("channel") or "sms").strip().lower()
+    if not channel:
+        raise InputError(f"{where}: field channel is empty")
+    at = item.get("at")
+    if at:
+        try:
+            clocks.parse(at)
+        except ValueError as exc:
+            raise InputError(
+                f"{where}: field at: cannot read {at!r} as a time"
+            ) from exc
+    provider_id = item.get("provider_id")
+    if provider_id is not None and not isinstance(provider_id, (str, int)):
+        raise InputError(f"{where}: field provider_id must be text")
+
+    reference = item.get("contact")
+    if reference is None:
+        reference = item.get("contact_id")
+    sender = item.get("from") or item.get("address")
+    contact_id = None
+    try:
+        if reference is not None:
+            field = "contact" if "contact" in item else "contact_id"
+            contact_id = resolve_contact(workspace, db, str(reference))["id"]
+        elif sender:
+            field = "from" if item.get("from") else "address"
+            email, phone = normalise_address(workspace, sender)
+            if contact_by_address(db, email=email, phone=phone) is None:
+                raise InputError(f"no contact has {sender!r}")
+        else:
+            raise InputError("needs contact (id, email or phone) or from")
+    except CxmError as exc:
+        named = f"field {field}: " if reference is not None or sender else ""
+        raise InputError(f"{where}: {named}{exc.message}", hint=exc.hint) from exc
+
+    return {
+        "channel": channel,
+        "text": item.get("text"),
+        "contact_id": contact_id,
+        "address": sender,
+        "subject": item.get("subject"),
+        "provider_id": str(provider_id) if provider_id is not None else None,
+        "at": at,
+    }

@@ -49,6 +49,8 @@ def test_speed_to_lead(known):
         "over_1_hour_share": 0.4286,
         "never": 1,
         "never_share": 0.1429,
+        "not_yet": 0,  # c4 waited weeks to the audit's end, not minutes
+        "not_yet_share": 0.0,
     }
     web = group(speed["by_source"], "source", "web")  # 180, 7200, 120, 90000
     assert web["leads"] == 4
@@ -68,7 +70,7 @@ def test_speed_to_lead(known):
     assert (lead["leads"], lead["median_seconds"]) == (3, 240.0)
     sms = group(speed["by_channel"], "channel", "sms")  # c4 wrote in by text
     assert (sms["leads"], sms["never"]) == (1, 1)
-    assert [b["count"] for b in speed["buckets"]] == [4, 0, 1, 1, 1]
+    assert [b["count"] for b in speed["buckets"]] == [4, 0, 1, 1, 1, 0]
     c3 = group(speed["leads"], "contact_id", ids["c3"])
     assert c3["inbound_at"] == "2026-02-07T11:00:00.000000Z"
     assert c3["seconds"] == 240

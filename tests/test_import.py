@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from cxm_cli.importing import ImportOptions, import_file
 from tests.conftest import REPO_DIR
 
@@ -409,3 +411,189 @@ def test_repeated_and_blank_headers_keep_every_value(workspace, db, clock, tmp_p
     run_import(workspace, db, clock, path)
     custom = json.loads(contacts(db)[0]["custom"])
     assert custom == {"notes": "first\nsecond", "column 4": "third"}
+
+
+# ---------------------------------------------------------------- broken quotes
+
+
+def outcomes(summary) -> int:
+    return sum(v for k, v in summary.counts().items() if k != "records")
+
+
+def test_unclosed_quote_rejects_its_record_and_reads_the_rest(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Phone\n"
+        '"Bob, Jr",bob@example.com,"212-555-0112\n'
+        "Carl,carl@example.com,212-555-0113\n",
+    )
+    summary = run_import(workspace, db, clock, path)
+
+    assert summary.counts() == {
+        "records": 2,
+        "created": 1,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 1,
+        "skipped": 0,
+    }
+    assert [c["first_name"] for c in contacts(db)] == ["Carl"]
+    assert contacts(db)[0]["phone"] == "+12125550113"
+    rows = list(csv.DictReader(path.with_suffix(".rejects.csv").open()))
+    assert [(r["row"], r["column"], r["reason"]) for r in rows] == [
+        ("1", "Phone", "unclosed quote")
+    ]
+    assert rows[0]["Name"] == "Bob, Jr" and rows[0]["Phone"] == "212-555-0112"
+    assert all("\n" not in w["warning"] for w in summary.warning_samples)
+
+
+def test_quote_closed_by_a_later_row_loses_no_row(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Phone\n"
+        'Ann,ann@example.com,"212-555-0111\n'
+        "Bea,bea@example.com,212-555-0112\n"
+        'Cy,"cy@example.com",212-555-0113\n'
+        'Dee,dee@example.com,"Call after 5\nor on weekends"\n',
+    )
+    summary = run_import(workspace, db, clock, path)
+
+    assert (summary.records, summary.created, summary.rejected) == (4, 3, 1)
+    assert outcomes(summary) == summary.records
+    assert [c["first_name"] for c in contacts(db)] == ["Bea", "Cy", "Dee"]
+
+
+def test_quote_swallowing_whole_records_is_caught(workspace, db, clock, tmp_path):
+    # The stray quote "closes" at the very end of a later line, so the CSV
+    # parser sees one well-formed record holding two people.
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Phone\n"
+        'Ann,ann@example.com,"212-555-0111\n'
+        "Bea,bea@example.com,212-555-0112\n"
+        'Cy,cy@example.com,212-555-0113"\n',
+    )
+    summary = run_import(workspace, db, clock, path)
+
+    assert (summary.records, summary.created, summary.rejected) == (3, 2, 1)
+    assert [c["first_name"] for c in contacts(db)] == ["Bea", "Cy"]
+
+
+def test_unclosed_quote_in_a_worker_gives_the_same_result(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "l.csv",
+        'Name,Email\n"Bob,bob@example.com\nCarl,carl@example.com\n',
+    )
+    summary = run_import(workspace, db, clock, path, worker=True)
+    assert (summary.records, summary.created, summary.rejected) == (2, 1, 1)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_cli_folder_is_named_as_a_folder(cli, tmp_path):
+    result = cli("leads", "import", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"{tmp_path}: is a folder, not a file" in result.stderr
+    assert "no such file" not in result.stderr
+
+
+def test_cli_unknown_region_is_refused(cli, workspace, tmp_path):
+    path = write(tmp_path / "l.csv", "Name,Phone\nAna,212-555-0100\n")
+    result = cli("leads", "import", str(path), "--region", "ZZ")
+    assert result.exit_code == 1
+    assert "--region 'ZZ' is not a phone region" in result.stderr
+    assert "such as US" in result.stderr
+    with workspace.open_db() as check:
+        assert check.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+    result = cli("leads", "import", str(path), "--region", "gb")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_unknown_workspace_region_is_refused(workspace, db, clock, tmp_path):
+    from cxm_cli.errors import ConfigError
+
+    workspace.config.setdefault("business", {})["phone_region"] = "ZZ"
+    path = write(tmp_path / "l.csv", "Name,Phone\nAna,212-555-0100\n")
+    with pytest.raises(ConfigError, match="phone_region 'ZZ'"):
+        run_import(workspace, db, clock, path)
+    assert contacts(db) == []
+    assert run_import(workspace, db, clock, path, region="US").created == 1
+
+
+def test_cli_piped_summary_is_pure_data(cli, tmp_path):
+    path = write(tmp_path / "l.csv", "Name,Email\nAna,ana@example.com\nNo One,\n")
+    result = cli("leads", "import", str(path))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "outcome\trows",
+        "records\t2",
+        "created\t1",
+        "updated\t0",
+        "unchanged\t0",
+        "rejected\t1",
+        "skipped\t0",
+    ]
+    assert "batch 1: " in result.stderr
+    assert "undo with: cxm leads undo 1" in result.stderr
+
+
+def test_names_split_for_the_greeting(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email\n"
+        '"Bob, Jr",bob@example.com\n'
+        '"Smith, John, Jr.",john@example.com\n'
+        "Mary Ann Van Der Berg,mary@example.com\n",
+    )
+    run_import(workspace, db, clock, path)
+    assert [(c["first_name"], c["last_name"]) for c in contacts(db)] == [
+        ("Bob", "Jr"),
+        ("John", "Smith Jr."),
+        ("Mary Ann", "Van Der Berg"),
+    ]
+
+
+def test_name_columns_never_keep_a_trailing_comma(workspace, db, clock, tmp_path):
+    path = write(
+        tmp_path / "l.csv",
+        'First Name,Last Name,Email\n"Bob,","Smith,",b@example.com\n',
+    )
+    run_import(workspace, db, clock, path)
+    assert [(c["first_name"], c["last_name"]) for c in contacts(db)] == [
+        ("Bob", "Smith")
+    ]
+
+
+def test_a_note_with_commas_and_a_phone_is_not_a_broken_quote(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Notes\n"
+        'Zoe,zoe@example.com,"Gate code 4412\nDog friendly, call ahead, 212-555-0100"\n'
+        "Ann,ann@example.com,\n",
+    )
+    summary = run_import(workspace, db, clock, path)
+    assert (summary.records, summary.created, summary.rejected) == (2, 2, 0)
+    notes = json.loads(contacts(db)[0]["custom"])["notes"]
+    assert notes == "Gate code 4412\nDog friendly, call ahead, 212-555-0100"
+
+
+def test_unclosed_quote_past_the_field_size_limit_loses_no_row(
+    workspace, db, clock, tmp_path
+):
+    filler = ("," * 1000 + "\n") * 1200  # more than the 1 MB field limit
+    path = write(
+        tmp_path / "l.csv",
+        'Name,Email\n"Bob,bob@example.com\n' + filler + "Carl,carl@example.com\n",
+    )
+    summary = run_import(workspace, db, clock, path)
+    assert (summary.records, summary.rejected, summary.skipped) == (1202, 1, 1200)
+    assert [c["first_name"] for c in contacts(db)] == ["Carl"]

@@ -177,6 +177,37 @@ def test_08b_mailchimp_unsubscribed(load, db):
         assert row[0] == when
 
 
+def test_08b_unsubscribed_rows_are_kept_but_are_not_new_leads(load, db):
+    summary, _ = load("08b-mailchimp-unsubscribed_members_export.csv")
+
+    assert count(db, "SELECT COUNT(*) FROM contacts") == 3
+    assert count(db, "SELECT COUNT(*) FROM events WHERE type = 'lead.created'") == 0
+    imported = [
+        json.loads(row[0])
+        for row in db.execute(
+            "SELECT data FROM events WHERE type = 'contact.imported' ORDER BY id"
+        )
+    ]
+    assert len(imported) == 3
+    assert all(
+        data["suppressed"] is True
+        and data["source"] == "mailchimp"
+        and data["batch_id"] == summary.batch_id
+        for data in imported
+    )
+    # No lead sequence, no lead stage: nothing may email these people.
+    assert count(db, "SELECT COUNT(*) FROM enrollments") == 0
+    assert count(db, "SELECT COUNT(*) FROM contact_stages") == 0
+    old_customer = by_email(db, "old.customer@example.net")
+    assert consent_status(db, old_customer["id"], "email") == "opted_out"
+
+
+def test_a_normal_file_still_makes_leads_that_enter_sequences(load, db):
+    load("01-google-contacts.csv")
+    assert count(db, "SELECT COUNT(*) FROM events WHERE type = 'lead.created'") == 11
+    assert count(db, "SELECT COUNT(*) FROM enrollments") == 11
+
+
 @pytest.mark.parametrize("mailchimp_first", [True, False])
 def test_opt_out_wins_whichever_file_comes_first(load, db, mailchimp_first):
     files = ["08b-mailchimp-unsubscribed_members_export.csv", "01-google-contacts.csv"]

@@ -197,11 +197,16 @@ def test_mailchimp_subscribed_and_cleaned(load, db):
     assert custom_of(db, "olivia.hart@example.co.uk")["birthday"] == "--04-17"
     assert any("scientific notation" in w["warning"] for w in summary.warning_samples)
 
-    load("mailchimp-cleaned.csv")
+    assert len(events(db, "lead.created")) == 2
+
+    summary, _ = load("mailchimp-cleaned.csv")
     status = db.execute(
         "SELECT status FROM contact_emails WHERE email = 'gone.away@example.net'"
     ).fetchone()[0]
     assert status == "bouncing"
+    # A bounce list is kept, but its people are no new leads.
+    assert summary.created == 1 and len(events(db, "lead.created")) == 2
+    assert [e["data"]["suppressed"] for e in events(db, "contact.imported")] == [True]
 
 
 def test_hubspot(load, db):
@@ -282,6 +287,10 @@ def test_square(load, db):
     assert custom_of(db, "lena.vogel@example.com")["Lifetime Spend"] == 1050.0
     assert custom_of(db, "lena.vogel@example.com")["Postal Code"] == "60614"
     assert rejects == [(3, "", "no email or phone")]
+    # An email opt-out column on a customer list does not make a row a
+    # suppression record: both are leads (the opted-out one may get texts).
+    assert len(events(db, "lead.created")) == 2
+    assert events(db, "contact.imported") == []
 
 
 def test_shopify_and_legacy(load, db):
@@ -502,6 +511,40 @@ def test_apple_vcard(load, db):
     assert chidi["notes"] == "Prefers mornings, not Mondays\nGate code 1234"
     assert chidi["birthday"] == "--04-17"
     assert rejects == [(3, "", "no email or phone")]
+
+
+def test_truncated_vcard_is_rejected_with_its_number(workspace, db, clock, tmp_path):
+    card = "BEGIN:VCARD\nVERSION:3.0\nN:{1};{0};;;\nFN:{0} {1}\nEMAIL:{2}\n"
+    path = tmp_path / "cut.vcf"
+    path.write_text(
+        card.format("Ada", "Lind", "ada@example.com")
+        + "END:VCARD\n"
+        + card.format("Bo", "Nye", "bo@example.com")  # no END: the next begins
+        + card.format("Cy", "Oda", "cy@example.com")  # the file ends here
+    )
+    summary = import_file(
+        workspace,
+        db,
+        path,
+        clock=clock,
+        options=ImportOptions(rejects_path=tmp_path / "r.csv"),
+    )
+
+    assert summary.counts() == {
+        "records": 3,
+        "created": 1,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 2,
+        "skipped": 0,
+    }
+    with open(tmp_path / "r.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["row"], r["reason"]) for r in rows] == [
+        ("2", "truncated vCard: no END:VCARD before the next BEGIN:VCARD"),
+        ("3", "truncated vCard: no END:VCARD before the end of the file"),
+    ]
+    assert "bo@example.com" in rows[0]["record"]
 
 
 def test_json_lines(load, db):

@@ -170,10 +170,31 @@ def test_name_variants_and_quality():
         ("Okafor, Renata", "Renata", "Okafor"),
         ("Dr. Lee", "", "Lee"),
         ("Mary Ann Smith Jr.", "Mary Ann", "Smith Jr."),
+        ("Bob, Jr", "Bob", "Jr"),
+        ("Smith, John, Jr.", "John", "Smith Jr."),
+        ("Smith, John Paul", "John Paul", "Smith"),
+        ("Smith Jr., John", "John", "Smith Jr."),
+        ("John Smith, MD, PhD", "John", "Smith MD PhD"),
+        ("Dr. Jane Doe Ph.D.", "Jane", "Doe Ph.D."),
+        ("John Smith III", "John", "Smith III"),
+        ("Mary Ann Van Der Berg", "Mary Ann", "Van Der Berg"),
+        ("Van Der Berg, Mary Ann", "Mary Ann", "Van Der Berg"),
+        ("Ludwig van Beethoven", "Ludwig", "van Beethoven"),
+        ("Juan de la Cruz", "Juan", "de la Cruz"),
+        ("Ana del Río", "Ana", "del Río"),
+        ("Leonardo da Vinci", "Leonardo", "da Vinci"),
+        ("Anna di Marco Esq.", "Anna", "di Marco Esq."),
+        ("Anne Le Blanc", "Anne", "Le Blanc"),
+        ("Khalid bin Salman", "Khalid", "bin Salman"),
+        ("Omar al Rashid", "Omar", "al Rashid"),
+        ("Mary St. John", "Mary", "St. John"),
+        ("La Toya Jackson", "La Toya", "Jackson"),
+        ("Smith,", "Smith", ""),
     ],
 )
 def test_full_names_split(full, first, last):
     assert split_full_name(full) == (first, last)
+    assert not first.endswith(",") and not last.endswith(",")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from email import policy
 from email.parser import BytesParser
 
@@ -180,3 +181,47 @@ def test_done_closes_a_conversation(workspace, db, clock, cli):
     assert cli("inbox", "--json").json() == []
     wrote(workspace, db, clock, ana, "Hello again")
     assert ids(cli("inbox", "--json").json()) == [ana]
+
+
+def test_an_unknown_channel_is_refused(workspace, db, clock, cli):
+    ed = person(db, clock, 5, "Ed")
+    wrote(workspace, db, clock, ed, "Hello?", channel="webchat")
+
+    pigeon = cli("inbox", "--channel", "pigeon")
+    assert pigeon.exit_code != 0
+    assert "pigeon" in pigeon.stderr and "sms" in pigeon.stderr
+    # A channel messages really came in on is known, whatever its name.
+    assert ids(cli("inbox", "--channel", "webchat", "--json").json()) == [ed]
+    assert cli("inbox", "--channel", "SMS", "--json").json() == []
+
+
+def test_a_batch_with_a_bad_item_records_nothing_and_names_it(
+    workspace, db, clock, cli
+):
+    ed = person(db, clock, 5, "Ed")
+    batch = [
+        {"contact": str(ed), "text": "first"},
+        {"contact": str(ed), "text": "second"},
+        {"contact": str(ed), "text": "third", "at": "last tuesday"},
+    ]
+    refused = cli("inbox", "record", "-", input=json.dumps(batch))
+    assert refused.exit_code != 0
+    assert "item 3 (index 2)" in refused.stderr and "field at" in refused.stderr
+    inbound = "SELECT COUNT(*) FROM messages WHERE direction = 'inbound'"
+    assert db.execute(inbound).fetchone()[0] == 0
+
+    batch[2] = {"contact": "999", "text": "third"}
+    nobody = cli("inbox", "record", "-", input=json.dumps(batch))
+    assert nobody.exit_code != 0
+    assert "item 3 (index 2)" in nobody.stderr and "field contact" in nobody.stderr
+    assert db.execute(inbound).fetchone()[0] == 0
+
+    batch[2] = {"contact": str(ed), "text": "third", "mood": "happy"}
+    unknown = cli("inbox", "record", "-", input=json.dumps(batch))
+    assert unknown.exit_code != 0 and "mood" in unknown.stderr
+
+    batch[2] = {"contact": str(ed), "text": "third"}
+    recorded = cli("inbox", "record", "-", "--json", input=json.dumps(batch))
+    assert recorded.exit_code == 0, recorded.stderr
+    assert len(recorded.json()) == 3
+    assert db.execute(inbound).fetchone()[0] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 
 import pytest
 import requests
@@ -157,6 +158,23 @@ def test_stop_over_the_webhook_opts_out(served, db, clock):
     assert consent_status(db, contact_id, "sms") == "opted_out"
 
 
+def test_stop_from_a_shared_phone_over_the_webhook_opts_out_both(
+    served, db, clock, cli
+):
+    shared = "+12025550105"
+    parent = make_contact(db, clock, email="pat@example.com", phone=shared)
+    teen = make_contact(db, clock, email="sam@example.com", phone=shared)
+    response = post_signed(
+        served.url + "/twilio/sms", inbound_params("SM510", "STOP", sender=shared)
+    )
+    assert response.status_code == 200
+    assert consent_status(db, parent, "sms") == "opted_out"
+    assert consent_status(db, teen, "sms") == "opted_out"
+    for person in (parent, teen):
+        refused = cli("reply", str(person), "--channel", "sms", "--text", "hi")
+        assert refused.exit_code != 0 and "opted out" in refused.stderr
+
+
 def test_status_callbacks_out_of_order_never_move_back(served, db, clock):
     contact_id = make_contact(db, clock)
     from cxm_cli.store import write_transaction
@@ -260,6 +278,59 @@ def test_bad_events_are_refused_with_a_reason(served, db):
         assert response.status_code == 400, body
         assert response.json()["error"]
     assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_invalid_phones_and_emails_are_refused_or_dropped(served, db):
+    fake_phone = post_event(
+        served, {"type": "form.submitted", "contact": {"phone": "+1 555 000 0001"}}
+    )
+    assert fake_phone.status_code == 400
+    assert "contact.phone" in fake_phone.json()["error"]
+    bad_email = post_event(
+        served, {"type": "form.submitted", "contact": {"email": "jo@@example"}}
+    )
+    assert bad_email.status_code == 400
+    assert "contact.email" in bad_email.json()["error"]
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+
+    kept = post_event(
+        served,
+        {
+            "type": "form.submitted",
+            "contact": {"email": "jo@example.com", "phone": "+1 555 000 0001"},
+        },
+    )
+    assert kept.status_code == 201, kept.text
+    assert any("contact.phone dropped" in w for w in kept.json()["warnings"])
+    contact = next(db.query("SELECT * FROM contacts"))
+    assert (contact["email"], contact["phone"]) == ("jo@example.com", None)
+    assert db.execute("SELECT COUNT(*) FROM contact_phones").fetchone()[0] == 0
+
+
+def test_invoice_amounts_are_numbers_or_refused(served, db, clock):
+    contact_id = make_contact(db, clock)
+    paid = post_event(
+        served,
+        {
+            "type": "invoice.paid",
+            "contact_id": contact_id,
+            "data": {"amount": "$1,200.50"},
+        },
+    )
+    assert paid.status_code == 201, paid.text
+    data = db.execute("SELECT data FROM events WHERE type = 'invoice.paid'").fetchone()[
+        0
+    ]
+    assert json.loads(data)["amount"] == 1200.5
+
+    refused = post_event(
+        served,
+        {"type": "invoice.paid", "contact_id": contact_id, "data": {"amount": "abc"}},
+    )
+    assert refused.status_code == 400
+    assert "data.amount" in refused.json()["error"]
+    count = "SELECT COUNT(*) FROM events WHERE type = 'invoice.paid'"
+    assert db.execute(count).fetchone()[0] == 1
 
 
 def test_signed_reply_stops_the_follow_up_sequence(served, workspace, db, clock):

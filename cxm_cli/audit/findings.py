@@ -98,8 +98,7 @@ def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
         ids = [
             row["contact_id"]
             for row in speed["leads"]
-            if (source is None or row["source"] == source)
-            and (row["seconds"] is None or row["seconds"] > 3600)
+            if (source is None or row["source"] == source) and _waited_over_an_hour(row)
         ]
         who = f"{source} leads" if source else "leads"
         title = f"{pct(group['over_1_hour_share'])} of {who} waited over an hour"
@@ -108,6 +107,9 @@ def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
             title += (
                 f"; {number(never)} {'was' if never == 1 else 'were'} never answered"
             )
+        if group.get("not_yet"):
+            # Arrived within the hour before the audit's end: not slow (yet).
+            title += f"; {number(group['not_yet'])} not answered yet"
         found.append(
             _finding(
                 "slow_leads",
@@ -121,6 +123,11 @@ def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     return found
+
+
+def _waited_over_an_hour(row: dict[str, Any]) -> bool:
+    waited = row["seconds"] if row["seconds"] is not None else row["waiting_seconds"]
+    return waited is None or waited > 3600
 
 
 def _unanswered(unanswered: dict[str, Any]) -> list[dict[str, Any]]:

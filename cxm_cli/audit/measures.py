@@ -39,7 +39,14 @@ FIVE_MINUTES = 5 * 60
 ONE_HOUR = 60 * 60
 ONE_DAY = 24 * ONE_HOUR
 
-SPEED_BUCKETS = ("within 5 min", "5 to 60 min", "1 to 24 hours", "over a day", "never")
+SPEED_BUCKETS = (
+    "within 5 min",
+    "5 to 60 min",
+    "1 to 24 hours",
+    "over a day",
+    "never",
+    "not answered yet",
+)
 WAIT_BUCKETS = ("under 1 hour", "1 to 24 hours", "1 to 7 days", "over 7 days")
 
 
@@ -51,15 +58,24 @@ def _hours_before(stored: str, hours: float) -> str:
 
 
 class SpeedTally:
-    __slots__ = ("leads", "within_5", "within_60", "durations")
+    """Leads by how fast they were answered.
+
+    A lead nobody answered by the audit's end has "waited over an hour" (and
+    counts as ``never``) only when it arrived over an hour before that end;
+    a younger one is ``not_yet``: in neither group, since its hour is not up.
+    """
+
+    __slots__ = ("leads", "within_5", "within_60", "not_yet", "durations")
 
     def __init__(self):
-        self.leads = self.within_5 = self.within_60 = 0
+        self.leads = self.within_5 = self.within_60 = self.not_yet = 0
         self.durations: list[float] = []
 
-    def add(self, seconds: float | None) -> None:
+    def add(self, seconds: float | None, waited: float | None = None) -> None:
+        """Count a lead answered after ``seconds``, or unanswered for ``waited``."""
         self.leads += 1
         if seconds is None:
+            self.not_yet += _within_the_hour(waited)
             return
         self.durations.append(seconds)
         self.within_5 += seconds <= FIVE_MINUTES
@@ -67,8 +83,8 @@ class SpeedTally:
 
     def result(self) -> dict[str, Any]:
         answered = len(self.durations)
-        never = self.leads - answered
-        over_hour = self.leads - self.within_60
+        never = self.leads - answered - self.not_yet
+        over_hour = self.leads - self.within_60 - self.not_yet
         return {
             "leads": self.leads,
             "answered": answered,
@@ -82,6 +98,8 @@ class SpeedTally:
             "over_1_hour_share": share(over_hour, self.leads),
             "never": never,
             "never_share": share(never, self.leads),
+            "not_yet": self.not_yet,
+            "not_yet_share": share(self.not_yet, self.leads),
         }
 
 
@@ -100,9 +118,11 @@ class SpeedToLead:
             return
         reply = next((at for at, _ in history.outbound if at >= start), None)
         seconds = seconds_between(start, reply) if reply else None
+        # An unanswered lead has waited until the moment the audit looks from.
+        waited = seconds_between(start, self.options.as_of) if reply is None else None
         for tally in self.groups.parts(history.source, history.channel):
-            tally.add(seconds)
-        self.buckets[_speed_bucket(seconds)] += 1
+            tally.add(seconds, waited)
+        self.buckets[_speed_bucket(seconds, waited)] += 1
         self.rows.append(
             {
                 "contact_id": history.contact_id,
@@ -111,6 +131,7 @@ class SpeedToLead:
                 "inbound_at": start,
                 "first_reply_at": reply,
                 "seconds": seconds,
+                "waiting_seconds": waited,
             }
         )
 
@@ -122,9 +143,13 @@ class SpeedToLead:
         }
 
 
-def _speed_bucket(seconds: float | None) -> str:
+def _within_the_hour(waited: float | None) -> bool:
+    return waited is not None and waited <= ONE_HOUR
+
+
+def _speed_bucket(seconds: float | None, waited: float | None = None) -> str:
     if seconds is None:
-        return "never"
+        return "not answered yet" if _within_the_hour(waited) else "never"
     if seconds <= FIVE_MINUTES:
         return "within 5 min"
     if seconds <= ONE_HOUR:

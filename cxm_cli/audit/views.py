@@ -109,6 +109,11 @@ def _speed(speed: dict[str, Any]) -> Section:
             f"{pct(o['within_1_hour_share'])} within an hour, and "
             f"{pct(o['never_share'])} ({o['never']}) never.",
         ]
+        if o.get("not_yet"):
+            summary.append(
+                f"{number(o['not_yet'])} arrived in the last hour before the "
+                "audit's end and are not answered yet; they count as neither."
+            )
     columns = [
         ("Leads", lambda g: number(g["leads"])),
         ("Median", lambda g: duration(g["median_seconds"])),

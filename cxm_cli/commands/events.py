@@ -64,6 +64,9 @@ def emit_command(
             as_json=as_json,
             columns=["event_id", "contact_id", "type", "created_contact"],
         )
+        for result in results:
+            for text in result.warnings:
+                warn(text)
         for problem in problems:
             warn(problem)
         say(f"{len(results)} event(s) recorded, {len(problems)} line(s) refused")
@@ -84,6 +87,8 @@ def emit_command(
         at=at,
         source=source,
     )
+    for text in result.warnings:
+        warn(text)
     if as_json:
         print_json(result.as_dict())
         return

@@ -97,7 +97,7 @@ def record(
 
     Example: cxm inbox record --contact 12 --channel sms --text "Yes, Tuesday works"
     """
-    from cxm_cli.inbound import record_inbound, resolve_contact
+    from cxm_cli.inbox import record_inbound_items
 
     s = state(ctx)
     if file is not None:
@@ -118,32 +118,10 @@ def record(
             }
         ]
 
-    results = []
-    for number, item in enumerate(items, start=1):
-        reference = item.get("contact") or item.get("contact_id")
-        sender = item.get("from") or item.get("address")
-        if reference is None and not sender:
-            raise InputError(f"stdin item {number}: needs contact (id, email or phone)")
-        contact_id = (
-            resolve_contact(s.workspace, s.db, str(reference))["id"]
-            if reference is not None
-            else None
-        )
-        result = record_inbound(
-            s.workspace,
-            s.db,
-            s.clock,
-            channel=str(item.get("channel") or "sms"),
-            text=item.get("text"),
-            contact_id=contact_id,
-            address=sender,
-            subject=item.get("subject"),
-            provider_id=item.get("provider_id"),
-            at=item.get("at"),
-            source="cli",
-        )
-        results.append(result.as_dict())
-        if not as_json:
+    recorded = record_inbound_items(s.workspace, s.db, s.clock, items)
+    results = [result.as_dict() for result in recorded]
+    if not as_json:
+        for result in recorded:
             what = "already recorded" if result.duplicate else "recorded"
             say(f"{what} message {result.message_id} for contact {result.contact_id}")
             for action in result.actions:
@@ -153,16 +131,12 @@ def record(
         emit(results if file == "-" else results[0], as_json=True)
 
 
-def _read_stdin_json() -> list[dict[str, Any]]:
+def _read_stdin_json() -> list[Any]:
     try:
         data = json.load(sys.stdin)
     except json.JSONDecodeError as exc:
         raise InputError(f"stdin: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    items = data if isinstance(data, list) else [data]
-    for number, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise InputError(f"stdin item {number}: expected an object")
-    return items
+    return data if isinstance(data, list) else [data]
 
 
 @inbox_app.command("done")

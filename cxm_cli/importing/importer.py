@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxm_cli.errors import InputError
+import phonenumbers
+
+from cxm_cli.errors import ConfigError, InputError
 from cxm_cli.importing import batches
 from cxm_cli.importing.formats import (
     LAYOUTS_BY_NAME,
@@ -116,7 +118,7 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             f"use one of {', '.join(ON_CONFLICT)}"
         )
     overrides = parse_map_options(options.mapping)
-    region = (options.region or workspace.phone_region).upper()
+    region = _check_region(options.region, workspace.phone_region)
     date_format = _check_date_format(options.date_format)
 
     with open_input(path_or_stream) as input_file:
@@ -319,6 +321,24 @@ def _jsonl_layout(records):
             layout = detect_layout([key for key, _ in pairs])
             return layout if layout.name != "generic" else get_layout("jsonl")
     return get_layout("jsonl")
+
+
+def _check_region(given: str | None, workspace_region: str) -> str:
+    """The phone region to read numbers in; an unknown one would drop them all."""
+    example = "use a two-letter country code such as US, GB, DE or AU"
+    if given is not None:
+        region = given.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise InputError(f"--region {given!r} is not a phone region; {example}")
+        return region
+    region = str(workspace_region).strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"cxm.toml: business.phone_region {workspace_region!r} is not a phone "
+            f"region; {example}",
+            hint="or pass --region for this import",
+        )
+    return region
 
 
 def _check_date_format(value: str | None) -> str | None:

@@ -254,17 +254,24 @@ class ContactMerger:
                 at=at,
                 detail={"batch_id": self.batch_id},
             )
-        record_event(
-            self.db,
-            contact_id,
-            "lead.created",
-            clock=self.clock,
-            data={
+        if lead.suppression:
+            # An unsubscribe or bounce list is no list of new leads: a different
+            # event, so no lead sequence, pipeline stage or lead count fires.
+            event_type = "contact.imported"
+            data = {"suppressed": True, "source": source, "batch_id": self.batch_id}
+        else:
+            event_type = "lead.created"
+            data = {
                 "source": source,
                 "batch_id": self.batch_id,
                 "created_time": lead.created_at,
-                "file": self.file_label,
-            },
+            }
+        record_event(
+            self.db,
+            contact_id,
+            event_type,
+            clock=self.clock,
+            data={**data, "file": self.file_label},
             source=self.event_source,
             run_hooks=self.run_hooks,
         )

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxm_cli.errors import InputError
-from cxm_cli.importing.reader import CsvRecords, JsonLinesRecords, is_blank
+from cxm_cli.importing.reader import (
+    BrokenRecord,
+    CsvRecords,
+    JsonLinesRecords,
+    is_blank,
+)
 from cxm_cli.importing.records import (
     DATE_FIELDS,
     Lead,
@@ -107,6 +112,9 @@ def _produce(spec: SourceSpec, settings: MapperSettings, header) -> Iterator[tup
 def _map_one(mapper: RecordMapper, header, item, keep: bool) -> Mapped:
     if header is not None:
         number, row = item
+        if isinstance(row, BrokenRecord):
+            column = header[row.column] if row.column < len(header) else ""
+            return Mapped(number, Reject(number, column, row.reason), list(row))
         if is_blank(row):
             return Mapped(number, None)
         result = mapper.map_row(number, header, row)
@@ -137,6 +145,8 @@ def infer_date_orders(records, mapper, header, notes: list[str]) -> dict[str, st
         for _, name in columns:
             votes.setdefault(name, DateOrderVote())
         for _, row in records:
+            if isinstance(row, BrokenRecord):
+                continue
             for index, name in columns:
                 if index < len(row) and row[index]:
                     votes[name].feed(row[index])

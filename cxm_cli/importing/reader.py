@@ -14,9 +14,11 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,12 @@ def open_input(source) -> Iterator[InputFile]:
     """Yield an :class:`InputFile` for a path, ``-`` (stdin) or a stream."""
     if isinstance(source, str | os.PathLike) and str(source) != "-":
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise InputError(
+                f"{path}: is a folder, not a file",
+                hint="name one export file in it, e.g. cxm leads import "
+                f"{path / 'contacts.csv'}",
+            )
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         yield InputFile(path, str(source), False, path.stat().st_size)
@@ -216,12 +224,55 @@ def _count_outside_quotes(line: str, delimiter: str) -> int:
     return count
 
 
+class BrokenRecord(list):
+    """The cells of a record the reader had to give up on, with the reason.
+
+    Only the record's first line is kept: the lines a stray quote swallowed
+    are read again as records of their own.
+    """
+
+    def __init__(self, cells: list[str], column: int, reason: str):
+        super().__init__(cells)
+        self.column = column
+        self.reason = reason
+
+
+class _Lines:
+    """Physical lines for ``csv.reader``, remembering those of the current record.
+
+    Lines can be put back, so the lines an unclosed quote swallowed are read
+    again as records.
+    """
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._pending: deque[str] = deque()
+        self.taken: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._pending.popleft() if self._pending else next(self._handle)
+        self.taken.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        taken, self.taken = self.taken, []
+        return taken
+
+    def put_back(self, lines: list[str]) -> None:
+        self._pending.extendleft(reversed(lines))
+
+
 class CsvRecords:
     """Header and numbered records of a delimited file, streamed.
 
     ``number`` is the record's position after the header (a quoted field that
     spans lines is still one record); ``position()`` is the byte offset read so
-    far, for progress bars.
+    far, for progress bars. A record whose quote is never closed properly is
+    yielded as a :class:`BrokenRecord` made of its first line, and the lines
+    the quote swallowed are read again as records, so no row is lost.
     """
 
     def __init__(self, path: Path, encoding: str, delimiter: str, name: str):
@@ -250,23 +301,43 @@ class CsvRecords:
     def _iterate(self, *, header_only: bool) -> Iterator[tuple[int, list[str]]]:
         with self.path.open(encoding=self.encoding, newline="") as handle:
             self._handle = handle
-            reader = csv.reader(handle, delimiter=self.delimiter)
+            lines = _Lines(handle)
+            reader = csv.reader(lines, delimiter=self.delimiter)
             number = -1
+            columns = 0
             try:
-                for row in reader:
+                while True:
+                    broken = None
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:
+                        taken = lines.take()
+                        if len(taken) < 2 or number < 0:
+                            raise InputError(
+                                f"{self.name}: line {reader.line_num}: {exc}",
+                                hint="nothing was imported",
+                            ) from None
+                        broken = _quote_trouble(taken, self.delimiter, columns, True)
+                    else:
+                        taken = lines.take()
+                        if number >= 0 and len(taken) > 1:
+                            broken = _quote_trouble(taken, self.delimiter, columns)
                     number += 1
+
                     if number == 0:
                         row = [cell.replace("\ufeff", "").strip() for cell in row]
+                        columns = len(row)
                         if header_only:
                             yield 0, row
                             return
                         continue
+                    if broken is not None:
+                        lines.put_back(taken[1:])
+                        yield number, self._first_line_cells(taken[0], broken)
+                        continue
                     yield number, row
-            except csv.Error as exc:
-                raise InputError(
-                    f"{self.name}: line {reader.line_num}: {exc}",
-                    hint="a quote is probably not closed; nothing was imported",
-                ) from None
             except UnicodeDecodeError as exc:
                 raise InputError(
                     f"{self.name}: not valid {self.encoding} near record {number + 1} "
@@ -275,6 +346,80 @@ class CsvRecords:
                 ) from None
             finally:
                 self._handle = None
+
+    def _first_line_cells(self, line: str, column: int) -> BrokenRecord:
+        cells = next(csv.reader([line], delimiter=self.delimiter), [])
+        cells = [cell.rstrip("\r\n") for cell in cells]
+        return BrokenRecord(cells, column, "unclosed quote")
+
+
+_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+_EMAIL_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.[A-Za-z]{2,}")
+_PHONE_LIKE = re.compile(r"\d(?:[\s().-]*\d){6}")
+
+
+def _quote_trouble(
+    taken: list[str], delimiter: str, columns: int, too_long: bool = False
+) -> int | None:
+    """Index of the column whose quote swallowed the lines after it, or None.
+
+    A quote swallowed lines when it is still open at the end of the file (or
+    the field grew past the size limit), when it "closes" in the middle of a
+    later value (the opening quote of some later row), or when a line it
+    swallowed looks like a whole record of this file: the header's number of
+    columns and an email in it (or two such lines with a phone).
+
+    Limitation: a quoted multi-line note one of whose lines happens to look
+    like a whole record (same number of delimiters and an email, or two lines
+    with a phone) is read as an unclosed quote; its record is rejected and the
+    note's lines are read as records (each then imported or rejected, never
+    lost).
+    """
+    state, column, quoted_column, spans = _START, 0, 0, False
+    for char in "".join(taken):
+        if state == _START:
+            if char == '"':
+                state, quoted_column, spans = _QUOTED, column, False
+            elif char == delimiter:
+                column += 1
+            elif char not in "\r\n":
+                state = _FIELD
+        elif state == _FIELD:
+            if char == delimiter:
+                state, column = _START, column + 1
+        elif state == _QUOTED:
+            if char == '"':
+                state = _QUOTE_IN_QUOTED
+            elif char in "\r\n":
+                spans = True
+        elif char == '"':
+            state = _QUOTED
+        elif char == delimiter:
+            state, column = _START, column + 1
+        elif char in "\r\n":
+            state = _START
+        else:
+            if spans:
+                return quoted_column
+            state = _FIELD
+    if too_long or state == _QUOTED:
+        return quoted_column
+
+    if columns < 3:
+        return None
+    with_phone = with_email = 0
+    for line in taken[1:]:
+        if _count_outside_quotes(line, delimiter) != columns - 1:
+            continue
+        if _EMAIL_LIKE.search(line):
+            with_email += 1
+        elif _PHONE_LIKE.search(line):
+            with_phone += 1
+    # A note may hold one line with a phone and some commas; a swallowed row
+    # with an email, or several with phones, is no note.
+    if with_email or with_phone >= 2:
+        return quoted_column
+    return None
 
 
 def is_blank(row: list[str]) -> bool:

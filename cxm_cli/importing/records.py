@@ -73,6 +73,10 @@ class Lead:
     # channel -> (opted_in | opted_out, stored time or None)
     consent: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     bouncing: bool = False  # Mailchimp "cleaned": the address hard-bounced
+    # The source lists this person as an opt-out or a bounce (Mailchimp's
+    # unsubscribed and cleaned exports), not as someone who asked for contact:
+    # a contact made from it is kept to honour the opt-out, but is no new lead.
+    suppression: bool = False
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     record_key: str | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, text)
@@ -392,8 +396,9 @@ class RecordMapper:
         return problems
 
     def _names(self, lead: Lead, names: dict[str, str]) -> None:
-        first = names.get("first_name", "")
-        last = names.get("last_name", "")
+        # A stray comma from a "Last, First" habit never stays in a name.
+        first = names.get("first_name", "").strip(" ,")
+        last = names.get("last_name", "").strip(" ,")
         if not first and not last and names.get("full_name"):
             first, last = split_full_name(names["full_name"])
         if names.get("middle_name"):
@@ -414,8 +419,10 @@ class RecordMapper:
         if self.has_unsubscribe:
             at = _stored(dates["unsub_time"], zone) if "unsub_time" in dates else None
             lead.consent["email"] = ("opted_out", at)
+            lead.suppression = True
         elif self.has_clean:
             lead.bouncing = True
+            lead.suppression = True
         elif self.has_optin and "email" not in lead.consent:
             at = _stored(dates["optin_time"], zone) if "optin_time" in dates else None
             lead.consent["email"] = ("opted_in", at)

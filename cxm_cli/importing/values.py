@@ -321,7 +321,47 @@ def _one_edit_apart(a: str, b: str) -> bool:
 # ---------------------------------------------------------------- names
 
 _HONORIFICS = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "rev", "sir"}
-_SUFFIXES = {"jr", "sr", "ii", "iii", "iv", "md", "phd", "dds", "esq", "cpa"}
+# Compared without dots and case: "Ph.D." is "phd", "Jr." is "jr".
+_SUFFIXES = {
+    "jr",
+    "jnr",
+    "sr",
+    "snr",
+    "ii",
+    "iii",
+    "iv",
+    "md",
+    "phd",
+    "dds",
+    "dmd",
+    "esq",
+    "cpa",
+}
+# Words that start a surname ("van der Berg", "de la Cruz", "St. John").
+_PARTICLES = {
+    "van",
+    "von",
+    "der",
+    "den",
+    "de",
+    "del",
+    "della",
+    "da",
+    "das",
+    "dos",
+    "di",
+    "du",
+    "le",
+    "la",
+    "bin",
+    "ibn",
+    "al",
+    "el",
+    "st",
+    "st.",
+    "ste",
+    "ste.",
+}
 
 
 def repair_mojibake(text: str) -> str:
@@ -369,26 +409,59 @@ def is_variant_of(old: str | None, new: str | None) -> bool:
 
 
 def split_full_name(full: str) -> tuple[str, str]:
-    """(first, last) from a single name column; ``Last, First`` is understood."""
-    text = " ".join(full.split())
-    if not text:
-        return "", ""
-    if text.count(",") == 1:
-        last, first = (part.strip() for part in text.split(","))
-        if last and first and first.lower().strip(".") not in _SUFFIXES:
-            return first, last
+    """(first, last) from a single name column.
 
-    words = text.split(" ")
-    while len(words) > 1 and words[0].lower().strip(".") in _HONORIFICS:
-        words = words[1:]
-        if len(words) == 1:
-            return "", words[0]
-    suffix = []
-    while len(words) > 2 and words[-1].lower().strip(".,") in _SUFFIXES:
-        suffix.insert(0, words.pop())
+    Understood: ``Last, First [Middle]``; suffixes (``Jr``, ``III``, ``PhD``),
+    kept at the end of the last name; honorifics, dropped; and surname
+    particles, kept with the last name (``Mary Ann | van der Berg``). A name
+    never ends with a comma.
+    """
+    text = " ".join(full.replace(",", ", ").split())
+    parts = [part.strip() for part in text.split(",")]
+    parts = [part for part in parts if part]
+    if not parts:
+        return "", ""
+
+    suffixes: list[str] = []
+    while len(parts) > 1 and _all_suffixes(parts[-1]):
+        suffixes.insert(0, parts.pop())
+    if len(parts) > 1:
+        last = parts[0]
+        first_words = _without_honorifics(" ".join(parts[1:]).split(" "))
+        first = " ".join(first_words)
+        if not first:
+            return "", _joined(last, suffixes)
+        return first, _joined(last, suffixes)
+
+    words = _without_honorifics(parts[0].split(" "))
+    if len(words) == 1 and parts[0].split(" ")[0] != words[0]:
+        return "", _joined(words[0], suffixes)  # "Dr. Lee": a surname
+    while len(words) > 1 and _all_suffixes(words[-1]):
+        suffixes.insert(0, words.pop())
     if len(words) == 1:
-        return words[0], " ".join(suffix)
-    return " ".join(words[:-1]), " ".join([words[-1], *suffix])
+        return words[0], _joined("", suffixes)
+    start = len(words) - 1
+    for index in range(1, len(words) - 1):
+        if words[index].lower() in _PARTICLES:
+            start = index
+            break
+    return " ".join(words[:start]), _joined(" ".join(words[start:]), suffixes)
+
+
+def _all_suffixes(text: str) -> bool:
+    words = text.split(" ")
+    return all(word.lower().replace(".", "") in _SUFFIXES for word in words)
+
+
+def _without_honorifics(words: list[str]) -> list[str]:
+    words = [word for word in words if word]
+    while len(words) > 1 and words[0].lower().rstrip(".") in _HONORIFICS:
+        words = words[1:]
+    return words
+
+
+def _joined(last: str, suffixes: list[str]) -> str:
+    return " ".join(part for part in (last, *suffixes) if part)
 
 
 def display_name(first: str, last: str, company: str) -> str | None:

@@ -62,7 +62,10 @@ class VCardRecords:
         except (OSError, ValueError):
             return 0
 
-    def __iter__(self) -> Iterator[tuple[int, list[tuple[str, str]], str, None]]:
+    def __iter__(
+        self,
+    ) -> Iterator[tuple[int, list[tuple[str, str]] | None, str, str | None]]:
+        """(card number, pairs or None, raw card, why it cannot be read)."""
         number = 0
         card: list[str] | None = None
         with self.path.open(encoding=self.encoding, newline="") as handle:
@@ -70,6 +73,9 @@ class VCardRecords:
             for line in _unfolded(handle):
                 upper = line.upper()
                 if upper.startswith("BEGIN:VCARD"):
+                    if card is not None:
+                        number += 1
+                        yield _truncated(number, card, "before the next BEGIN:VCARD")
                     card = []
                 elif upper.startswith("END:VCARD"):
                     if card is not None:
@@ -78,7 +84,16 @@ class VCardRecords:
                     card = None
                 elif card is not None:
                     card.append(line)
+            if card is not None:
+                number += 1
+                yield _truncated(number, card, "before the end of the file")
             self._handle = None
+
+
+def _truncated(number: int, card: list[str], where: str):
+    """A card cut short (a truncated download or copy): rejected, not guessed."""
+    reason = f"truncated vCard: no END:VCARD {where}"
+    return number, None, "\n".join(card), reason
 
 
 def _unfolded(handle) -> Iterator[str]:

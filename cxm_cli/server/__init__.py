@@ -96,11 +96,33 @@ def _close_db(_error=None) -> None:
 
 
 def serve(workspace, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve until interrupted (``cxm serve``)."""
-    from waitress import serve as waitress_serve
+    """Serve until interrupted (``cxm serve``).
 
-    log.info("serving on %s:%s", host, port)
-    waitress_serve(create_app(workspace), host=host, port=port, threads=4)
+    Built from waitress's ``create_server`` rather than its ``serve``, which
+    calls ``logging.basicConfig()``: that root handler would print every cxm
+    log line a second time next to the ``cxm_cli`` logger's own handler.
+    """
+    from waitress import create_server
+
+    share_log_handlers("waitress")
+    server = create_server(create_app(workspace), host=host, port=port, threads=4)
+    log.info("serving on %s:%s", host, server.effective_port)
+    server.run()
+
+
+def share_log_handlers(name: str) -> None:
+    """Send a library's log lines through the ``cxm_cli`` logger's handlers.
+
+    Each line is then printed once, in cxm's format, whether or not anything
+    configured the root logger.
+    """
+    package = logging.getLogger("cxm_cli")
+    library = logging.getLogger(name)
+    if library.handlers or not package.handlers:
+        return
+    for handler in package.handlers:
+        library.addHandler(handler)
+    library.propagate = False
 
 
 @dataclass

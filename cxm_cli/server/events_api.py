@@ -24,12 +24,12 @@ import logging
 import re
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, jsonify, request
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import get_contact, normalise_phone_loosely, set_consent
+from cxm_cli.contacts import change_consent, get_contact
 from cxm_cli.errors import CxmError, InputError
+from cxm_cli.event_intake import check_event_data, check_identity
 from cxm_cli.events import record_event
 from cxm_cli.inbound import contact_by_address, create_minimal_contact, record_inbound
 from cxm_cli.server import current_clock, current_db, current_workspace
@@ -97,6 +97,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     data = body.get("data") or {}
     if not isinstance(data, dict):
         raise InputError("data must be a JSON object")
+    data = check_event_data(event_type, data)
     at = body.get("at")
     if at is not None:
         try:
@@ -107,8 +108,12 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
 
     workspace, db, clock = current_workspace(), current_db(), current_clock()
+    warnings = _identity_warnings(workspace, body)
     if event_type == "message.received":
-        return _inbound_message(workspace, db, clock, body, data, at, source, key)
+        answer, status = _inbound_message(
+            workspace, db, clock, body, data, at, source, key
+        )
+        return {**answer, "warnings": warnings}, status
 
     with write_transaction(db):
         if key:
@@ -119,6 +124,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
                     "event_id": seen["event_id"],
                     "created_contact": False,
                     "duplicate": True,
+                    "warnings": warnings,
                 }, 200
         contact_id, created = _find_or_create_contact(
             workspace, db, clock, body, source
@@ -128,7 +134,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
             channel = data.get("channel")
             if channel not in ("email", "sms"):
                 raise InputError("data.channel must be email or sms")
-            changed = set_consent(
+            changed = change_consent(
                 db,
                 contact_id,
                 channel,
@@ -166,6 +172,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         "event_id": event_id,
         "created_contact": created,
         "duplicate": False,
+        "warnings": warnings,
     }, 201
 
 
@@ -204,13 +211,9 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
         except (TypeError, ValueError) as exc:
             raise InputError("contact_id must be a number") from exc
 
-    person = body.get("contact")
-    if not isinstance(person, dict):
-        raise InputError("give contact (with email or phone) or contact_id")
-    email = _email(person.get("email"))
-    phone = _phone(workspace, person.get("phone"))
-    if not email and not phone:
-        raise InputError("contact needs an email or a phone")
+    person = _person(body)
+    identity = _checked_identity(workspace, person)
+    email, phone = identity.email, identity.phone
 
     # Limitation: a known contact's name is not changed by a form; only a
     # phone it did not have yet is added.
@@ -253,23 +256,28 @@ def _add_missing_phone(db, clock, contact_id: int, phone: str | None) -> None:
         )
 
 
-def _email(value) -> str | None:
-    if not value:
-        return None
-    try:
-        checked = validate_email(str(value), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InputError(f"contact.email: {exc}") from exc
-    return checked.normalized.lower()
+def _person(body) -> dict[str, Any]:
+    person = body.get("contact")
+    if not isinstance(person, dict):
+        raise InputError("give contact (with email or phone) or contact_id")
+    return person
 
 
-def _phone(workspace, value) -> str | None:
-    if not value:
-        return None
-    phone = normalise_phone_loosely(str(value), workspace.phone_region)
-    if phone is None:
-        raise InputError(f"contact.phone: cannot read {value!r} as a phone number")
-    return phone
+def _checked_identity(workspace, person: dict[str, Any]):
+    return check_identity(
+        workspace,
+        email=person.get("email"),
+        phone=person.get("phone"),
+        email_field="contact.email",
+        phone_field="contact.phone",
+    )
+
+
+def _identity_warnings(workspace, body) -> list[str]:
+    """What was dropped from the person's details (checked before any write)."""
+    if body.get("contact_id") is not None:
+        return []
+    return _checked_identity(workspace, _person(body)).warnings
 
 
 def _text(value) -> str | None:
