@@ -6,12 +6,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from tests.support.dovecot import free_port
 
 
-def test_a_refused_webhook_is_logged_once(workspace):
+@pytest.mark.parametrize("options", [[], ["--verbose"]])
+def test_a_refused_webhook_is_logged_once(workspace, options):
     port = free_port()
     process = subprocess.Popen(
         [
@@ -20,6 +22,7 @@ def test_a_refused_webhook_is_logged_once(workspace):
             "cxm_cli",
             "--workspace",
             str(workspace.root),
+            *options,
             "serve",
             "--port",
             str(port),

@@ -41,6 +41,7 @@ from cxm_cli import clock as clocks
 from cxm_cli.errors import InputError
 from cxm_cli.events import record_event
 from cxm_cli.importing.reader import (
+    BrokenRecord,
     CsvRecords,
     detect_delimiter,
     detect_encoding,
@@ -377,6 +378,18 @@ def _read_file(number, kind, path, workspace, region, summary) -> list[ActivityR
             if is_blank(cells):
                 continue
             count += 1
+            if isinstance(cells, BrokenRecord):
+                summary.rejected.append(
+                    {
+                        "file": input_file.name,
+                        "row": row_number,
+                        "column": header[cells.column]
+                        if cells.column < len(header)
+                        else "",
+                        "reason": cells.reason,
+                    }
+                )
+                continue
             values = {
                 name: clean_cell(cells[index]) if index < len(cells) else ""
                 for name, index in columns.items()

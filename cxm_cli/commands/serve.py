@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -31,6 +32,11 @@ def serve(
     bind_host = host or str(workspace.setting("server.host", server.DEFAULT_HOST))
     bind_port = port or int(workspace.setting("server.port", server.DEFAULT_PORT))
     s.db  # noqa: B018  (creates and migrates the database before serving)
+    # A server's log is its operator's only view of refused webhooks and bad
+    # posts, so warnings show even without --verbose.
+    package_logger = logging.getLogger("cxm_cli")
+    if package_logger.getEffectiveLevel() > logging.WARNING:
+        package_logger.setLevel(logging.WARNING)
     say(f"cxm serving {workspace.business_name} on http://{bind_host}:{bind_port}")
     if bind_host not in ("127.0.0.1", "localhost", "::1"):
         say("  reachable from other machines: put a TLS proxy in front")

@@ -30,6 +30,7 @@ from cxm_cli import clock as clocks
 from cxm_cli.errors import InputError
 from cxm_cli.events import record_event
 from cxm_cli.importing.reader import (
+    BrokenRecord,
     CsvRecords,
     detect_delimiter,
     detect_encoding,
@@ -189,6 +190,9 @@ def _read_csv(workspace, input_file, encoding: str, platform: str | None):
         if is_blank(row):
             continue
         line = number + 1  # the header is line 1
+        if isinstance(row, BrokenRecord):
+            problems.append(f"{name}: line {line}: {row.reason}")
+            continue
 
         def cell(role: str, row=row) -> str:
             index = columns.get(role)
