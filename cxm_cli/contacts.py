@@ -240,7 +240,9 @@ def opt_out_phone(
     every contact on it. Each gets an ``opted_out`` event carrying the number
     and ``detail`` (keyword, message id, error code), and their pending SMS
     steps are cancelled. ``contact_id`` is included even when the number is
-    not on file for it (a STOP recorded by contact id). The answer maps each
+    not on file for it (a STOP recorded by contact id). ``source`` should be
+    one of :data:`PHONE_OPT_OUT_SOURCES` ("sms_keyword", "provider"): that is
+    what later marks the opt-out as the number's. The answer maps each
     holder's id to how many of their pending steps were cancelled.
     """
     holders = _phone_holders(db, phone, contact_id)
@@ -277,14 +279,17 @@ def opt_in_phone(
 ) -> list[int]:
     """Undo :func:`opt_out_phone` (START/UNSTOP); returns who changed.
 
-    Every holder of the number who had opted out of SMS is opted back in, and
-    ``contact_id`` (the person the text was matched to) in any case.
+    Every holder of the number whose SMS opt-out came from the number (a
+    keyword, the provider) is opted back in, and ``contact_id`` (the person
+    the text was matched to) in any case. Someone who asked staff or a form
+    to stop texting them stays opted out: START from a shared phone is not
+    their word.
     """
     data = {**({"phone": phone} if phone else {}), **(detail or {})}
     changed = []
     with write_transaction(db):
         for holder in _phone_holders(db, phone, contact_id):
-            if holder != contact_id and not is_opted_out(db, holder, "sms"):
+            if holder != contact_id and not _opted_out_by_phone(db, holder):
                 continue
             if set_consent(
                 db,
@@ -298,6 +303,61 @@ def opt_in_phone(
             ):
                 changed.append(holder)
     return changed
+
+
+# Consent sources that speak for a phone number rather than for one person:
+# a carrier keyword, the provider's "unsubscribed" error, and their copies.
+PHONE_OPT_OUT_SOURCES = ("sms_keyword", "provider", "shared_phone")
+
+
+def phone_opted_out(db, phone: str) -> bool:
+    """Whether ``phone`` itself has opted out of texts (STOP, carrier error)."""
+    marks = ", ".join("?" for _ in PHONE_OPT_OUT_SOURCES)
+    return (
+        fetch_one(
+            db,
+            "SELECT 1 AS x FROM consents c "
+            "JOIN contact_phones p ON p.contact_id = c.contact_id "
+            "WHERE p.phone = ? AND c.channel = 'sms' AND c.status = 'opted_out' "
+            f"AND c.source IN ({marks}) LIMIT 1",
+            [phone, *PHONE_OPT_OUT_SOURCES],
+        )
+        is not None
+    )
+
+
+def _opted_out_by_phone(db, contact_id: int) -> bool:
+    row = fetch_one(
+        db,
+        "SELECT status, source FROM consents WHERE contact_id = ? AND channel = 'sms'",
+        [contact_id],
+    )
+    return bool(
+        row and row["status"] == "opted_out" and row["source"] in PHONE_OPT_OUT_SOURCES
+    )
+
+
+def inherit_phone_opt_out(db, contact_id: int, phone: str | None, *, clock) -> bool:
+    """Opt a contact out of SMS when a phone just given to it had opted out.
+
+    Someone new on a household phone that texted STOP must not be texted
+    either. Call after adding the phone row; returns True when it opted out.
+    """
+    # Limitation: only contacts made or given a phone by inbound messages and
+    # events call this; a phone the importer adds does not inherit the opt-out.
+    if not phone or is_opted_out(db, contact_id, "sms"):
+        return False
+    if not phone_opted_out(db, phone):
+        return False
+    return set_consent(
+        db,
+        contact_id,
+        "sms",
+        "opted_out",
+        clock=clock,
+        source="shared_phone",
+        detail={"phone": phone, "reason": "this phone had opted out of texts"},
+    )
 
 
 def _phone_holders(db, phone: str | None, contact_id: int | None) -> list[int]:

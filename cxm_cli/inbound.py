@@ -24,13 +24,14 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli import tracking  # noqa: F401  (registers the email-links decorator)
 from cxm_cli.contacts import (
-    contacts_with_phone,
     find_contact,
     get_contact,
+    inherit_phone_opt_out,
     is_opted_out,
     normalise_phone_loosely,
     opt_in_phone,
     opt_out_phone,
+    phone_opted_out,
     set_consent,
 )
 from cxm_cli.errors import CxmError, InputError, NotFound
@@ -358,8 +359,9 @@ def _record(
 
 
 def _phone_opted_out(db, contact_id: int, phone: str | None) -> bool:
-    holders = contacts_with_phone(db, phone) if phone else []
-    return any(is_opted_out(db, holder, "sms") for holder in {contact_id, *holders})
+    if is_opted_out(db, contact_id, "sms"):
+        return True
+    return bool(phone) and phone_opted_out(db, phone)
 
 
 def _answered_an_offered_keyword(db, contact_id: int, event_id: int) -> bool:
@@ -510,6 +512,7 @@ def create_minimal_contact(
                 "created_at": now,
             }
         )
+        inherit_phone_opt_out(db, contact_id, phone, clock=clock)
     record_event(
         db,
         contact_id,

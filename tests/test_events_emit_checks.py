@@ -151,3 +151,24 @@ def test_parse_amount_reads_money_as_people_write_it():
     assert parse_amount("($5.00)") == (-5, None)
     assert parse_amount("250 cad") == (250, "CAD")
     assert parse_amount(99.999) == (100, None)
+
+
+def test_an_emitted_opt_out_cancels_the_queued_texts(cli, db, clock):
+    from cxm_cli.inbound import create_minimal_contact
+    from cxm_cli.store import write_transaction
+
+    with write_transaction(db):
+        contact_id = create_minimal_contact(
+            db, clock, email="ana@example.com", phone="+15125550101", source="web"
+        )
+    pending = (
+        "SELECT COUNT(*) FROM due_steps WHERE contact_id = ? AND status = 'pending' "
+        "AND step_label = 'first-text'"
+    )
+    assert db.execute(pending, [contact_id]).fetchone()[0] == 1
+
+    result = cli(
+        "events", "emit", "opted_out", "-c", str(contact_id), "-d", "channel=sms"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert db.execute(pending, [contact_id]).fetchone()[0] == 0

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from cxm_cli.contacts import consent_status, opt_out_phone
+from cxm_cli.contacts import change_consent, consent_status, opt_out_phone
 from cxm_cli.inbound import create_minimal_contact, record_inbound, record_status
 from cxm_cli.runner import run_once
 from cxm_cli.store import write_transaction
@@ -144,7 +144,7 @@ def test_yes_reopts_the_phone_when_the_matched_person_was_not_out(
     workspace, db, clock, household
 ):
     parent, teen, _ = household
-    opt_out_phone(db, SHARED, clock=clock, source="test", contact_id=None)
+    opt_out_phone(db, SHARED, clock=clock, source="sms_keyword")
     with write_transaction(db):
         # Someone else's consent on the phone changed by hand: still opted out.
         db.execute(
@@ -209,3 +209,32 @@ def test_opt_out_phone_is_callable_on_its_own(db, clock, household):
     # Again: nothing changes, nothing is recorded twice.
     opt_out_phone(db, SHARED, clock=clock, source="provider")
     assert len(opt_events(db, teen)) == 1
+
+
+def test_start_does_not_undo_a_persons_own_opt_out(workspace, db, clock, household):
+    parent, teen, _ = household
+    change_consent(db, parent, "sms", "opted_out", clock=clock, source="cli")
+    record_inbound(
+        workspace, db, clock, channel="sms", text="STOP", address=SHARED, source="t"
+    )
+    record_inbound(workspace, db, clock, channel="sms", text="START", contact_id=teen)
+    assert consent_status(db, teen, "sms") == "opted_in"
+    assert consent_status(db, parent, "sms") == "opted_out"
+
+
+def test_someone_new_on_an_opted_out_phone_is_not_texted(
+    workspace, db, clock, household
+):
+    record_inbound(
+        workspace, db, clock, channel="sms", text="STOP", address=SHARED, source="t"
+    )
+    with write_transaction(db):
+        newcomer = create_minimal_contact(
+            db, clock, email="kim@example.com", phone=SHARED, source="web"
+        )
+
+    assert consent_status(db, newcomer, "sms") == "opted_out"
+    (event,) = opt_events(db, newcomer)
+    assert event["source"] == "shared_phone" and event["data"]["phone"] == SHARED
+    run_once(workspace, db, clock)
+    assert texts_after(db, newcomer, "2000-01-01") == 0

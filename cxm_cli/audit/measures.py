@@ -15,6 +15,9 @@ Definitions (the README's audit guide repeats them):
   automated; a **response** from the person is an inbound message or a booking.
 - A **customer** has a completed appointment or a paid invoice; a **visit** is
   a day with either.
+- A lead with no reply by the audit's end (``--until``, else now) was
+  **never** answered and waited over an hour only when it came in over an hour
+  before that end; a younger one is **not answered yet** and counts as neither.
 """
 
 from __future__ import annotations

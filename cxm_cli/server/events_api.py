@@ -27,7 +27,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import change_consent, get_contact
+from cxm_cli.contacts import change_consent, get_contact, inherit_phone_opt_out
 from cxm_cli.errors import CxmError, InputError
 from cxm_cli.event_intake import check_event_data, check_identity
 from cxm_cli.events import record_event
@@ -254,6 +254,7 @@ def _add_missing_phone(db, clock, contact_id: int, phone: str | None) -> None:
                 "created_at": clocks.now_iso(clock),
             }
         )
+        inherit_phone_opt_out(db, contact_id, phone, clock=clock)
 
 
 def _person(body) -> dict[str, Any]:
