@@ -435,9 +435,24 @@ def _record_failure(db, clock, contact_id, channel, message_id, exc: ChannelErro
         kind,
         exc.provider_code,
     )
+    detail = {"provider_code": exc.provider_code, "message_id": message_id}
     with write_transaction(db):
         _update_message(db, message_id, status="failed", error=exc.message)
-        if exc.opt_out:
+        if exc.opt_out and channel == "sms":
+            # The carrier blocks the number, not the person: everyone who
+            # shares it is opted out, as a STOP from it would do.
+            address = db.execute(
+                "SELECT address FROM messages WHERE id = ?", [message_id]
+            ).fetchone()[0]
+            contacts.opt_out_phone(
+                db,
+                address,
+                clock=clock,
+                source="provider",
+                contact_id=contact_id,
+                detail=detail,
+            )
+        elif exc.opt_out:
             contacts.set_consent(
                 db,
                 contact_id,
@@ -445,7 +460,7 @@ def _record_failure(db, clock, contact_id, channel, message_id, exc: ChannelErro
                 "opted_out",
                 clock=clock,
                 source="provider",
-                detail={"provider_code": exc.provider_code, "message_id": message_id},
+                detail=detail,
             )
 
 

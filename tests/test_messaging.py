@@ -284,6 +284,24 @@ def test_unsubscribed_recipient_opts_the_contact_out(
     assert len(sms_provider.requests) == 1
 
 
+def test_unsubscribed_recipient_opts_out_everyone_on_that_number(
+    workspace, db, clock, sms_provider
+):
+    workspace = sms_provider.configure(workspace)
+    daniel = make_contact(db, clock, first_name="Daniel", email="daniel@example.com")
+    sofia = make_contact(db, clock, first_name="Sofia", email="sofia@example.com")
+    sms_provider.fail_next(400, code=21610, message="unsubscribed recipient")
+
+    with pytest.raises(ChannelError):
+        send_message(workspace, db, clock, daniel, "sms", template="nudge-text")
+
+    assert is_opted_out(db, daniel, "sms")
+    assert is_opted_out(db, sofia, "sms")
+    with pytest.raises(ConsentRefused):
+        send_message(workspace, db, clock, sofia, "sms", template="nudge-text")
+    assert len(sms_provider.requests) == 1
+
+
 @pytest.mark.parametrize(("code", "transient"), [(451, True), (550, False)])
 def test_smtp_answers_are_classified(
     workspace, db, clock, smtp_server, code, transient
