@@ -120,7 +120,7 @@ def process_step(
         result.outcome, result.detail = "cancelled", reason
         return result
 
-    step = _step_for(sequence, row)
+    step = step_for(sequence, row)
     if step is None:
         reason = (
             f"sequence {sequence.name} changed: step {row['step_index'] + 1} is no "
@@ -130,35 +130,6 @@ def process_step(
         result.outcome, result.detail = "cancelled", reason
         return result
     result.step = step.describe()
-
-    if sequence.path.name in sequence_set.invalid:
-        retry_at = clock.now() + timedelta(
-            seconds=settings.broken_sequence_retry_seconds
-        )
-        outcome = StepOutcome(
-            "deferred",
-            detail=f"{sequence.path.name} has problems (see cxm sequences validate)",
-            retry_at=retry_at,
-        )
-        return apply_outcome(
-            workspace,
-            db,
-            clock,
-            row,
-            runner_id,
-            settings,
-            sequence,
-            step,
-            enrollment,
-            outcome,
-            result,
-        )
-
-    try:
-        contact = get_contact(db, row["contact_id"])
-    except NotFound:
-        result.outcome = "cancelled"
-        return result
 
     def record(outcome: StepOutcome) -> StepResult:
         return apply_outcome(
@@ -174,6 +145,23 @@ def process_step(
             outcome,
             result,
         )
+
+    if sequence.path.name in sequence_set.invalid:
+        retry_at = clock.now() + timedelta(
+            seconds=settings.broken_sequence_retry_seconds
+        )
+        outcome = StepOutcome(
+            "deferred",
+            detail=f"{sequence.path.name} has problems (see cxm sequences validate)",
+            retry_at=retry_at,
+        )
+        return record(outcome)
+
+    try:
+        contact = get_contact(db, row["contact_id"])
+    except NotFound:
+        result.outcome = "cancelled"
+        return result
 
     early = _EarlyOutcome(record)
     outcome = _run(
@@ -219,7 +207,7 @@ class _EarlyOutcome:
             raise
 
 
-def _step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
+def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
     # Limitation: a queued step points at its position in the file. Inserting
     # a step of the same kind above it shifts everyone in the sequence by one
     # step without notice; a different kind at the position ends them.
@@ -329,6 +317,11 @@ def run_handler(step: StepDef, ctx: StepContext) -> StepOutcome:
         )
 
 
+def caps_exempt(sequence: Sequence, step: StepDef) -> bool:
+    """Whether a step may send past the frequency caps (sequence or step opts out)."""
+    return not (sequence.caps and step.spec.get("caps", True))
+
+
 def channel_of(step: StepDef) -> str | None:
     if step.kind == "send":
         return step.spec.get("send")
@@ -370,14 +363,13 @@ def precheck(
         )
 
     if channel:
-        exempt = not (sequence.caps and step.spec.get("caps", True))
         decision = check_caps(
             db,
             workspace,
             contact,
             channel,
             clock=clock,
-            exempt=exempt,
+            exempt=caps_exempt(sequence, step),
             due_step_id=due_step_id,
         )
         if not decision.allowed:

@@ -27,7 +27,7 @@ from cxm_cli import queue
 from cxm_cli.conditions import ConditionContext, evaluate
 from cxm_cli.contacts import get_contact
 from cxm_cli.errors import CxmError
-from cxm_cli.events import Event, on_event, record_event
+from cxm_cli.events import Event, hook_transaction, on_event, record_event
 from cxm_cli.sendwindow import contact_zone, workspace_calendar
 from cxm_cli.sequences import ExitRule, Sequence, SequenceSet, load_sequences
 from cxm_cli.store import dumps, fetch_one, loads, write_transaction
@@ -54,8 +54,8 @@ def on_engine_event(db, event: Event, clock) -> None:
     except CxmError:
         return  # a database outside any workspace (scratch files in tests)
     sequence_set = load_sequences(workspace)
-    interesting = _interesting_types(sequence_set)
-    if event.type not in interesting and event.type != "message.received":
+    index = _event_index(sequence_set)
+    if event.type not in index.interesting and event.type != "message.received":
         return
 
     depth = getattr(_local, "depth", 0)
@@ -64,7 +64,7 @@ def on_engine_event(db, event: Event, clock) -> None:
         return
     _local.depth = depth + 1
     try:
-        with write_transaction(db):
+        with hook_transaction(db):
             if event.type == "message.received":
                 answer_keyword(db, event, clock)
             apply_exit_rules(db, workspace, sequence_set, event, clock)
@@ -73,21 +73,41 @@ def on_engine_event(db, event: Event, clock) -> None:
         _local.depth = depth
 
 
-_INTERESTING: dict[int, tuple[SequenceSet, set[str]]] = {}
+class _EventIndex:
+    """Which sequences care about which event types, worked out once per set.
+
+    Every event of a bulk import passes through the hook; looking the type up
+    in a dict keeps the events no sequence cares about (and the sequences that
+    do not trigger on this type) from costing a scan or a query each.
+    """
+
+    def __init__(self, sequence_set: SequenceSet):
+        self.triggers: dict[str, list[Sequence]] = {}
+        for sequence in sequence_set.active.values():
+            for type_ in dict.fromkeys(sequence.trigger_types):
+                self.triggers.setdefault(type_, []).append(sequence)
+        # Exit rules of every sequence, enabled or not: an enrollment in a
+        # sequence since disabled still stops on its rules.
+        self.exit_types: set[str] = set()
+        for sequence in sequence_set.sequences.values():
+            for rule in sequence.exits:
+                self.exit_types.update(rule.types)
+        self.interesting: set[str] = set(self.exit_types)
+        for sequence in sequence_set.sequences.values():
+            self.interesting.update(sequence.trigger_types)
 
 
-def _interesting_types(sequence_set: SequenceSet) -> set[str]:
-    cached = _INTERESTING.get(id(sequence_set))
+_INDEXES: dict[int, tuple[SequenceSet, _EventIndex]] = {}
+
+
+def _event_index(sequence_set: SequenceSet) -> _EventIndex:
+    cached = _INDEXES.get(id(sequence_set))
     if cached is not None and cached[0] is sequence_set:
         return cached[1]
-    types: set[str] = set()
-    for sequence in sequence_set.sequences.values():
-        types.update(sequence.trigger_types)
-        for rule in sequence.exits:
-            types.update(rule.types)
-    _INTERESTING.clear()
-    _INTERESTING[id(sequence_set)] = (sequence_set, types)
-    return types
+    index = _EventIndex(sequence_set)
+    _INDEXES.clear()
+    _INDEXES[id(sequence_set)] = (sequence_set, index)
+    return index
 
 
 # ---------------------------------------------------------------- triggers
@@ -97,14 +117,15 @@ def apply_triggers(
     db, workspace, sequence_set: SequenceSet, event: Event, clock
 ) -> None:
     contact = None
-    for sequence in sequence_set.active.values():
-        if event.type not in sequence.trigger_types:
-            continue
-        if contact is None:
-            contact = get_contact(db, event.contact_id)
-        ctx = ConditionContext(db, workspace, contact, event_data=event.data)
-        if not evaluate(sequence.trigger_when, ctx):
-            continue
+    for sequence in _event_index(sequence_set).triggers.get(event.type, ()):
+        if sequence.trigger_when:
+            # The contact is read only for a trigger with a condition: most
+            # (new-lead on lead.created) have none, and imports create many.
+            if contact is None:
+                contact = get_contact(db, event.contact_id)
+            ctx = ConditionContext(db, workspace, contact, event_data=event.data)
+            if not evaluate(sequence.trigger_when, ctx):
+                continue
         enroll(
             db,
             workspace,
@@ -139,12 +160,13 @@ def enroll(
         else (trigger_event.data if trigger_event else {})
     )
 
-    with write_transaction(db):
+    with hook_transaction(db):
         if _active_enrollment(db, contact_id, sequence.name) is not None:
             return None  # already in it: a repeated trigger changes nothing
         refusal = _reenroll_refusal(db, sequence, contact_id, now)
+        group_members = _group_members(db, sequence, contact_id)
         if refusal is None:
-            refusal = _group_refusal(db, sequence, contact_id)
+            refusal = _group_refusal(sequence, group_members)
         if refusal is not None:
             record_event(
                 db,
@@ -156,7 +178,7 @@ def enroll(
             )
             return None
 
-        for other in _group_members(db, sequence, contact_id):
+        for other in group_members:
             exit_enrollment(
                 db,
                 other,
@@ -222,17 +244,16 @@ def _reenroll_refusal(
 def _group_members(db, sequence: Sequence, contact_id: int) -> list[dict[str, Any]]:
     if not sequence.group:
         return []
-    return list(
-        db.query(
-            "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
-            "AND sequence_group = ? AND sequence != ?",
-            [contact_id, sequence.group, sequence.name],
-        )
+    return _fetch_all(
+        db,
+        "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
+        "AND sequence_group = ? AND sequence != ?",
+        [contact_id, sequence.group, sequence.name],
     )
 
 
-def _group_refusal(db, sequence: Sequence, contact_id: int) -> str | None:
-    for other in _group_members(db, sequence, contact_id):
+def _group_refusal(sequence: Sequence, members: list[dict[str, Any]]) -> str | None:
+    for other in members:
         if other["priority"] >= sequence.priority:
             return (
                 f"group {sequence.group} is busy with {other['sequence']} "
@@ -342,6 +363,8 @@ def apply_exit_rules(
     # Limitation: exit rules fire on events only. A condition that becomes
     # true with no event (a segment the contact drifts into) stops nothing;
     # give such steps a `when:` instead, which is checked when they run.
+    if event.type not in _event_index(sequence_set).exit_types:
+        return  # no rule of any sequence stops on this type
     for enrollment in active_enrollments(db, event.contact_id):
         sequence = sequence_set.sequences.get(enrollment["sequence"])
         if sequence is None:
@@ -650,26 +673,42 @@ def _reply_text(db, event: Event) -> str | None:
 
 
 def enrollment_by_id(db, enrollment_id: int) -> dict[str, Any] | None:
-    return fetch_one(db, "SELECT * FROM enrollments WHERE id = ?", [enrollment_id])
+    rows = _fetch_all(db, "SELECT * FROM enrollments WHERE id = ?", [enrollment_id])
+    return rows[0] if rows else None
 
 
 def active_enrollments(db, contact_id: int) -> list[dict[str, Any]]:
-    return list(
-        db.query(
-            "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
-            "ORDER BY id",
-            [contact_id],
-        )
+    return _fetch_all(
+        db,
+        "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
+        "ORDER BY id",
+        [contact_id],
     )
+
+
+def _fetch_all(db, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """Rows of one table as dicts, read on the connection itself.
+
+    sqlite-utils' ``query`` wraps each read in a savepoint, and ``fetch_one``
+    works out unique key names for joins; these reads of one table run for
+    every new lead of a bulk import.
+    """
+    cursor = db.conn.execute(sql, params)
+    try:
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 def _active_enrollment(db, contact_id: int, sequence: str) -> dict[str, Any] | None:
-    return fetch_one(
+    rows = _fetch_all(
         db,
         "SELECT * FROM enrollments WHERE contact_id = ? AND sequence = ? "
-        "AND status = 'active'",
+        "AND status = 'active' LIMIT 1",
         [contact_id, sequence],
     )
+    return rows[0] if rows else None
 
 
 def record_step_event(

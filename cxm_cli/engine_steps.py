@@ -48,6 +48,17 @@ def _condition_problems(value: Any, field: str) -> list[str]:
     return [f"{field}: {message}" for _, message in validate_condition(value)]
 
 
+def _duration_problems(step: dict[str, Any], field: str) -> list[str]:
+    """The problem with an optional duration field such as ``10s`` or ``2h``."""
+    if step.get(field) is None:
+        return []
+    try:
+        parse_timedelta(step[field])
+    except ValueError as exc:
+        return [f"{field}: {exc}"]
+    return []
+
+
 # ---------------------------------------------------------------- wait
 
 
@@ -113,11 +124,7 @@ def _validate_keywords(step: dict[str, Any]) -> list[str]:
                     problems.append(f"keywords: {word!r} must be one word")
                 if not isinstance(event_type, str) or not event_type.strip():
                     problems.append(f"keywords: {word!r} must name an event type")
-    if step.get("keywords_window") is not None:
-        try:
-            parse_timedelta(step["keywords_window"])
-        except ValueError as exc:
-            problems.append(f"keywords_window: {exc}")
+    problems.extend(_duration_problems(step, "keywords_window"))
     return problems
 
 
@@ -351,11 +358,7 @@ def validate_webhook(step: dict[str, Any]) -> list[str]:
         problems.append("webhook: give the URL to POST to (https://...)")
     if step.get("payload") is not None and not isinstance(step["payload"], dict):
         problems.append("payload: must be a mapping of extra fields")
-    if step.get("timeout") is not None:
-        try:
-            parse_timedelta(step["timeout"])
-        except ValueError as exc:
-            problems.append(f"timeout: {exc}")
+    problems.extend(_duration_problems(step, "timeout"))
     return problems
 
 
@@ -460,28 +463,25 @@ def _tags(ctx: StepContext) -> list[str]:
     return [str(v).strip() for v in (value if isinstance(value, list) else [value])]
 
 
-@step_kind("add_tag", validate=_validate_tag)
-def run_add_tag(ctx: StepContext) -> StepOutcome:
-    """Add a tag (or several) to the contact."""
+def _change_tags(ctx: StepContext, change, done: str) -> StepOutcome:
+    """Apply ``change`` (add_tag or remove_tag) for each of the step's tags."""
     if not ctx.dry_run:
         with write_transaction(ctx.db):
             for tag in _tags(ctx):
-                add_tag(
-                    ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner"
-                )
-    return StepOutcome("done", detail=f"tagged {', '.join(_tags(ctx))}")
+                change(ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner")
+    return StepOutcome("done", detail=f"{done} {', '.join(_tags(ctx))}")
+
+
+@step_kind("add_tag", validate=_validate_tag)
+def run_add_tag(ctx: StepContext) -> StepOutcome:
+    """Add a tag (or several) to the contact."""
+    return _change_tags(ctx, add_tag, "tagged")
 
 
 @step_kind("remove_tag", validate=_validate_tag)
 def run_remove_tag(ctx: StepContext) -> StepOutcome:
     """Remove a tag (or several) from the contact."""
-    if not ctx.dry_run:
-        with write_transaction(ctx.db):
-            for tag in _tags(ctx):
-                remove_tag(
-                    ctx.db, ctx.contact["id"], tag, clock=ctx.clock, source="runner"
-                )
-    return StepOutcome("done", detail=f"untagged {', '.join(_tags(ctx))}")
+    return _change_tags(ctx, remove_tag, "untagged")
 
 
 # ---------------------------------------------------------------- flow

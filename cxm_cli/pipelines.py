@@ -180,6 +180,11 @@ class PipelineConfig:
     default_name: str | None
     rules: list[TransitionRule]
     problems: list[ConfigProblem]
+    # Rules grouped by event type on first use: the pipelines hook asks for
+    # every event recorded, thousands per import.
+    _rules_by_type: dict[str, list[TransitionRule]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def pipeline(self, name: str | None = None) -> Pipeline:
         if name is None:
@@ -200,7 +205,12 @@ class PipelineConfig:
         )
 
     def rules_on(self, event_type: str) -> list[TransitionRule]:
-        return [rule for rule in self.rules if rule.on == event_type]
+        if self._rules_by_type is None:
+            grouped: dict[str, list[TransitionRule]] = {}
+            for rule in self.rules:
+                grouped.setdefault(rule.on, []).append(rule)
+            self._rules_by_type = grouped
+        return list(self._rules_by_type.get(event_type, ()))
 
 
 def stage_key(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli.caps import check_caps
 from cxm_cli.contacts import get_contact, is_opted_out
-from cxm_cli.dispatch import channel_of
+from cxm_cli.dispatch import caps_exempt, channel_of, step_for
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import CxmError
 from cxm_cli.queue import queue_counts
@@ -104,10 +104,7 @@ def preview_due(
 
 
 def _step(sequence: Sequence | None, row) -> StepDef | None:
-    if sequence is None or not 0 <= row["step_index"] < len(sequence.steps):
-        return None
-    step = sequence.steps[row["step_index"]]
-    return step if step.kind == row["kind"] else None
+    return None if sequence is None else step_for(sequence, row)
 
 
 def _entry(
@@ -155,14 +152,13 @@ def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned)
             moment = opened
         if not channel:
             break
-        exempt = not (sequence.caps and step.spec.get("caps", True))
         decision = check_caps(
             db,
             workspace,
             contact,
             channel,
             clock=clock,
-            exempt=exempt,
+            exempt=caps_exempt(sequence, step),
             at=moment,
             planned=planned,
         )

@@ -31,6 +31,7 @@ import operator
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -672,31 +673,34 @@ def _as_local(value: Any, zone: str) -> datetime | None:
         return moment
 
 
-@jinja2.pass_context
-def _filter_when(context, value: Any) -> str:
-    """``Tue, Mar 3 at 2:30 PM`` in the contact's zone; other text unchanged."""
+def _in_contact_zone(context, value: Any, spell: Callable[[datetime], str]) -> str:
+    """``spell`` the moment in the contact's zone; text that is no moment as is."""
     local = _as_local(value, context.get("timezone") or "UTC")
     if local is None:
         return str(value)
-    return f"{local:%a, %b} {local.day} at {_clock_time(local)}"
+    return spell(local)
+
+
+@jinja2.pass_context
+def _filter_when(context, value: Any) -> str:
+    """``Tue, Mar 3 at 2:30 PM`` in the contact's zone; other text unchanged."""
+    return _in_contact_zone(
+        context,
+        value,
+        lambda local: f"{local:%a, %b} {local.day} at {_clock_time(local)}",
+    )
 
 
 @jinja2.pass_context
 def _filter_day(context, value: Any) -> str:
     """``Tuesday, March 3`` in the contact's zone; other text unchanged."""
-    local = _as_local(value, context.get("timezone") or "UTC")
-    if local is None:
-        return str(value)
-    return f"{local:%A, %B} {local.day}"
+    return _in_contact_zone(context, value, lambda local: f"{local:%A, %B} {local.day}")
 
 
 @jinja2.pass_context
 def _filter_time_of_day(context, value: Any) -> str:
     """``2:30 PM`` in the contact's zone; other text unchanged."""
-    local = _as_local(value, context.get("timezone") or "UTC")
-    if local is None:
-        return str(value)
-    return _clock_time(local)
+    return _in_contact_zone(context, value, _clock_time)
 
 
 def _clock_time(local: datetime) -> str:

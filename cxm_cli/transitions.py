@@ -18,7 +18,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.errors import CxmError
-from cxm_cli.events import Event, on_event, record_event
+from cxm_cli.events import Event, hook_transaction, on_event, record_event
 from cxm_cli.pipelines import (
     Move,
     Pipeline,
@@ -113,7 +113,7 @@ def apply_rule(
 ) -> Move | None:
     # The stage is read once, in the move's own transaction, for both the
     # decision and the move.
-    with write_transaction(db):
+    with hook_transaction(db):
         existing = current_stage(db, contact_id, pipeline.name)
         from_stage = existing["stage"] if existing else None
         if not may_move(pipeline, rule, from_stage):

@@ -7,6 +7,7 @@ paths. Servers that play providers live in ``tests/support/``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,22 @@ from cxm_cli.commands._common import State
 from cxm_cli.workspace import init_workspace, load_workspace
 from tests.support.fixtures import sms_provider, smtp_server  # noqa: F401
 
-CORPUS_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 REPO_DIR = Path(__file__).resolve().parents[1]
+
+
+def _find_corpus() -> Path:
+    """The shared real-world exports: $CXM_CORPUS_DIR, else ``shared/corpus``
+    beside the checkout or beside any folder above it."""
+    if os.environ.get("CXM_CORPUS_DIR"):
+        return Path(os.environ["CXM_CORPUS_DIR"])
+    for folder in REPO_DIR.parents:
+        candidate = folder / "shared" / "corpus"
+        if candidate.is_dir():
+            return candidate
+    return REPO_DIR.parent / "shared" / "corpus"
+
+
+CORPUS_DIR = _find_corpus()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
-from cxm_cli import clock as clocks
 from cxm_cli.board import (
     build_board,
     contact_values,
@@ -18,23 +17,7 @@ from cxm_cli.board import (
 from cxm_cli.errors import InputError
 from cxm_cli.events import record_event
 from cxm_cli.pipelines import move_contact
-
-
-def add_contact(db, clock, name, source="web") -> int:
-    now = clocks.now_iso(clock)
-    return (
-        db["contacts"]
-        .insert(
-            {
-                "display_name": name,
-                "source": source,
-                "custom": "{}",
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        .last_pk
-    )
+from tests.support.contacts import add_contact
 
 
 @pytest.fixture

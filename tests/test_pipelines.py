@@ -23,23 +23,7 @@ from cxm_cli.pipelines import (
 from cxm_cli.steps import STEP_KINDS, StepContext
 from cxm_cli.transitions import check_idle_rules
 from cxm_cli.workspace import TEMPLATE_DIR, load_workspace
-
-
-def add_contact(db, clock, name="Ana Lima", source="web") -> int:
-    now = clocks.now_iso(clock)
-    return (
-        db["contacts"]
-        .insert(
-            {
-                "display_name": name,
-                "source": source,
-                "custom": "{}",
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        .last_pk
-    )
+from tests.support.contacts import add_contact
 
 
 def stage_of(db, contact_id, pipeline="sales"):

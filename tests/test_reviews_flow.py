@@ -19,13 +19,13 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
 
 from cxm_cli.reviews.requests import request_review
 from cxm_cli.server import serve_in_thread
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.fixtures import make_contact, update_settings
 from tests.support.sms_provider import AUTH_TOKEN
 
@@ -34,17 +34,6 @@ GOOGLE_LINK = f"https://search.google.com/local/writereview?placeid={PLACE_ID}"
 FACEBOOK_LINK = "https://www.facebook.com/brightsmile/reviews"
 STAFF_EMAIL = "owner@brightsmile.example"
 WAIT_SECONDS = 20
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 class AlertEndpoint:

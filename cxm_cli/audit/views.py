@@ -96,6 +96,32 @@ def _breakdown(title: str, result: dict[str, Any], columns) -> list[Table]:
     return tables
 
 
+def _count_bars(buckets: list[dict[str, Any]]) -> list[Bar]:
+    return [Bar(b["label"], b["count"], number(b["count"])) for b in buckets]
+
+
+def _touch_bars(rows: list[dict[str, Any]]) -> list[Bar]:
+    """Leads by number of touches (``touches`` is a label: "1", "2", "4+")."""
+    return [
+        Bar(
+            f"{r['touches']} touch{'es' if r['touches'] != '1' else ''}",
+            r["leads"],
+            number(r["leads"]),
+        )
+        for r in rows
+    ]
+
+
+def _listed(title: str, headers: list[str], rows: list, render) -> Table:
+    """The people behind a measure, by name: the first LISTED_ROWS, then a count."""
+    return Table(
+        title,
+        headers,
+        [render(r) for r in rows[:LISTED_ROWS]],
+        more=max(0, len(rows) - LISTED_ROWS),
+    )
+
+
 def _speed(speed: dict[str, Any]) -> Section:
     o = speed["overall"]
     if not o["leads"]:
@@ -125,7 +151,7 @@ def _speed(speed: dict[str, Any]) -> Section:
     chart = Chart(
         "speed",
         "Time to first reply",
-        [Bar(b["label"], b["count"], number(b["count"])) for b in speed["buckets"]],
+        _count_bars(speed["buckets"]),
     )
     return Section(
         "speed_to_lead",
@@ -152,25 +178,19 @@ def _unanswered(unanswered: dict[str, Any], zone: str) -> Section:
     chart = Chart(
         "waiting",
         "How long they have waited",
-        [
-            Bar(b["label"], b["count"], number(b["count"]))
-            for b in unanswered["buckets"]
-        ],
+        _count_bars(unanswered["buckets"]),
     )
     rows = unanswered["conversations"]
-    listed = Table(
+    listed = _listed(
         "Waiting for a reply",
         ["Contact", "Channel", "Last message", "Waiting"],
-        [
-            [
-                r["name"],
-                str(r["channel"]),
-                _when(r["last_inbound_at"], zone),
-                duration(r["wait_seconds"]),
-            ]
-            for r in rows[:LISTED_ROWS]
+        rows,
+        lambda r: [
+            r["name"],
+            str(r["channel"]),
+            _when(r["last_inbound_at"], zone),
+            duration(r["wait_seconds"]),
         ],
-        more=max(0, len(rows) - LISTED_ROWS),
     )
     columns = [
         ("Waiting", lambda g: number(g["conversations"])),
@@ -204,26 +224,12 @@ def _follow_up(follow: dict[str, Any]) -> Section:
     chart = Chart(
         "touches",
         "Touches before the lead responded",
-        [
-            Bar(
-                f"{r['touches']} touch{'es' if r['touches'] != '1' else ''}",
-                r["leads"],
-                number(r["leads"]),
-            )
-            for r in follow["replied_at_touch"]
-        ],
+        _touch_bars(follow["replied_at_touch"]),
     )
     silent = Chart(
         "silent",
         "Touches given to leads who never responded",
-        [
-            Bar(
-                f"{r['touches']} touch{'es' if r['touches'] != '1' else ''}",
-                r["leads"],
-                number(r["leads"]),
-            )
-            for r in follow["silent_after_touches"]
-        ],
+        _touch_bars(follow["silent_after_touches"]),
     )
     columns = [
         ("Leads", lambda g: number(g["leads"])),
@@ -474,19 +480,16 @@ def _retention(retention: dict[str, Any], lapsed_days: int, zone: str) -> Sectio
         ],
     )
     lapsed = retention["lapsed"]
-    listed = Table(
+    listed = _listed(
         "Lapsed customers",
         ["Contact", "Last visit", "Days since", "Visits"],
-        [
-            [
-                r["name"],
-                _when(r["last_visit_at"], zone),
-                number(r["days_since"]),
-                number(r["visits"]),
-            ]
-            for r in lapsed[:LISTED_ROWS]
+        lapsed,
+        lambda r: [
+            r["name"],
+            _when(r["last_visit_at"], zone),
+            number(r["days_since"]),
+            number(r["visits"]),
         ],
-        more=max(0, len(lapsed) - LISTED_ROWS),
     )
     columns = [
         ("Customers", lambda g: number(g["customers"])),

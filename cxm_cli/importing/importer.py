@@ -25,6 +25,7 @@ from pathlib import Path
 import phonenumbers
 
 from cxm_cli.errors import ConfigError, InputError
+from cxm_cli.events import hooks_share_transaction
 from cxm_cli.importing import batches
 from cxm_cli.importing.formats import (
     LAYOUTS_BY_NAME,
@@ -163,7 +164,9 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             worker=use_worker(input_file.size, options.worker),
         )
         try:
-            with _sequences_read_once(workspace):
+            # One transaction for the whole file, rolled back whole on any
+            # error, so the hooks of every new lead need no savepoints.
+            with _sequences_read_once(workspace), hooks_share_transaction():
                 _run(
                     db,
                     chunks,

@@ -265,20 +265,16 @@ class _Lines:
         self._pending.extendleft(reversed(lines))
 
 
-class CsvRecords:
-    """Header and numbered records of a delimited file, streamed.
+class StreamedRecords:
+    """A file read record by record; ``position()`` is the byte offset read so
+    far, for progress bars (0 before reading starts or where it cannot tell).
 
-    ``number`` is the record's position after the header (a quoted field that
-    spans lines is still one record); ``position()`` is the byte offset read so
-    far, for progress bars. A record whose quote is never closed properly is
-    yielded as a :class:`BrokenRecord` made of its first line, and the lines
-    the quote swallowed are read again as records, so no row is lost.
+    Subclasses keep the open text handle in ``self._handle`` while they read.
     """
 
-    def __init__(self, path: Path, encoding: str, delimiter: str, name: str):
+    def __init__(self, path: Path, encoding: str, name: str):
         self.path = path
         self.encoding = encoding
-        self.delimiter = delimiter
         self.name = name
         self._handle = None
 
@@ -289,6 +285,21 @@ class CsvRecords:
             return self._handle.buffer.tell()
         except (OSError, ValueError):
             return 0
+
+
+class CsvRecords(StreamedRecords):
+    """Header and numbered records of a delimited file, streamed.
+
+    ``number`` is the record's position after the header (a quoted field that
+    spans lines is still one record); ``position()`` is the byte offset read so
+    far, for progress bars. A record whose quote is never closed properly is
+    yielded as a :class:`BrokenRecord` made of its first line, and the lines
+    the quote swallowed are read again as records, so no row is lost.
+    """
+
+    def __init__(self, path: Path, encoding: str, delimiter: str, name: str):
+        super().__init__(path, encoding, name)
+        self.delimiter = delimiter
 
     def header(self) -> list[str]:
         for _, row in self._iterate(header_only=True):
@@ -430,22 +441,8 @@ def is_blank(row: list[str]) -> bool:
 # ---------------------------------------------------------------- JSON Lines
 
 
-class JsonLinesRecords:
+class JsonLinesRecords(StreamedRecords):
     """One JSON object per line; keys play the part of CSV headers."""
-
-    def __init__(self, path: Path, encoding: str, name: str):
-        self.path = path
-        self.encoding = encoding
-        self.name = name
-        self._handle = None
-
-    def position(self) -> int:
-        if self._handle is None:
-            return 0
-        try:
-            return self._handle.buffer.tell()
-        except (OSError, ValueError):
-            return 0
 
     def __iter__(self) -> Iterator[tuple[int, list | None, str, str | None]]:
         """(line number, key/value pairs or None, raw line, why unreadable)."""

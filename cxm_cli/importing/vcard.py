@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from cxm_cli.importing.reader import StreamedRecords
+
 _LINE = re.compile(
     r"^(?:(?P<group>[A-Za-z0-9-]+)\.)?(?P<name>[A-Za-z0-9-]+)(?P<params>;[^:]*)?:(?P<value>.*)$"
 )
@@ -45,22 +47,8 @@ def is_vcard(path: Path, encoding: str) -> bool:
     return head.upper().startswith("BEGIN:VCARD")
 
 
-class VCardRecords:
+class VCardRecords(StreamedRecords):
     """Cards of a .vcf file, numbered from 1, streamed."""
-
-    def __init__(self, path: Path, encoding: str, name: str):
-        self.path = path
-        self.encoding = encoding
-        self.name = name
-        self._handle = None
-
-    def position(self) -> int:
-        if self._handle is None:
-            return 0
-        try:
-            return self._handle.buffer.tell()
-        except (OSError, ValueError):
-            return 0
 
     def __iter__(
         self,

@@ -95,21 +95,13 @@ def record_rating(
             source=via,
         )
         if via == "sms":
-            deliveries.queue(
-                db,
-                clock,
-                contact_id=row["contact_id"],
-                request_id=request_id,
-                kind="thanks",
-                payload={"channel": "sms"},
-            )
-            if low:
+            for kind in ("thanks", "invite") if low else ("thanks",):
                 deliveries.queue(
                     db,
                     clock,
                     contact_id=row["contact_id"],
                     request_id=request_id,
-                    kind="invite",
+                    kind=kind,
                     payload={"channel": "sms"},
                 )
         if low:
