@@ -9,6 +9,7 @@ as one red line and a non-zero exit code; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -28,15 +29,29 @@ class CxmGroup(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except CxmError as exc:
-            state = ctx.obj if isinstance(ctx.obj, State) else None
-            if state is not None and state.debug:
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-            console = stderr_console()
-            console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-            if exc.hint:
-                console.print(f"  hint: {escape(exc.hint)}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            # Another process held the write lock past the busy timeout.
+            busy = CxmError(
+                "the workspace database stayed busy (another cxm process, such "
+                "as a large import, holds it)",
+                hint="try again when it has finished",
+            )
+            self._report(ctx, busy, cause=exc)
+        except CxmError as exc:
+            self._report(ctx, exc, cause=exc)
+
+    @staticmethod
+    def _report(ctx: typer.Context, error: CxmError, *, cause: BaseException):
+        state = ctx.obj if isinstance(ctx.obj, State) else None
+        if state is not None and state.debug:
+            raise cause
+        console = stderr_console()
+        console.print(f"[red]error:[/red] {escape(error.message)}", highlight=False)
+        if error.hint:
+            console.print(f"  hint: {escape(error.hint)}", highlight=False)
+        raise typer.Exit(error.exit_code) from None
 
 
 app = typer.Typer(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -372,73 +373,106 @@ def run_forever(
     settings = settings or RunSettings.from_workspace(workspace)
     runner_id = new_runner_id()
     report = RunReport(runner_id)
-    _wait_for_lease(db, runner_id, clock, settings, stop, on_standby, wake_seconds)
+    pause = max(wake_seconds, 1.0)
+
+    def patiently(job, *, until=stop):
+        return _retry_while_locked(job, clock=clock, stop=until, pause=pause)
+
+    patiently(
+        lambda: _wait_for_lease(
+            db, runner_id, clock, settings, stop, on_standby, wake_seconds
+        )
+    )
     if stop():
         return report
 
-    recover_dead_claims(db)
-    run_id = _start_run(db, runner_id, "daemon", clock)
+    patiently(lambda: recover_dead_claims(db))
+    run_id = patiently(lambda: _start_run(db, runner_id, "daemon", clock))
     scheduler = schedule.Scheduler()
-    wanted = {"pass": True}
+    state = {"pass": True, "version": _data_version(db), "renewed": time.monotonic()}
+    state["next_due"] = queue.next_due_at(db)
 
     def interval_pass() -> None:
-        wanted["pass"] = True
+        state["pass"] = True
         recover_dead_claims(db)
         housekeeping(workspace, db, clock)
 
     scheduler.every(max(1.0, interval)).seconds.do(interval_pass)
     for seconds, job in extra_jobs or []:
         scheduler.every(max(1.0, seconds)).seconds.do(_guarded(job))
-    version = _data_version(db)
-    next_due = queue.next_due_at(db)
-    renewed = time.monotonic()
+
+    def tick() -> None:
+        scheduler.run_pending()
+        current = _data_version(db)
+        if current != state["version"]:
+            state["version"] = current
+            state["pass"] = True
+        next_due = state["next_due"]
+        if next_due is not None and clock.now() >= next_due:
+            state["pass"] = True
+
+        if state["pass"]:
+            before = len(report.results)
+            run_pass(
+                workspace,
+                db,
+                clock,
+                runner_id,
+                settings,
+                stop=stop,
+                on_result=on_result,
+                report=report,
+            )
+            state["pass"] = False
+            state["next_due"] = queue.next_due_at(db)
+            if len(report.results) != before:
+                _finish_run(db, run_id, report, clock, final=False)
+
+        if time.monotonic() - state["renewed"] > settings.runner_lease_seconds / 3:
+            if not renew_lease(
+                db, runner_id, clock=clock, seconds=settings.runner_lease_seconds
+            ):
+                # Someone took the lease over (we stalled): claims still keep
+                # us from double sends, so take it back rather than stop.
+                acquire_lease(
+                    db,
+                    runner_id,
+                    "daemon",
+                    clock=clock,
+                    seconds=settings.runner_lease_seconds,
+                )
+            state["renewed"] = time.monotonic()
 
     try:
         while not stop():
-            scheduler.run_pending()
-            current = _data_version(db)
-            if current != version:
-                version = current
-                wanted["pass"] = True
-            if next_due is not None and clock.now() >= next_due:
-                wanted["pass"] = True
-
-            if wanted["pass"]:
-                wanted["pass"] = False
-                before = len(report.results)
-                run_pass(
-                    workspace,
-                    db,
-                    clock,
-                    runner_id,
-                    settings,
-                    stop=stop,
-                    on_result=on_result,
-                    report=report,
-                )
-                next_due = queue.next_due_at(db)
-                if len(report.results) != before:
-                    _finish_run(db, run_id, report, clock, final=False)
-
-            if time.monotonic() - renewed > settings.runner_lease_seconds / 3:
-                if not renew_lease(
-                    db, runner_id, clock=clock, seconds=settings.runner_lease_seconds
-                ):
-                    # Someone took the lease over (we stalled): claims still keep
-                    # us from double sends, so take it back rather than stop.
-                    acquire_lease(
-                        db,
-                        runner_id,
-                        "daemon",
-                        clock=clock,
-                        seconds=settings.runner_lease_seconds,
-                    )
-                renewed = time.monotonic()
+            patiently(tick)
             clock.sleep(wake_seconds)
     finally:
-        _finish_run(db, run_id, report, clock, final=True)
-        release_lease(db, runner_id)
+        patiently(
+            lambda: _finish_run(db, run_id, report, clock, final=True),
+            until=lambda: False,
+        )
+        patiently(lambda: release_lease(db, runner_id), until=lambda: False)
     return report
+
+
+def _retry_while_locked(job, *, clock, stop, pause: float):
+    """Run ``job``, waiting out another writer that holds the database.
+
+    A large import keeps the write lock for its whole (atomic) batch, possibly
+    past the busy timeout. Claims are leased and sends are recorded first, so
+    retrying a pass loses nothing; dying would leave the queue unattended.
+    """
+    while True:
+        try:
+            return job()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if stop():
+                raise
+            log.warning("database busy; retrying in %.1fs", pause)
+            clock.sleep(pause)
 
 
 def _wait_for_lease(db, runner_id, clock, settings, stop, on_standby, wake_seconds):

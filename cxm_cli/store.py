@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 # Several runners, the web service and the CLI may write at once; SQLite
 # serialises writers, and a generous busy timeout turns contention into waiting.
-BUSY_TIMEOUT_MS = 30_000
+# An import holds the write lock for its whole batch (it is atomic), so the
+# wait must outlast a large import rather than fail a runner's claim.
+BUSY_TIMEOUT_MS = 300_000
 
 
 def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:

@@ -483,3 +483,55 @@ def test_run_once_api_reports_failures_count(db, workspace, clock):
     only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
     report = run_once(workspace, db, clock)
     assert report.failed == 0 and report.results == []
+
+
+def test_daemon_outlasts_a_writer_holding_the_database(workspace):
+    """A long import holds the write lock; the daemon waits, then sends."""
+    from cxm_cli.clock import SystemClock
+    from cxm_cli.runner import run_forever
+
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    clock = SystemClock()
+    writer_db = workspace.open_db()
+    contact_id = make_contact(writer_db, clock, timezone=midday_zone())
+    emit(writer_db, clock, contact_id, "lead.created")
+    runner_db = workspace.open_db()
+    # Shorter than the writer holds the lock, so the pass really hits "locked".
+    runner_db.execute("PRAGMA busy_timeout = 200")
+    writer_db.execute("BEGIN IMMEDIATE")
+    stop = threading.Event()
+    results = []
+    errors = []
+
+    def daemon():
+        try:
+            run_forever(
+                workspace,
+                runner_db,
+                clock,
+                interval=3600,
+                stop=stop.is_set,
+                on_result=results.append,
+                wake_seconds=0.05,
+            )
+        except Exception as exc:  # noqa: BLE001 - the assertion reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=daemon, daemon=True)
+    thread.start()
+    try:
+        threading.Event().wait(1.0)
+        assert thread.is_alive() and errors == []
+        writer_db.execute("COMMIT")
+        for _ in range(100):
+            if len(outbound(writer_db, contact_id)) == 2:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        stop.set()
+        thread.join(10)
+        runner_db.close()
+        writer_db.close()
+
+    assert errors == []
+    assert [r.outcome for r in results] == ["sent", "sent"]
