@@ -161,10 +161,18 @@ def enroll(
     )
 
     with hook_transaction(db):
-        if _active_enrollment(db, contact_id, sequence.name) is not None:
+        # One read of the contact's enrollments answers all three questions
+        # below: every new lead of a bulk import comes through here.
+        history = _fetch_all(
+            db,
+            "SELECT * FROM enrollments WHERE contact_id = ? ORDER BY id",
+            [contact_id],
+        )
+        same = [row for row in history if row["sequence"] == sequence.name]
+        if any(row["status"] == "active" for row in same):
             return None  # already in it: a repeated trigger changes nothing
-        refusal = _reenroll_refusal(db, sequence, contact_id, now)
-        group_members = _group_members(db, sequence, contact_id)
+        refusal = _reenroll_refusal(sequence, same, now)
+        group_members = _group_members(sequence, history)
         if refusal is None:
             refusal = _group_refusal(sequence, group_members)
         if refusal is not None:
@@ -223,33 +231,35 @@ def enroll(
 
 
 def _reenroll_refusal(
-    db, sequence: Sequence, contact_id: int, now: datetime
+    sequence: Sequence, same: list[dict[str, Any]], now: datetime
 ) -> str | None:
-    last = fetch_one(
-        db,
-        "SELECT MAX(enrolled_at) AS at FROM enrollments WHERE sequence = ? "
-        "AND contact_id = ?",
-        [sequence.name, contact_id],
-    )
-    if not last or not last["at"] or sequence.reenroll == "always":
+    """Why the contact may not join ``sequence`` again, given its past
+    enrollments in it (``same``), or None."""
+    times = [row["enrolled_at"] for row in same if row["enrolled_at"]]
+    last = max(times) if times else None
+    if not last or sequence.reenroll == "always":
         return None
     if sequence.reenroll == "never":
         return "enrolled before (reenroll: never)"
-    ready = clocks.parse(last["at"]) + (sequence.cooldown or timedelta(0))
+    ready = clocks.parse(last) + (sequence.cooldown or timedelta(0))
     if ready > now:
-        return f"enrolled {last['at']}; cool-down until {clocks.iso(ready)}"
+        return f"enrolled {last}; cool-down until {clocks.iso(ready)}"
     return None
 
 
-def _group_members(db, sequence: Sequence, contact_id: int) -> list[dict[str, Any]]:
+def _group_members(
+    sequence: Sequence, history: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The contact's active enrollments in other sequences of the same group."""
     if not sequence.group:
         return []
-    return _fetch_all(
-        db,
-        "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active' "
-        "AND sequence_group = ? AND sequence != ?",
-        [contact_id, sequence.group, sequence.name],
-    )
+    return [
+        row
+        for row in history
+        if row["status"] == "active"
+        and row["sequence_group"] == sequence.group
+        and row["sequence"] != sequence.name
+    ]
 
 
 def _group_refusal(sequence: Sequence, members: list[dict[str, Any]]) -> str | None:
@@ -699,16 +709,6 @@ def _fetch_all(db, sql: str, params: list[Any]) -> list[dict[str, Any]]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     finally:
         cursor.close()
-
-
-def _active_enrollment(db, contact_id: int, sequence: str) -> dict[str, Any] | None:
-    rows = _fetch_all(
-        db,
-        "SELECT * FROM enrollments WHERE contact_id = ? AND sequence = ? "
-        "AND status = 'active' LIMIT 1",
-        [contact_id, sequence],
-    )
-    return rows[0] if rows else None
 
 
 def record_step_event(

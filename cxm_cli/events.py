@@ -9,6 +9,7 @@ event and everything it causes commit together or not at all.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -17,9 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from cxm_cli import clock as clocks
-from cxm_cli.store import dumps, loads, write_transaction
+from cxm_cli.store import loads, write_transaction
 
 log = logging.getLogger(__name__)
+
+# store.dumps' settings on one encoder made once: json.dumps builds a new
+# encoder per call when given options, and every imported lead records three
+# events.
+_encode_data = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
 
 # The documented vocabulary. Scripts may record other types too.
 KNOWN_TYPES = {
@@ -138,7 +144,7 @@ def record_event(
     event_id = db.execute(
         "INSERT INTO events (contact_id, type, at, data, source, recorded_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        [contact_id, type, at_text, dumps(data or {}), source, recorded_at],
+        [contact_id, type, at_text, _encode_data(data or {}), source, recorded_at],
     ).lastrowid
     event = Event(event_id, contact_id, type, at_text, dict(data or {}), source)
     log.debug("event %s %s contact=%s", event_id, type, contact_id)
