@@ -120,3 +120,15 @@ def test_erase_asks_before_it_deletes(workspace, db, clock, cli):
     refused = cli("contacts", "erase", str(zeb))
     assert refused.exit_code != 0 and "--yes" in refused.stderr
     assert db["contacts"].get(zeb)["email"] == EMAIL
+
+
+def test_show_table_keeps_a_phone_extension(workspace, db, clock, cli):
+    zeb, _ = person_with_history(workspace, db, clock)
+    db.execute(
+        "UPDATE contact_phones SET extension = '204' WHERE contact_id = ?", [zeb]
+    )
+
+    table = cli("contacts", "show", str(zeb))
+
+    assert table.exit_code == 0, table.stderr
+    assert "x204" in table.stdout

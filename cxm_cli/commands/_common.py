@@ -20,6 +20,8 @@ from rich.table import Table
 
 from cxm_cli.clock import SystemClock
 
+UNBROKEN_COLUMNS = {"id", "phone"}
+
 JSON_OPTION = typer.Option("--json", help="Print machine-readable JSON on stdout.")
 
 
@@ -94,8 +96,10 @@ def print_rows(
     headers = list(headers or columns)
     if stdout_is_terminal():
         table = Table(title=title, show_lines=False)
-        for header in headers:
-            table.add_column(header, overflow="fold")
+        for column, header in zip(columns, headers, strict=True):
+            # A phone number cut in two is misread; let other columns fold.
+            keep_whole = column in UNBROKEN_COLUMNS
+            table.add_column(header, overflow="fold", no_wrap=keep_whole)
         for row in rows:
             table.add_row(*[_cell(row.get(column)) for column in columns])
         stdout_console().print(table)

@@ -48,7 +48,10 @@ def _flatten(summary: dict) -> dict:
         for e in summary["emails"]
     )
     flat["phones"] = ", ".join(
-        p["phone"] + (f" ({p['kind']})" if p["kind"] else "") for p in summary["phones"]
+        p["phone"]
+        + (f" x{p['extension']}" if p.get("extension") else "")
+        + (f" ({p['kind']})" if p["kind"] else "")
+        for p in summary["phones"]
     )
     flat["consent"] = (
         ", ".join(
