@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -233,12 +234,35 @@ def _short(text: str) -> str:
     return text[: SUMMARY_LENGTH - 1] + "…"
 
 
+def _merge_summary(data: dict[str, Any]) -> str:
+    """Where the merged record came from and what it added, in words."""
+    where = Path(str(data["file"])).name if data.get("file") else "another record"
+    if data.get("row"):
+        where += f" row {data['row']}"
+    added = [
+        f"{len(data[key])} {key}"
+        for key in ("emails", "phones", "tags")
+        if isinstance(data.get(key), list) and data[key]
+    ]
+    if data.get("fields"):
+        added.append("fields " + ", ".join(str(f) for f in data["fields"]))
+    if data.get("merged_contact"):
+        where = f"contact #{data['merged_contact']}"
+    text = f"merged with {where}"
+    return text + (f" (added {'; '.join(added)})" if added else " (nothing new)")
+
+
 def _with_reason(text: str, data: dict[str, Any]) -> str:
     return f"{text}: {data['reason']}" if data.get("reason") else text
 
 
 _DESCRIBERS = {
     "lead.created": lambda d: f"new lead from {d.get('source') or 'unknown source'}",
+    "contact.imported": lambda d: (
+        f"imported from {d.get('source') or 'a file'}"
+        + (" as a suppression record" if d.get("suppressed") else "")
+    ),
+    "contact.merged": lambda d: _merge_summary(d),
     "form.submitted": lambda d: (
         f"filled in form {d.get('form') or ''}".strip()
         + (

@@ -148,3 +148,37 @@ def test_unknown_contact_and_bad_since_are_clear(workspace, db, clock, cli):
 def test_durations(clock):
     assert parse_duration("1d12h").total_seconds() == 36 * 3600
     assert parse_since("30m", clock) == "2026-03-02T14:30:00.000000Z"
+
+
+def test_merges_and_suppression_imports_read_as_words(workspace, db, clock, cli):
+    contact_id = create_minimal_contact(
+        db, clock, email="renata@example.com", source="web"
+    )
+    record_event(
+        db,
+        contact_id,
+        "contact.merged",
+        clock=clock,
+        data={
+            "file": "/tmp/x/leads.csv",
+            "row": 4,
+            "batch_id": 1,
+            "fields": [],
+            "emails": ["r.okafor@example.net"],
+            "phones": [],
+            "tags": [],
+        },
+    )
+    record_event(
+        db,
+        contact_id,
+        "contact.imported",
+        clock=clock,
+        data={"source": "mailchimp", "suppressed": True},
+    )
+
+    table = cli("timeline", str(contact_id))
+
+    assert "merged with leads.csv row 4 (added 1 emails)" in table.stdout
+    assert "imported from mailchimp as a suppression record" in table.stdout
+    assert "batch_id=" not in table.stdout
