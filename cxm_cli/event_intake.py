@@ -14,7 +14,9 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import change_consent, find_contact
@@ -48,6 +50,13 @@ _CURRENCY_CODE = re.compile(
     r"^([A-Za-z]{3})\s*(?=[\d(+\-$€£¥.])|(?<=[\d)])\s*([A-Za-z]{3})$"
 )
 _AMOUNT_CHARS = re.compile(r"[\d.,+\-]+")
+# Event data fields that hold a moment: read when the event comes in, so a typo
+# is refused now rather than by the reminder step that waits on it later.
+# Limitation: other data keys that hold times (``booked_at``, ``due_at``) are
+# stored as given, unchecked; only these two are read and normalised.
+TIME_FIELDS = ("starts_at", "ends_at")
+# Largest id SQLite can store; a bigger number cannot name a contact.
+_MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -132,20 +141,100 @@ def check_identity(
     return Identity(checked_email, checked_phone, warnings)
 
 
-def check_event_data(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its money amount read as a number (invoices).
+def check_event_data(
+    event_type: str, data: dict[str, Any], *, timezone: str = "UTC"
+) -> dict[str, Any]:
+    """``data`` with its times and money read and normalised.
 
+    ``starts_at``/``ends_at`` become stored UTC text (a time written without
+    an offset is read in ``timezone``, the workspace's); an invoice's
     ``$1,204.50`` becomes 1204.5 so lifetime value and the audit can add it
-    up; an amount that is not money is refused, naming the field.
+    up. A value that cannot be read is refused, naming the field.
     """
-    if event_type not in MONEY_TYPES or data.get("amount") in (None, ""):
-        return data
     checked = dict(data)
+    for name in TIME_FIELDS:
+        if name in checked and checked[name] is not None:
+            checked[name] = parse_event_time(f"data.{name}", checked[name], timezone)
+    if event_type not in MONEY_TYPES or data.get("amount") in (None, ""):
+        return checked
     amount, currency = parse_amount(data["amount"])
     checked["amount"] = amount
     if currency and not checked.get("currency"):
         checked["currency"] = currency
     return checked
+
+
+def parse_event_time(field_name: str, value: Any, timezone: str = "UTC") -> str:
+    """An ISO-8601 time as stored UTC text; naive times are in ``timezone``."""
+    hint = "write an ISO-8601 time such as 2026-03-05T15:00:00Z or 2026-03-05T09:00"
+    text = value.strip() if isinstance(value, str) else ""
+    # A date alone has no time of day, and a reminder needs one.
+    if len(text) <= 10:
+        raise InputError(f"{field_name}: {value!r} is not a date and time", hint=hint)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(
+            f"{field_name}: {value!r} is not a valid date and time ({exc})",
+            hint=hint,
+        ) from exc
+    if moment.tzinfo is None:
+        zone = ZoneInfo(timezone)
+        local = moment.replace(tzinfo=zone)
+        # A wall-clock time skipped by a daylight-saving jump does not exist.
+        if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != moment:
+            raise InputError(
+                f"{field_name}: {value!r} does not exist in {timezone} "
+                "(clocks jump past it)",
+                hint="give the time with its UTC offset",
+            )
+        moment = local
+    return clocks.iso(moment)
+
+
+def parse_contact_id(value: Any, field_name: str = "contact_id") -> int:
+    """A contact id given as JSON: a whole number SQLite can hold."""
+    problem = InputError(f"{field_name} must be a whole number")
+    if isinstance(value, bool):
+        raise problem
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise problem
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not 0 < value <= _MAX_ID:
+        raise problem
+    return value
+
+
+def match_person(db, email: str | None, phone: str | None, *, phone_field: str):
+    """The contact a checked email or phone names, or None for a new person.
+
+    An email names one person. A phone shared by several contacts (a
+    household) names nobody in particular, so it is refused rather than the
+    event landing on whichever of them came first.
+    """
+    from cxm_cli.inbound import contact_by_address
+
+    found = contact_by_address(db, email=email) if email else None
+    if found or not phone:
+        return found
+    owners = [
+        row["contact_id"]
+        for row in db.query(
+            "SELECT DISTINCT contact_id FROM contact_phones WHERE phone = ? "
+            "ORDER BY contact_id",
+            [phone],
+        )
+    ]
+    if len(owners) > 1:
+        ids = ", ".join(str(owner) for owner in owners)
+        raise InputError(
+            f"{phone_field} {phone} belongs to several contacts ({ids})",
+            hint="name the contact by id or email instead",
+        )
+    return contact_by_address(db, phone=phone) if owners else None
 
 
 def parse_amount(value: Any) -> tuple[int | float, str | None]:
@@ -226,7 +315,7 @@ def emit_event(
         raise InputError(f"{event_type!r} is not an event type such as form.submitted")
     if event_type in RESERVED_TYPES:
         raise InputError(f"{event_type} is recorded by cxm itself, not by scripts")
-    data = check_event_data(event_type, dict(data or {}))
+    data = check_event_data(event_type, dict(data or {}), timezone=workspace.timezone)
     at_text = None
     if at:
         try:
@@ -300,11 +389,10 @@ def _contact(workspace, db, clock, reference, identity, name, first, last, sourc
         return find_contact(db, str(reference), region=workspace.phone_region)[
             "id"
         ], False
-    from cxm_cli.inbound import contact_by_address, create_minimal_contact
+    from cxm_cli.inbound import create_minimal_contact
 
     email, phone = identity.email, identity.phone
-    found = contact_by_address(db, email=email) if email else None
-    found = found or (contact_by_address(db, phone=phone) if phone else None)
+    found = match_person(db, email, phone, phone_field="phone")
     if found:
         return found["id"], False
     contact_id = create_minimal_contact(

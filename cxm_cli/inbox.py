@@ -182,18 +182,26 @@ RECORD_FIELDS = {
 
 
 def record_inbound_items(
-    workspace, db, clock, items: list[Any], *, source: str = "cli"
+    workspace,
+    db,
+    clock,
+    items: list[Any],
+    *,
+    source: str = "cli",
+    from_options: bool = False,
 ) -> list:
     """Record a batch of inbound messages, checking every item first.
 
     A bad item anywhere refuses the whole batch before anything is saved,
     naming the item and the field, so fixing it and sending the batch again
-    records each message once.
+    records each message once. ``from_options`` says the one item came from
+    command-line options, so problems name the option (``--contact``), not
+    a stdin item.
     """
     from cxm_cli.inbound import record_inbound
 
     prepared = [
-        _check_item(workspace, db, number, item)
+        _check_item(workspace, db, number, item, from_options=from_options)
         for number, item in enumerate(items, start=1)
     ]
     return [
@@ -202,7 +210,9 @@ def record_inbound_items(
     ]
 
 
-def _check_item(workspace, db, number: int, item: Any) -> dict[str, Any]:
+def _check_item(
+    workspace, db, number: int, item: Any, *, from_options: bool = False
+) -> dict[str, Any]:
     from cxm_cli.errors import CxmError
     from cxm_cli.inbound import (
         contact_by_address,
@@ -211,6 +221,12 @@ def _check_item(workspace, db, number: int, item: Any) -> dict[str, Any]:
     )
 
     where = f"stdin item {number} (index {number - 1})"
+
+    def field_label(name: str) -> str:
+        if from_options:
+            return "--" + name.replace("_", "-")
+        return f"{where}: field {name}"
+
     if not isinstance(item, dict):
         raise InputError(f"{where}: expected an object")
     unknown = sorted(set(item) - RECORD_FIELDS)
@@ -223,21 +239,25 @@ def _check_item(workspace, db, number: int, item: Any) -> dict[str, Any]:
     for name in ("channel", "text", "subject", "at", "from", "address"):
         value = item.get(name)
         if value is not None and not isinstance(value, str):
-            raise InputError(f"{where}: field {name} must be text, not {value!r}")
+            raise InputError(f"{field_label(name)} must be text, not {value!r}")
     channel = (item.get("channel") or "sms").strip().lower()
     if not channel:
-        raise InputError(f"{where}: field channel is empty")
+        raise InputError(f"{field_label('channel')} is empty")
+    # An empty message is not a reply: recording it would stop sequences
+    # although the person said nothing.
+    if not (item.get("text") or "").strip() and not (item.get("subject") or "").strip():
+        raise InputError(f"{field_label('text')} is empty: give what the person wrote")
     at = item.get("at")
     if at:
         try:
             clocks.parse(at)
         except ValueError as exc:
             raise InputError(
-                f"{where}: field at: cannot read {at!r} as a time"
+                f"{field_label('at')}: cannot read {at!r} as a time"
             ) from exc
     provider_id = item.get("provider_id")
     if provider_id is not None and not isinstance(provider_id, (str, int)):
-        raise InputError(f"{where}: field provider_id must be text")
+        raise InputError(f"{field_label('provider_id')} must be text")
 
     reference = item.get("contact")
     if reference is None:
@@ -256,8 +276,11 @@ def _check_item(workspace, db, number: int, item: Any) -> dict[str, Any]:
         else:
             raise InputError("needs contact (id, email or phone) or from")
     except CxmError as exc:
-        named = f"field {field}: " if reference is not None or sender else ""
-        raise InputError(f"{where}: {named}{exc.message}", hint=exc.hint) from exc
+        if reference is not None or sender:
+            prefix = f"{field_label(field)}: "
+        else:
+            prefix = "" if from_options else f"{where}: "
+        raise InputError(f"{prefix}{exc.message}", hint=exc.hint) from exc
 
     return {
         "channel": channel,

@@ -8,12 +8,15 @@ value adds up and nobody texts +1 555 000 0000.
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from cxm_cli import clock as clocks
 from cxm_cli.board import contact_values
 from cxm_cli.errors import InputError
-from cxm_cli.event_intake import parse_amount
+from cxm_cli.event_intake import parse_amount, parse_event_time
 from tests.support.fixtures import make_contact
 
 
@@ -172,3 +175,116 @@ def test_an_emitted_opt_out_cancels_the_queued_texts(cli, db, clock):
     )
     assert result.exit_code == 0, result.stderr
     assert db.execute(pending, [contact_id]).fetchone()[0] == 0
+
+
+def stored_data(db, event_type: str) -> dict:
+    row = db.execute(
+        "SELECT data FROM events WHERE type = ? ORDER BY id DESC LIMIT 1",
+        [event_type],
+    ).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("notadate", "not a"),
+        ("2026-02-30T10:00Z", "day is out of range"),
+        ("2026-03-05T25:00Z", "not a valid date and time"),
+        ("", "not a date and time"),
+        ("2026-03-05", "not a date and time"),
+    ],
+)
+def test_an_unreadable_appointment_time_is_refused(cli, db, clock, value, problem):
+    contact_id = make_contact(db, clock)
+
+    result = cli(
+        "events",
+        "emit",
+        "appointment.booked",
+        "-c",
+        str(contact_id),
+        "-d",
+        f"starts_at={value}",
+    )
+
+    assert result.exit_code != 0
+    assert "data.starts_at" in result.stderr and problem in result.stderr
+    assert count(db, "events WHERE type = 'appointment.booked'") == 0
+
+
+def test_ends_at_on_any_event_type_is_checked(cli, db, clock):
+    contact_id = make_contact(db, clock)
+    result = cli(
+        "events", "emit", "class.held", "-c", str(contact_id), "-d", "ends_at=soon"
+    )
+    assert result.exit_code != 0 and "data.ends_at" in result.stderr
+
+
+def test_appointment_times_are_stored_in_utc(cli, db, clock, workspace):
+    contact_id = make_contact(db, clock)
+
+    with_offset = cli(
+        "events",
+        "emit",
+        "appointment.booked",
+        "-c",
+        str(contact_id),
+        "-d",
+        "starts_at=2026-03-05T10:00-05:00",
+    )
+    assert with_offset.exit_code == 0, with_offset.stderr
+    assert stored_data(db, "appointment.booked")["starts_at"] == (
+        "2026-03-05T15:00:00.000000Z"
+    )
+
+    naive = cli(
+        "events",
+        "emit",
+        "appointment.confirmed",
+        "-c",
+        str(contact_id),
+        "-d",
+        "starts_at=2026-03-05T09:30",
+    )
+    assert naive.exit_code == 0, naive.stderr
+    local = datetime(2026, 3, 5, 9, 30, tzinfo=ZoneInfo(workspace.timezone))
+    assert stored_data(db, "appointment.confirmed")["starts_at"] == clocks.iso(local)
+
+
+def test_json_lines_name_the_line_with_a_bad_time(cli, db, clock):
+    contact_id = make_contact(db, clock)
+    lines = [
+        {"type": "appointment.booked", "contact": contact_id, "data": {}},
+        {
+            "type": "appointment.booked",
+            "contact": contact_id,
+            "data": {"starts_at": "garbage"},
+        },
+    ]
+    result = cli(
+        "events", "emit", "-", input="\n".join(json.dumps(x) for x in lines) + "\n"
+    )
+    assert result.exit_code == 1
+    assert "line 2: data.starts_at" in result.stderr
+    assert count(db, "events WHERE type = 'appointment.booked'") == 1
+
+
+def test_a_time_skipped_by_daylight_saving_does_not_exist():
+    with pytest.raises(InputError, match="does not exist in America/Chicago"):
+        parse_event_time("data.starts_at", "2026-03-08T02:30", "America/Chicago")
+    assert parse_event_time(
+        "data.starts_at", "2026-03-08T03:30", "America/Chicago"
+    ) == ("2026-03-08T08:30:00.000000Z")
+
+
+def test_a_phone_shared_by_two_contacts_is_refused(cli, db, clock):
+    first = make_contact(db, clock, email="a@example.com", phone="+13125550194")
+    second = make_contact(db, clock, email="b@example.com", phone="+13125550194")
+
+    result = cli("events", "emit", "form.submitted", "--phone", "+13125550194")
+
+    assert result.exit_code != 0
+    assert "belongs to several contacts" in result.stderr
+    assert f"{first}, {second}" in result.stderr
+    assert count(db, "events WHERE type = 'form.submitted'") == 0

@@ -225,3 +225,28 @@ def test_a_batch_with_a_bad_item_records_nothing_and_names_it(
     assert recorded.exit_code == 0, recorded.stderr
     assert len(recorded.json()) == 3
     assert db.execute(inbound).fetchone()[0] == 3
+
+
+def test_record_from_options_names_the_option(workspace, db, clock, cli):
+    result = cli("inbox", "record", "--contact", "99999", "--text", "hi")
+
+    assert result.exit_code != 0
+    assert "--contact: no contact with id 99999" in result.stderr
+    assert "stdin" not in result.stderr and "item 1" not in result.stderr
+
+
+def test_an_empty_message_is_not_a_reply(workspace, db, clock, cli):
+    ed = person(db, clock, 6, "Ed")
+    inbound = "SELECT COUNT(*) FROM messages WHERE direction = 'inbound'"
+
+    blank = cli("inbox", "record", "--contact", str(ed), "--text", "  ")
+    assert blank.exit_code != 0 and "--text is empty" in blank.stderr
+
+    no_text = cli("inbox", "record", "-", input=json.dumps({"contact": str(ed)}))
+    assert no_text.exit_code != 0
+    assert "item 1 (index 0): field text is empty" in no_text.stderr
+    assert db.execute(inbound).fetchone()[0] == 0
+
+    said = cli("inbox", "record", "--contact", str(ed), "--text", "hi")
+    assert said.exit_code == 0, said.stderr
+    assert db.execute(inbound).fetchone()[0] == 1

@@ -412,3 +412,80 @@ def test_cxm_serve_command_answers_on_loopback(workspace):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_an_unreadable_appointment_time_is_refused(served, db, clock):
+    contact_id = make_contact(db, clock)
+    for value in ("garbage", "2026-02-30T10:00Z", 1741186800):
+        response = post_event(
+            served,
+            {
+                "type": "appointment.booked",
+                "contact_id": contact_id,
+                "data": {"starts_at": value},
+            },
+        )
+        assert response.status_code == 400, value
+        assert "data.starts_at" in response.json()["error"]
+    assert (
+        db.execute("SELECT COUNT(*) FROM events WHERE type LIKE 'appoint%'").fetchone()[
+            0
+        ]
+        == 0
+    )
+
+    booked = post_event(
+        served,
+        {
+            "type": "appointment.booked",
+            "contact_id": contact_id,
+            "data": {"starts_at": "2026-03-05T10:00:00+01:00", "ends_at": None},
+        },
+    )
+    assert booked.status_code == 201, booked.text
+    data = db.execute("SELECT data FROM events WHERE type = 'appointment.booked'")
+    assert json.loads(data.fetchone()[0])["starts_at"] == "2026-03-05T09:00:00.000000Z"
+
+
+def test_a_contact_id_too_big_for_a_number_is_refused(served, db, clock):
+    make_contact(db, clock)
+    for raw in ("1e400", "99999999999999999999999", "1.5", "true", '"12abc"'):
+        response = requests.post(
+            served.url + "/events",
+            data='{"type": "form.submitted", "contact_id": ' + raw + "}",
+            headers={
+                "Authorization": f"Bearer {EVENTS_TOKEN}",
+                "Content-Type": "application/json",
+            },
+            timeout=10,
+        )
+        assert response.status_code == 400, raw
+        assert response.json()["error"] == "contact_id must be a whole number"
+
+
+def test_a_phone_shared_by_two_contacts_names_nobody(served, db, clock):
+    first = make_contact(db, clock, email="a@example.com", phone="+13125550194")
+    second = make_contact(db, clock, email="b@example.com", phone="+13125550194")
+    events = "SELECT COUNT(*) FROM events WHERE type = 'form.submitted'"
+
+    shared = post_event(
+        served, {"type": "form.submitted", "contact": {"phone": "+13125550194"}}
+    )
+
+    assert shared.status_code == 400
+    error = shared.json()["error"]
+    assert "belongs to several contacts" in error and f"{first}, {second}" in error
+    assert db.execute(events).fetchone()[0] == 0
+
+    with_email = post_event(
+        served,
+        {
+            "type": "form.submitted",
+            "contact": {"phone": "+13125550194", "email": "b@example.com"},
+        },
+    )
+    assert with_email.status_code == 201, with_email.text
+    assert with_email.json()["contact_id"] == second
+    with_id = post_event(served, {"type": "form.submitted", "contact_id": first})
+    assert with_id.status_code == 201 and with_id.json()["contact_id"] == first
+    assert db.execute(events).fetchone()[0] == 2

@@ -118,7 +118,9 @@ def record(
             }
         ]
 
-    recorded = record_inbound_items(s.workspace, s.db, s.clock, items)
+    recorded = record_inbound_items(
+        s.workspace, s.db, s.clock, items, from_options=file is None
+    )
     results = [result.as_dict() for result in recorded]
     if not as_json:
         for result in recorded:

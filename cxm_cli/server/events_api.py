@@ -13,7 +13,10 @@ JSON::
      "idempotency_key": "form-8812"}                      # optional
 
 The contact is found by email, then phone, and created (with
-``lead.created``) when neither matches. A repeated ``idempotency_key`` (or
+``lead.created``) when neither matches; a phone shared by several contacts is
+refused unless the email or ``contact_id`` names one of them. ``starts_at`` and
+``ends_at`` in ``data`` are checked and stored as UTC (no offset: the
+workspace's time zone). A repeated ``idempotency_key`` (or
 ``Idempotency-Key`` header) returns the first answer and records nothing new.
 """
 
@@ -29,9 +32,14 @@ from flask import Blueprint, jsonify, request
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import change_consent, get_contact, inherit_phone_opt_out
 from cxm_cli.errors import CxmError, InputError
-from cxm_cli.event_intake import check_event_data, check_identity
+from cxm_cli.event_intake import (
+    check_event_data,
+    check_identity,
+    match_person,
+    parse_contact_id,
+)
 from cxm_cli.events import record_event
-from cxm_cli.inbound import contact_by_address, create_minimal_contact, record_inbound
+from cxm_cli.inbound import create_minimal_contact, record_inbound
 from cxm_cli.server import current_clock, current_db, current_workspace
 from cxm_cli.store import fetch_one, write_transaction
 
@@ -97,7 +105,8 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     data = body.get("data") or {}
     if not isinstance(data, dict):
         raise InputError("data must be a JSON object")
-    data = check_event_data(event_type, data)
+    workspace = current_workspace()
+    data = check_event_data(event_type, data, timezone=workspace.timezone)
     at = body.get("at")
     if at is not None:
         try:
@@ -107,7 +116,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     source = str(body.get("source") or "web")
     key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
 
-    workspace, db, clock = current_workspace(), current_db(), current_clock()
+    db, clock = current_db(), current_clock()
     warnings = _identity_warnings(workspace, body)
     if event_type == "message.received":
         answer, status = _inbound_message(
@@ -206,10 +215,7 @@ def _inbound_message(workspace, db, clock, body, data, at, source, key):
 
 def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bool]:
     if body.get("contact_id") is not None:
-        try:
-            return get_contact(db, int(body["contact_id"]))["id"], False
-        except (TypeError, ValueError) as exc:
-            raise InputError("contact_id must be a number") from exc
+        return get_contact(db, parse_contact_id(body["contact_id"]))["id"], False
 
     person = _person(body)
     identity = _checked_identity(workspace, person)
@@ -217,8 +223,7 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
 
     # Limitation: a known contact's name is not changed by a form; only a
     # phone it did not have yet is added.
-    found = contact_by_address(db, email=email) if email else None
-    found = found or (contact_by_address(db, phone=phone) if phone else None)
+    found = match_person(db, email, phone, phone_field="contact.phone")
     if found:
         _add_missing_phone(db, clock, found["id"], phone)
         return found["id"], False
