@@ -121,6 +121,36 @@ def process_step(
         return result
 
     step = step_for(sequence, row)
+    if sequence.path.name in sequence_set.invalid:
+        # A file with problems (a stray copy claiming this name, say) is not
+        # trusted to say where the enrollment stands, so its steps neither
+        # run nor end anyone: they wait until the file is fixed.
+        waiting = step or StepDef(
+            index=row["step_index"], kind=row["kind"], spec={"kind": row["kind"]}
+        )
+        result.step = waiting.describe()
+        retry_at = clock.now() + timedelta(
+            seconds=settings.broken_sequence_retry_seconds
+        )
+        outcome = StepOutcome(
+            "deferred",
+            detail=f"{sequence.path.name} has problems (see cxm sequences validate)",
+            retry_at=retry_at,
+        )
+        return apply_outcome(
+            workspace,
+            db,
+            clock,
+            row,
+            runner_id,
+            settings,
+            sequence,
+            waiting,
+            enrollment,
+            outcome,
+            result,
+        )
+
     if step is None:
         reason = (
             f"sequence {sequence.name} changed: step {row['step_index'] + 1} is no "
@@ -145,17 +175,6 @@ def process_step(
             outcome,
             result,
         )
-
-    if sequence.path.name in sequence_set.invalid:
-        retry_at = clock.now() + timedelta(
-            seconds=settings.broken_sequence_retry_seconds
-        )
-        outcome = StepOutcome(
-            "deferred",
-            detail=f"{sequence.path.name} has problems (see cxm sequences validate)",
-            retry_at=retry_at,
-        )
-        return record(outcome)
 
     try:
         contact = get_contact(db, row["contact_id"])

@@ -227,24 +227,23 @@ def _load(workspace) -> SequenceSet:
     problems: list[Problem] = []
     documents: dict[str, LinedDocument] = {}
 
+    claims: dict[str, list[tuple[Path, int | None]]] = {}
     for path in sequence_files(workspace):
         reader = _FileReader(path)
         sequence = reader.read()
         problems.extend(reader.problems)
         if sequence is None:
             continue
+        claims.setdefault(sequence.name, []).append((path, reader.line(("name",))))
         if sequence.name in sequences:
-            other = sequences[sequence.name].path.name
-            problems.append(
-                Problem(
-                    path.name,
-                    reader.line(("name",)),
-                    f"name: {sequence.name!r} is already the name of {other}",
-                )
-            )
             continue
         sequences[sequence.name] = sequence
         documents[path.name] = reader.document
+    # Limitation: of two files claiming one name, the first by file name stays
+    # in ``sequences`` (so queued steps find a sequence and are deferred, not
+    # ended); its exit rules, and its steps' channels for opt-out skipping,
+    # still apply to the name's enrollments until the clash is fixed.
+    problems.extend(_duplicate_name_problems(claims))
 
     for sequence in sequences.values():
         problems.extend(_cross_checks(workspace, sequence, sequences, documents))
@@ -254,6 +253,32 @@ def _load(workspace) -> SequenceSet:
         invalid[problem.file] = invalid.get(problem.file, 0) + 1
     problems.sort(key=lambda p: (p.file, p.line or 0))
     return SequenceSet(sequences=sequences, problems=problems, invalid=invalid)
+
+
+def _duplicate_name_problems(
+    claims: dict[str, list[tuple[Path, int | None]]],
+) -> list[Problem]:
+    """A name claimed by two files is a problem in each of them.
+
+    Neither file can be told apart as the real one, so both are left out: the
+    name's enrollments and queued steps wait (deferred) until one is renamed,
+    rather than a stray copy silently taking the sequence over.
+    """
+    problems: list[Problem] = []
+    for name, files in claims.items():
+        if len(files) < 2:
+            continue
+        for path, line in files:
+            others = ", ".join(other.name for other, _ in files if other != path)
+            problems.append(
+                Problem(
+                    path.name,
+                    line,
+                    f"name: {name!r} is also the name of {others}; rename one "
+                    "(both enrol nobody until then)",
+                )
+            )
+    return problems
 
 
 class _FileReader:

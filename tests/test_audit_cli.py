@@ -98,6 +98,14 @@ def test_unknown_out_suffix_is_refused(cli, tmp_path):
     assert not (tmp_path / "audit.txt").exists()
 
 
+def test_out_into_a_missing_folder_is_one_clear_error(cli, tmp_path):
+    out = tmp_path / "nonexist" / "dir" / "a.html"
+    result = cli("audit", "--out", str(out))
+    assert result.exit_code == 1
+    assert f"--out {out}: the folder {out.parent} does not exist" in result.stderr
+    assert not isinstance(result.exception, FileNotFoundError)
+
+
 def test_unreadable_period_is_refused(cli):
     result = cli("audit", "--since", "last tuesday")
     assert result.exit_code == 1

@@ -112,3 +112,11 @@ def test_cli_export_to_file(cli, tmp_path):
     ]
     bad = cli("contacts", "export", "--format", "xml")
     assert bad.exit_code == 1 and "use csv or jsonl" in bad.stderr
+
+
+def test_cli_export_into_a_missing_folder_is_one_clear_error(cli, tmp_path):
+    out = tmp_path / "nonexist" / "contacts.csv"
+    result = cli("contacts", "export", "-o", str(out))
+    assert result.exit_code == 1
+    assert f"--output {out}: the folder {out.parent} does not exist" in result.stderr
+    assert not isinstance(result.exception, FileNotFoundError)

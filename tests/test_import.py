@@ -597,3 +597,31 @@ def test_unclosed_quote_past_the_field_size_limit_loses_no_row(
     summary = run_import(workspace, db, clock, path)
     assert (summary.records, summary.rejected, summary.skipped) == (1202, 1, 1200)
     assert [c["first_name"] for c in contacts(db)] == ["Carl"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_wrong_encoding_option_is_one_error_naming_file_and_encoding(
+    cli, db, tmp_path, encoding
+):
+    path = write(tmp_path / "leads.csv", "name,email\nAna,ana@example.com\n")
+
+    result = cli("leads", "import", str(path), "--encoding", encoding)
+
+    assert result.exit_code == 1
+    assert f"leads.csv: not valid {encoding} on line 1" in result.stderr
+    assert f"--encoding {encoding}" in result.stderr
+    assert not isinstance(result.exception, UnicodeError)
+    assert contacts(db) == []
+
+
+def test_an_undecodable_byte_is_placed_on_its_line_counted_from_one(tmp_path):
+    from cxm_cli.errors import InputError
+    from cxm_cli.importing.reader import CsvRecords
+
+    path = tmp_path / "leads.csv"
+    path.write_bytes(b"name,email\nAna,ana@example.com\nBo\xe9,bo@example.com\n")
+
+    with pytest.raises(InputError) as caught:
+        list(CsvRecords(path, "utf-8", ",", "leads.csv"))
+
+    assert "leads.csv: not valid utf-8 on line 3" in str(caught.value)

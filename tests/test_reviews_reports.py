@@ -197,6 +197,16 @@ def test_report_json_terminal_and_html(cli, workspace, db, clock, tmp_path):
         assert fetched not in html
 
 
+def test_report_and_trail_into_a_missing_folder_are_one_clear_error(cli, tmp_path):
+    folder = tmp_path / "nonexist"
+    for command, name in (("report", "reviews.html"), ("audit-trail", "trail.csv")):
+        out = folder / name
+        result = cli("reviews", command, "--out", str(out))
+        assert result.exit_code == 1, command
+        assert f"--out {out}: the folder {folder} does not exist" in result.stderr
+        assert not isinstance(result.exception, FileNotFoundError)
+
+
 # ---------------------------------------------------------------- trail
 
 

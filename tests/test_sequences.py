@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from cxm_cli.sequences import load_sequences
-from tests.support.engine import emit, only_sequences, write_sequence
+from tests.support.engine import (
+    emit,
+    only_sequences,
+    outbound,
+    run,
+    timeline,
+    write_sequence,
+)
 from tests.support.fixtures import make_contact
 
 GOOD = """
@@ -188,3 +195,61 @@ def test_typo_in_event_type_is_caught_but_custom_types_are_fine(workspace):
     problems = load_sequences(workspace).problems
     assert [(p.file, p.line) for p in problems] == [("typo.yaml", 2)]
     assert "did you mean 'appointment.booked'" in problems[0].message
+
+
+STRAY_NEW_LEAD = """
+name: new-lead
+steps:
+  - wait: 1d
+"""
+
+
+def test_two_files_with_one_name_are_both_reported_naming_each_other(cli, workspace):
+    write_sequence(workspace, "broken", STRAY_NEW_LEAD)
+
+    result = cli("sequences", "validate")
+
+    assert result.exit_code == 1
+    folder = workspace.sequences_dir
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith(f"{folder / 'broken.yaml'}:1: name: 'new-lead'")
+        and "new-lead.yaml" in line
+        for line in lines
+    ), result.stdout
+    assert any(
+        line.startswith(f"{folder / 'new-lead.yaml'}:5: name: 'new-lead'")
+        and "broken.yaml" in line
+        for line in lines
+    ), result.stdout
+    listed = {
+        row["file"]: row["status"] for row in cli("sequences", "list", "--json").json()
+    }
+    assert "problem" in listed["broken.yaml"]
+    assert "problem" in listed["new-lead.yaml"]
+
+
+def test_a_stray_file_with_a_taken_name_enrols_and_runs_nothing(db, workspace, clock):
+    contact_id = make_contact(db, clock)
+    emit(db, clock, contact_id, "lead.created", source="web")
+    queued = list(db.query("SELECT * FROM due_steps WHERE status = 'pending'"))
+    assert [row["sequence"] for row in queued] == ["new-lead"]
+    write_sequence(workspace, "broken", STRAY_NEW_LEAD)
+
+    sequence_set = load_sequences(workspace)
+    assert "new-lead" not in sequence_set.active
+    assert {"broken.yaml", "new-lead.yaml"} <= set(sequence_set.invalid)
+    newcomer = make_contact(db, clock, first_name="Bea", email="bea@example.com")
+    emit(db, clock, newcomer, "lead.created", source="web")
+    run(workspace, db, clock)
+
+    assert (
+        list(db.query("SELECT * FROM enrollments WHERE contact_id = ?", [newcomer]))
+        == []
+    )
+    assert outbound(db) == []
+    row = db.execute("SELECT status FROM due_steps WHERE id = ?", [queued[0]["id"]])
+    assert row.fetchone()[0] == "pending"
+    assert ("step.deferred", "new-lead") in [
+        (kind, data.get("sequence")) for kind, data in timeline(db, contact_id, "step.")
+    ]

@@ -17,6 +17,7 @@ from cxm_cli.commands._common import (
     warn,
 )
 from cxm_cli.errors import InputError
+from cxm_cli.outfiles import check_writable, write_text_file
 
 OUT_KINDS = {
     ".md": "markdown",
@@ -126,6 +127,8 @@ def audit(
     )
 
     kind = _out_kind(out)
+    if out is not None:
+        check_writable(out)
     s = state(ctx)
     request = AuditRequest(
         since=since,
@@ -194,7 +197,7 @@ def _output(report: dict, out: Path | None, kind: str | None, as_json: bool) -> 
             import json
 
             text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        out.write_text(text, encoding="utf-8")
+        write_text_file(out, text)
         say(f"wrote {out} ({len(report['findings'])} findings)")
 
     if as_json:

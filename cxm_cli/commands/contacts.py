@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state
+from cxm_cli.outfiles import open_for_writing
 
 contacts_app = typer.Typer(
     help="Look at, merge, export and erase contacts.", no_args_is_help=True
@@ -97,6 +98,6 @@ def export_command(
     if output is None:
         count = export_contacts(db, sys.stdout, format=format, tag=tag)
     else:
-        with output.open("w", encoding="utf-8", newline="") as handle:
+        with open_for_writing(output, "--output") as handle:
             count = export_contacts(db, handle, format=format, tag=tag)
     say(f"exported {count} contacts" + (f" to {output}" if output else ""))

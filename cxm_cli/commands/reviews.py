@@ -10,6 +10,7 @@ import typer
 
 from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state, warn
 from cxm_cli.errors import InputError
+from cxm_cli.outfiles import check_writable, write_text_file
 
 reviews_app = typer.Typer(
     help="Review requests (no gating), imports, the dashboard and the audit trail.",
@@ -157,10 +158,12 @@ def report(
     """
     from cxm_cli.reviews.report import build_report, render_html, terminal_chart
 
+    if out is not None:
+        check_writable(out)
     s = state(ctx)
     data = build_report(s.workspace, s.db, s.clock, since=_since(since))
     if out is not None:
-        out.write_text(render_html(data), encoding="utf-8")
+        write_text_file(out, render_html(data))
         say(f"wrote {out}")
     if as_json:
         print_json(data)
@@ -185,11 +188,13 @@ def audit_trail(
     """
     from cxm_cli.reviews.trail import trail_csv, trail_rows, trail_summary
 
+    if out is not None:
+        check_writable(out)
     s = state(ctx)
     rows = trail_rows(s.db, since=_since(since))
     summary = trail_summary(rows)
     if out is not None:
-        out.write_text(trail_csv(rows), encoding="utf-8")
+        write_text_file(out, trail_csv(rows))
         say(f"wrote {len(rows)} rows to {out}")
     if as_json:
         print_json({"summary": summary, "requests": rows})

@@ -123,7 +123,9 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
     date_format = _check_date_format(options.date_format)
 
     with open_input(path_or_stream) as input_file:
-        encoding = detect_encoding(input_file.path, options.encoding)
+        encoding = detect_encoding(
+            input_file.path, options.encoding, name=input_file.name
+        )
         input_format = _input_format(input_file, encoding, options.input_format)
         delimiter = None
         if input_format == "csv":

@@ -97,15 +97,30 @@ def open_input(source) -> Iterator[InputFile]:
 # ---------------------------------------------------------------- encodings
 
 
-def detect_encoding(path: Path, override: str | None = None) -> str:
-    """A Python codec name for the file: BOM first, then UTF-8, then a detector."""
+def detect_encoding(
+    path: Path, override: str | None = None, *, name: str | None = None
+) -> str:
+    """A Python codec name for the file: BOM first, then UTF-8, then a detector.
+
+    An ``override`` is checked against the whole file first, so a wrong
+    ``--encoding`` is one clear error before anything is read or imported.
+    """
     if override:
         try:
-            return codecs.lookup(override).name
+            encoding = codecs.lookup(override).name
         except LookupError:
             raise InputError(
                 f"--encoding {override!r} is not a known encoding"
             ) from None
+        found = undecodable_line(path, encoding)
+        if found is not None:
+            line, reason = found
+            raise InputError(
+                f"{name or path.name}: not valid {encoding} on line {line} "
+                f"({reason}); --encoding {override} does not fit this file",
+                hint="leave out --encoding to detect it, or name the real one",
+            )
+        return encoding
 
     with path.open("rb") as handle:
         head = handle.read(SAMPLE_BYTES)
@@ -137,6 +152,33 @@ def _utf16_without_bom(head: bytes) -> str | None:
     if even_nuls > odd_nuls * 4:
         return "utf-16-be"
     return None
+
+
+def undecodable_line(path: Path, encoding: str) -> tuple[int, str] | None:
+    """The first line (from 1) the encoding cannot read, with why; None if all can.
+
+    Fed line by line so the line number is exact; the decoder keeps any
+    character split across lines (UTF-16's newline is two bytes).
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                text = decoder.decode(raw)
+            except UnicodeError as exc:
+                return line, _decode_reason(exc)
+            line += text.count("\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeError as exc:
+            return line, _decode_reason(exc)
+    return None
+
+
+def _decode_reason(exc: UnicodeError) -> str:
+    # A missing UTF-16/32 byte-order mark is a bare UnicodeError with no reason.
+    return exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
 
 
 def _first_invalid_utf8(path: Path) -> int | None:
@@ -349,10 +391,13 @@ class CsvRecords(StreamedRecords):
                         yield number, self._first_line_cells(taken[0], broken)
                         continue
                     yield number, row
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:
+                # The text layer decodes ahead in blocks, so the record being
+                # read says little about where the bad bytes are: find the line.
+                found = undecodable_line(self.path, self.encoding)
+                line, reason = found or (max(number + 1, 1), _decode_reason(exc))
                 raise InputError(
-                    f"{self.name}: not valid {self.encoding} near record {number + 1} "
-                    f"({exc.reason})",
+                    f"{self.name}: not valid {self.encoding} on line {line} ({reason})",
                     hint="pass --encoding with the file's real encoding",
                 ) from None
             finally:

@@ -157,7 +157,7 @@ def read_reviews(
 ) -> tuple[str, str, list[ReviewRecord]]:
     """(file name, format, records) or InputError naming every bad row."""
     with open_input(source) as input_file:
-        file_encoding = detect_encoding(input_file.path, encoding)
+        file_encoding = detect_encoding(input_file.path, encoding, name=input_file.name)
         with input_file.path.open(encoding=file_encoding, errors="replace") as handle:
             head = handle.read(512).lstrip("\ufeff \t\r\n")
         if head.startswith(("{", "[")):
