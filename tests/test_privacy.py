@@ -132,3 +132,14 @@ def test_show_table_keeps_a_phone_extension(workspace, db, clock, cli):
 
     assert table.exit_code == 0, table.stderr
     assert "x204" in table.stdout
+
+
+def test_export_data_into_a_missing_folder_is_one_clear_error(
+    workspace, db, clock, cli, tmp_path
+):
+    zeb, _ = person_with_history(workspace, db, clock)
+
+    result = cli("contacts", "export-data", str(zeb), "-o", str(tmp_path / "no" / "x"))
+
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr

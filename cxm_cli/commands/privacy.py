@@ -10,7 +10,8 @@ import typer
 
 from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state, warn
 from cxm_cli.commands.contacts import contacts_app
-from cxm_cli.errors import CxmError, InputError
+from cxm_cli.errors import InputError
+from cxm_cli.outfiles import write_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -96,10 +97,7 @@ def export_data(
         print_json(data)
         return
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    try:
-        output.write_text(text + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CxmError(f"cannot write {output}: {exc.strerror}") from exc
+    write_text_file(output, text + "\n", "--output")
     say(f"wrote everything held about contact {person['id']} to {output}")
 
 
