@@ -27,7 +27,7 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import get_contact
 from cxm_cli.errors import InputError, NotFound
-from cxm_cli.events import Event, events_for, record_event
+from cxm_cli.events import Event, NewEvent, events_for, record_event, record_events
 from cxm_cli.steps import StepContext, StepOutcome, step_kind
 from cxm_cli.store import fetch_one, write_transaction
 
@@ -649,6 +649,115 @@ def move_contact(
             reason=reason,
             at=at,
         )
+
+
+def place_contacts(
+    db,
+    clock,
+    target_pipeline: Pipeline,
+    target: Stage,
+    placements: list[tuple[int, dict[str, Any] | None, str | None]],
+    *,
+    by: str,
+    reason: str | None,
+) -> list[Move]:
+    """:func:`place_contact` for many contacts at once (bulk rules).
+
+    ``placements`` holds (contact id, its ``contact_stages`` row or None, the
+    move's time or None), each contact once. Moves that change nothing go
+    through :func:`place_contact`; the rest are written with one statement
+    and their ``stage.changed`` events recorded together.
+    """
+    now = clocks.now_iso(clock)
+    # In the order of ``placements``: a move, or the index of its row below.
+    moves: list[Move | int] = []
+    rows = []
+    for contact_id, existing, at in placements:
+        from_stage = existing["stage"] if existing else None
+        if from_stage == target.name:
+            moves.append(
+                place_contact(
+                    db,
+                    clock,
+                    contact_id,
+                    target_pipeline,
+                    target,
+                    existing,
+                    by=by,
+                    reason=reason,
+                    at=at,
+                )
+            )
+            continue
+        entered_at = at or now
+        if existing and entered_at < existing["entered_at"]:
+            entered_at = existing["entered_at"]
+        kept_value = (existing or {}).get("value")
+        moves.append(len(rows))
+        rows.append((contact_id, from_stage, entered_at, kept_value))
+
+    db.conn.executemany(
+        """
+        INSERT INTO contact_stages (contact_id, pipeline, stage, entered_at,
+            value, note, moved_by, updated_at)
+        VALUES (?, ?, ?, ?, ?, NULL, ?, ?)
+        ON CONFLICT (contact_id, pipeline) DO UPDATE SET
+            stage = excluded.stage, entered_at = excluded.entered_at,
+            value = excluded.value, note = excluded.note,
+            moved_by = excluded.moved_by, updated_at = excluded.updated_at
+        """,
+        [
+            (contact_id, target_pipeline.name, target.name, entered_at, value, by, now)
+            for contact_id, _, entered_at, value in rows
+        ],
+    )
+    new_events = []
+    for contact_id, from_stage, entered_at, value in rows:
+        data: dict[str, Any] = {
+            "pipeline": target_pipeline.name,
+            "from": from_stage,
+            "to": target.name,
+            "by": by,
+            "reason": reason,
+        }
+        if value is not None:
+            data["value"] = value
+        new_events.append(
+            NewEvent(
+                contact_id,
+                "stage.changed",
+                data,
+                at=entered_at,
+                source=by.split(":", 1)[0],
+            )
+        )
+    events = record_events(db, new_events, clock=clock)
+    made = [
+        Move(
+            contact_id,
+            target_pipeline.name,
+            from_stage,
+            target.name,
+            True,
+            value,
+            by,
+            reason,
+            entered_at,
+            event.id,
+        )
+        for (contact_id, from_stage, entered_at, value), event in zip(
+            rows, events, strict=True
+        )
+    ]
+    if rows:
+        log.info(
+            "%d contacts moved in %s to %s by %s",
+            len(rows),
+            target_pipeline.name,
+            target.name,
+            by,
+        )
+    return [made[move] if isinstance(move, int) else move for move in moves]
 
 
 def place_contact(

@@ -18,7 +18,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.errors import CxmError
-from cxm_cli.events import Event, hook_transaction, on_event, record_event
+from cxm_cli.events import Event, hook_transaction, on_event, on_events, record_event
 from cxm_cli.pipelines import (
     Move,
     Pipeline,
@@ -26,6 +26,7 @@ from cxm_cli.pipelines import (
     current_stage,
     pipeline_config,
     place_contact,
+    place_contacts,
 )
 from cxm_cli.store import write_transaction
 
@@ -69,6 +70,93 @@ def apply_transition_rules(db, event: Event, clock) -> None:
         )
         if move is not None:
             moved_in.add(rule.pipeline)
+
+
+@on_events("pipelines")
+def apply_transition_rules_to_many(db, events: list[Event], clock) -> None:
+    """:func:`apply_transition_rules` for many events of distinct contacts.
+
+    Each rule reads the stages of all its contacts with one query and moves
+    them with one statement (an import placing every new lead in "new").
+    """
+    events = [event for event in events if event.contact_id is not None]
+    if not events:
+        return
+    try:
+        from cxm_cli.workspace import workspace_of
+
+        workspace = workspace_of(db)
+    except CxmError:
+        return
+    config = pipeline_config(workspace)
+
+    by_type: dict[str, list[Event]] = {}
+    for event in events:
+        by_type.setdefault(event.type, []).append(event)
+    for type_, typed in by_type.items():
+        rules = config.rules_on(type_)
+        if not rules:
+            continue
+        moved_in: dict[int, set[str]] = {}
+        for rule in rules:
+            candidates = [
+                event
+                for event in typed
+                if rule.pipeline not in moved_in.get(event.id, ())
+                and not (
+                    event.type == "stage.changed"
+                    and event.data.get("pipeline") == rule.pipeline
+                )
+                and data_matches(rule.where, event.data)
+            ]
+            if not candidates:
+                continue
+            pipeline = config.pipelines[rule.pipeline]
+            for event in apply_rule_to_many(db, clock, pipeline, rule, candidates):
+                moved_in.setdefault(event.id, set()).add(rule.pipeline)
+
+
+def apply_rule_to_many(
+    db, clock, pipeline: Pipeline, rule: TransitionRule, events: list[Event]
+) -> list[Event]:
+    """:func:`apply_rule` for the contacts of many events; the events that moved."""
+    with hook_transaction(db):
+        stages = _stages_of(db, [event.contact_id for event in events], pipeline.name)
+        movable = []
+        for event in events:
+            existing = stages.get(event.contact_id)
+            if may_move(pipeline, rule, existing["stage"] if existing else None):
+                movable.append(event)
+        moves = place_contacts(
+            db,
+            clock,
+            pipeline,
+            pipeline.stage(rule.to),
+            [
+                (event.contact_id, stages.get(event.contact_id), event.at)
+                for event in movable
+            ],
+            by=rule.label,
+            reason=rule.describe(),
+        )
+    return [event for event, move in zip(movable, moves, strict=True) if move.changed]
+
+
+def _stages_of(db, contact_ids: list[int], pipeline: str) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(contact_ids), 500):
+        chunk = contact_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        cursor = db.conn.execute(
+            "SELECT * FROM contact_stages WHERE pipeline = ? "
+            f"AND contact_id IN ({marks})",
+            [pipeline, *chunk],
+        )
+        columns = [column[0] for column in cursor.description]
+        for row in cursor.fetchall():
+            record = dict(zip(columns, row, strict=True))
+            found[record["contact_id"]] = record
+    return found
 
 
 def data_matches(where: dict[str, Any], data: dict[str, Any]) -> bool:

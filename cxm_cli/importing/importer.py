@@ -266,6 +266,7 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
             if options.progress:
                 options.progress(position, size, summary.records)
 
+        merger.flush()
         batches.finish_batch(
             db,
             batch_id,

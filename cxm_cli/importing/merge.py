@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import add_tag, consent_status, identifier_hash, set_consent
-from cxm_cli.events import record_event
+from cxm_cli.events import NewEvent, record_event, record_events
 from cxm_cli.importing.records import Lead
 from cxm_cli.importing.values import (
     display_name,
@@ -40,6 +40,9 @@ ON_CONFLICT = ("fill", "overwrite", "skip")
 # the oldest of them, so a phone-only row may miss its best name match.
 PHONE_MATCH_LIMIT = 20
 _NAME_FIELDS = ("first_name", "last_name")
+# New leads whose lead.created waits to be recorded with others: enough to
+# make the hooks' shared reads and writes pay, few enough to stay small.
+PENDING_LIMIT = 1000
 
 
 @dataclass
@@ -82,6 +85,18 @@ class ContactMerger:
             self.conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             is not None
         )
+        # lead.created of plain new leads, recorded together by flush().
+        self.pending: list[NewEvent] = []
+
+    def flush(self) -> None:
+        """Record the waiting lead.created events (and run their hooks).
+
+        Called before anything else touches the contacts (a merge into one of
+        them, a lead with events or consent of its own) and at the end, so
+        every contact still sees its events in the order one by one would.
+        """
+        pending, self.pending = self.pending, []
+        record_events(self.db, pending, clock=self.clock, run_hooks=self.run_hooks)
 
     # ------------------------------------------------------------ entry point
 
@@ -97,6 +112,7 @@ class ContactMerger:
                 self._flag(contact_id, other, "shared phone, different emails")
             return MergeResult("created", contact_id)
 
+        self.flush()
         result = self._update(target, lead, email_owners)
         for other in others:
             self._flag(target, other, "same email or phone in one record")
@@ -241,6 +257,9 @@ class ContactMerger:
                 [(contact_id, tag, now) for tag in lead.tags],
             )
 
+        plain = not (lead.consent or lead.suppression or lead.events)
+        if not plain:
+            self.flush()
         # Consent before lead.created, so a sequence the lead triggers already
         # sees an opt-out carried over from the source.
         for channel, (status_value, at) in lead.consent.items():
@@ -266,15 +285,23 @@ class ContactMerger:
                 "batch_id": self.batch_id,
                 "created_time": lead.created_at,
             }
-        record_event(
-            self.db,
-            contact_id,
-            event_type,
-            clock=self.clock,
-            data={**data, "file": self.file_label},
-            source=self.event_source,
-            run_hooks=self.run_hooks,
-        )
+        data["file"] = self.file_label
+        if plain:
+            self.pending.append(
+                NewEvent(contact_id, event_type, data, source=self.event_source)
+            )
+            if len(self.pending) >= PENDING_LIMIT:
+                self.flush()
+        else:
+            record_event(
+                self.db,
+                contact_id,
+                event_type,
+                clock=self.clock,
+                data=data,
+                source=self.event_source,
+                run_hooks=self.run_hooks,
+            )
         self._record_lead_events(contact_id, lead)
         conn.execute(
             "INSERT INTO import_changes (batch_id, contact_id, row_number, action)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from cxm_cli.errors import ConfigError, CxmError
-from cxm_cli.events import Event, on_event
+from cxm_cli.events import Event, on_event, on_events
 from cxm_cli.reviews import answers, requests
 from cxm_cli.reviews.platforms import usable_platforms
 from cxm_cli.reviews.settings import ReviewSettings
@@ -58,6 +58,32 @@ def on_review_event(db, event: Event, clock) -> None:
         requests.cancel_guarded(workspace, db, clock, event)
     if event.type in settings.trigger_on and _platforms_ready(workspace):
         requests.schedule_guarded(workspace, db, clock, event)
+
+
+@on_events("reviews")
+def on_review_events(db, events: list[Event], clock) -> None:
+    """The hook for many events at once: settings read once, not per event."""
+    wanted = [
+        event
+        for event in events
+        if event.contact_id is not None and event.type not in _NEVER
+    ]
+    if not wanted:
+        return
+    try:
+        settings = ReviewSettings.of(workspace_of(db))
+    except CxmError:
+        # No workspace, or a broken [reviews] section: the one-event hook
+        # knows what to say about each.
+        settings = None
+    for event in wanted:
+        if (
+            settings is None
+            or event.type == "message.received"
+            or event.type in settings.cancel_on
+            or event.type in settings.trigger_on
+        ):
+            on_review_event(db, event, clock)
 
 
 def _platforms_ready(workspace) -> bool:
