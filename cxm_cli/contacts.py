@@ -343,8 +343,6 @@ def inherit_phone_opt_out(db, contact_id: int, phone: str | None, *, clock) -> b
     Someone new on a household phone that texted STOP must not be texted
     either. Call after adding the phone row; returns True when it opted out.
     """
-    # Limitation: only contacts made or given a phone by inbound messages and
-    # events call this; a phone the importer adds does not inherit the opt-out.
     if not phone or is_opted_out(db, contact_id, "sms"):
         return False
     if not phone_opted_out(db, phone):

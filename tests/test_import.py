@@ -625,3 +625,45 @@ def test_an_undecodable_byte_is_placed_on_its_line_counted_from_one(tmp_path):
         list(CsvRecords(path, "utf-8", ",", "leads.csv"))
 
     assert "leads.csv: not valid utf-8 on line 3" in str(caught.value)
+
+
+def test_a_phone_that_texted_stop_stays_opted_out_for_whoever_gets_it(
+    workspace, db, clock, tmp_path
+):
+    from cxm_cli.contacts import consent_status, opt_out_phone
+    from cxm_cli.store import write_transaction
+
+    first = write(
+        tmp_path / "first.csv",
+        "Name,Email,Phone\nAna Lima,ana@example.com,(512) 555-0101\n"
+        "Bo Reyes,bo@example.com,\n",
+    )
+    run_import(workspace, db, clock, first)
+    with write_transaction(db):
+        opt_out_phone(db, "+15125550101", clock=clock, source="sms_keyword")
+
+    # A new person on the household phone, and Bo given that phone.
+    second = write(
+        tmp_path / "second.csv",
+        "Name,Email,Phone\nCarla Lima,carla@example.com,512-555-0101\n"
+        "Bo Reyes,bo@example.com,512.555.0101\nDee Moss,dee@example.com,512-555-0199\n",
+    )
+    summary = run_import(workspace, db, clock, second)
+    assert (summary.created, summary.updated) == (2, 1)
+
+    ids = {row["email"]: row["id"] for row in contacts(db)}
+    assert consent_status(db, ids["carla@example.com"], "sms") == "opted_out"
+    assert consent_status(db, ids["bo@example.com"], "sms") == "opted_out"
+    assert consent_status(db, ids["dee@example.com"], "sms") != "opted_out"
+    (opt_out,) = events_of(db, ids["carla@example.com"], "opted_out")
+    assert opt_out["source"] == "shared_phone"
+    # Carla's opt-out came before her lead.created, so her follow-up's texts
+    # are skipped from the start.
+    types = [
+        row[0]
+        for row in db.execute(
+            "SELECT type FROM events WHERE contact_id = ? ORDER BY id",
+            [ids["carla@example.com"]],
+        )
+    ]
+    assert types.index("opted_out") < types.index("lead.created")

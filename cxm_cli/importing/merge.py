@@ -20,7 +20,15 @@ import logging
 from dataclasses import dataclass
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import add_tag, consent_status, identifier_hash, set_consent
+from cxm_cli.contacts import (
+    PHONE_OPT_OUT_SOURCES,
+    add_tag,
+    consent_status,
+    identifier_hash,
+    inherit_phone_opt_out,
+    phone_opted_out,
+    set_consent,
+)
 from cxm_cli.events import NewEvent, record_event, record_events
 from cxm_cli.importing.records import Lead
 from cxm_cli.importing.values import (
@@ -85,6 +93,17 @@ class ContactMerger:
             self.conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone()
             is not None
         )
+        marks = ",".join("?" * len(PHONE_OPT_OUT_SOURCES))
+        # A number that texted STOP stays opted out for whoever is given it;
+        # asked once here so a workspace without any costs nothing per row.
+        self.check_phone_opt_outs = (
+            self.conn.execute(
+                "SELECT 1 FROM consents WHERE channel = 'sms' AND status = "
+                f"'opted_out' AND source IN ({marks}) LIMIT 1",
+                PHONE_OPT_OUT_SOURCES,
+            ).fetchone()
+            is not None
+        )
         # lead.created of plain new leads, recorded together by flush().
         self.pending: list[NewEvent] = []
 
@@ -145,6 +164,11 @@ class ContactMerger:
             f"ORDER BY contact_id LIMIT {PHONE_MATCH_LIMIT}"
         )
         return [row[0] for row in self.conn.execute(sql, phones)]
+
+    def _opted_out_phones(self, phones: list[str]) -> list[str]:
+        if not self.check_phone_opt_outs:
+            return []
+        return [phone for phone in phones if phone_opted_out(self.db, phone)]
 
     def _has_email(self, contact_id: int) -> bool:
         sql = "SELECT 1 FROM contact_emails WHERE contact_id = ? LIMIT 1"
@@ -257,7 +281,8 @@ class ContactMerger:
                 [(contact_id, tag, now) for tag in lead.tags],
             )
 
-        plain = not (lead.consent or lead.suppression or lead.events)
+        stopped_phones = self._opted_out_phones([p.e164 for p in lead.phones])
+        plain = not (lead.consent or lead.suppression or lead.events or stopped_phones)
         if not plain:
             self.flush()
         # Consent before lead.created, so a sequence the lead triggers already
@@ -273,6 +298,8 @@ class ContactMerger:
                 at=at,
                 detail={"batch_id": self.batch_id},
             )
+        for phone in stopped_phones:
+            inherit_phone_opt_out(self.db, contact_id, phone, clock=self.clock)
         if lead.suppression:
             # An unsubscribe or bounce list is no list of new leads: a different
             # event, so no lead sequence, pipeline stage or lead count fires.
@@ -364,6 +391,10 @@ class ContactMerger:
             )
             self._add_tags(contact_id, lead, made_here, added)
         changed_consent = self._merge_consent(contact_id, lead)
+        for phone in self._opted_out_phones(added["phones"]):
+            changed_consent |= inherit_phone_opt_out(
+                self.db, contact_id, phone, clock=self.clock
+            )
         changed_bounce = self._mark_bouncing(contact_id, lead) if not skip else False
         changed_events = False if skip else self._record_lead_events(contact_id, lead)
 
