@@ -667,3 +667,18 @@ def test_a_phone_that_texted_stop_stays_opted_out_for_whoever_gets_it(
         )
     ]
     assert types.index("opted_out") < types.index("lead.created")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [("%Q", "is not a date pattern"), ("%d/%m", "must name the day, month and year")],
+)
+def test_a_broken_date_pattern_is_refused_before_any_row(cli, tmp_path, pattern, says):
+    path = write(tmp_path / "d.csv", "Name,Email,Birthday\nA,a@example.com,3.2.2001\n")
+
+    result = cli("leads", "import", str(path), "--date-format", pattern)
+
+    assert result.exit_code != 0
+    assert says in result.stderr
+    assert "row" not in result.stderr
+    assert cli("contacts", "list", "--json").json() == []

@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import phonenumbers
@@ -352,7 +353,7 @@ def _check_date_format(value: str | None) -> str | None:
         return None
     text = value.strip()
     if "%" in text:
-        return text
+        return _check_date_pattern(value, text)
     upper = text.upper().replace("/", "").replace("-", "").replace(".", "")
     mapping = {
         "MDY": "MDY",
@@ -367,6 +368,29 @@ def _check_date_format(value: str | None) -> str | None:
             f"--date-format {value!r}: use MDY, DMY, YMD or a pattern like %d.%m.%Y"
         )
     return mapping[upper]
+
+
+def _check_date_pattern(value: str, pattern: str) -> str:
+    """A strptime pattern that can read back a date it wrote, else an error.
+
+    Caught here, before any row is read, rather than as a warning on every
+    date in the file.
+    """
+    sample = datetime(2001, 2, 3, 4, 5, 6)
+    try:
+        written = sample.strftime(pattern)
+        read = datetime.strptime(written, pattern)
+    except ValueError as exc:
+        raise InputError(
+            f"--date-format {value!r} is not a date pattern ({exc})",
+            hint="use MDY, DMY, YMD or a pattern like %d.%m.%Y",
+        ) from exc
+    if read.date() != sample.date():
+        raise InputError(
+            f"--date-format {value!r} must name the day, month and year",
+            hint="for example %d.%m.%Y or %Y-%m-%d",
+        )
+    return pattern
 
 
 def _input_format(input_file, encoding: str, forced: str | None) -> str:
