@@ -36,3 +36,27 @@ def test_an_older_file_is_upgraded_with_its_data_kept(tmp_path):
     rows = list(upgraded.query("SELECT display_name FROM contacts"))
     assert rows == [{"display_name": "Ana Lima"}]
     upgraded.close()
+
+
+def test_every_foreign_key_can_find_its_children_by_index(tmp_path):
+    """Deleting a contact (undo, erase) cascades through every child table;
+    a child column without an index makes each delete read the whole table."""
+    db = open_database(tmp_path / "cxm.db")
+    unindexed = []
+    for table in db.table_names():
+        leading = {
+            db.execute(f"PRAGMA index_info('{index[1]}')").fetchone()[2]
+            for index in db.execute(f"PRAGMA index_list('{table}')").fetchall()
+            if not index[4]  # a partial index finds only some rows
+        }
+        primary = [
+            column[1]
+            for column in db.execute(f"PRAGMA table_info('{table}')").fetchall()
+            if column[5] == 1
+        ]
+        leading.update(primary[:1])
+        for key in db.execute(f"PRAGMA foreign_key_list('{table}')").fetchall():
+            if key[3] not in leading:
+                unindexed.append(f"{table}.{key[3]}")
+    db.close()
+    assert unindexed == []

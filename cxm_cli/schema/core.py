@@ -119,3 +119,16 @@ def contacts_and_events(db):
             ON messages (channel, provider_id) WHERE provider_id IS NOT NULL;
         """
     )
+
+
+@migrations(name="0002_foreign_key_indexes")
+def foreign_key_indexes(db):
+    # Deleting a parent row (undoing an import, erasing a contact) looks up
+    # its children by these columns; without an index each lookup reads the
+    # whole table, so undoing a large import grew with the square of its size.
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS idx_messages_event_id
+            ON messages (event_id);
+        """
+    )

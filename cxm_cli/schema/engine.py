@@ -111,3 +111,20 @@ def enrollments_and_queue(db):
         );
         """
     )
+
+
+@migrations(name="0002_foreign_key_indexes")
+def foreign_key_indexes(db):
+    # Deleting a parent row (undoing an import, erasing a contact) looks up
+    # its children by these columns; without an index each lookup reads the
+    # whole table, so undoing a large import grew with the square of its size.
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS idx_enrollments_trigger_event_id
+            ON enrollments (trigger_event_id);
+        CREATE INDEX IF NOT EXISTS idx_keyword_offers_enrollment_id
+            ON keyword_offers (enrollment_id);
+        CREATE INDEX IF NOT EXISTS idx_due_steps_enrollment_id
+            ON due_steps (enrollment_id);
+        """
+    )

@@ -73,3 +73,16 @@ def batches_changes_duplicates(db):
         CREATE INDEX idx_likely_duplicates_contact_b ON likely_duplicates (contact_b);
         """
     )
+
+
+@migrations(name="0002_foreign_key_indexes")
+def foreign_key_indexes(db):
+    # Deleting a parent row (undoing an import, erasing a contact) looks up
+    # its children by these columns; without an index each lookup reads the
+    # whole table, so undoing a large import grew with the square of its size.
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS idx_import_records_contact_id
+            ON import_records (contact_id);
+        """
+    )

@@ -69,3 +69,22 @@ def inbound_messages_and_mailboxes(db):
         );
         """
     )
+
+
+@migrations(name="0002_foreign_key_indexes")
+def foreign_key_indexes(db):
+    # Deleting a parent row (undoing an import, erasing a contact) looks up
+    # its children by these columns; without an index each lookup reads the
+    # whole table, so undoing a large import grew with the square of its size.
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS idx_imap_messages_contact_id
+            ON imap_messages (contact_id);
+        CREATE INDEX IF NOT EXISTS idx_imap_messages_message_id
+            ON imap_messages (message_id);
+        CREATE INDEX IF NOT EXISTS idx_event_keys_contact_id
+            ON event_keys (contact_id);
+        CREATE INDEX IF NOT EXISTS idx_event_keys_event_id
+            ON event_keys (event_id);
+        """
+    )
