@@ -4,12 +4,16 @@ Run: ``.venv/bin/python benchmarks/engine_bench.py [--steps 2000] [--leads 40]``
 
 1. Throughput. ``--steps`` contacts each have one text due now; ``run_once``
    sends them all through the outbox channel (render, consent and window
-   checks, caps, the message row before the send, the outbox file with fsync,
-   ``message.sent`` and ``step.sent`` on the timeline, the next step). The
-   baseline is the least a queue can do per step on the same table: claim one
-   row (``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE`` transaction) and mark
-   it done (a second transaction), the same number of times. Target: at least
-   0.25x the baseline's rate.
+   checks, caps, the message row committed before the send with the consent
+   recheck under the write lock, the outbox file, ``message.sent``,
+   ``stage.changed``, ``step.sent`` and ``sequence.completed`` on the timeline
+   with every hook). The runner does this a claimed batch at a time (see
+   ``cxm_cli/batch_send.py``): the outbox is idempotent by message id, so a
+   batch's 'sending' rows and its 'sent' records take one transaction each.
+   The baseline is the least a queue can do per step on the same table: claim
+   one row (``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE`` transaction) and
+   mark it done (a second transaction), the same number of times. Target: at
+   least 0.25x the baseline's rate.
 2. Speed to lead. A ``cxm run`` daemon (interval one hour, so only its event
    wake-up can explain a fast send) runs in its own process; ``--leads`` new
    leads are recorded one by one from here, and the time from the event's

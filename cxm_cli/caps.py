@@ -83,11 +83,14 @@ def check_caps(
     at: datetime | None = None,
     planned: list[tuple[str, datetime]] | None = None,
     due_step_id: int | None = None,
+    recent: list[tuple[str, str, int | None]] | None = None,
 ) -> CapDecision:
     """May one more message go to ``contact`` on ``channel`` now?
 
     ``exempt`` (a sequence or step with ``caps: false``, such as appointment
     reminders) skips the workspace's caps but never a state's legal limit.
+    ``recent`` is the contact's counted sends from :func:`recent_sends`, read
+    for a whole batch; without it each rule reads them itself.
     """
     now = clock.now()
     zone = contact_zone(workspace, contact)
@@ -98,7 +101,14 @@ def check_caps(
             local = now.astimezone(zone)
             since = local_moment(local.date(), time.min, zone)
             times = _sent_times(
-                db, contact["id"], rule.channels, since, now, planned, due_step_id
+                db,
+                contact["id"],
+                rule.channels,
+                since,
+                now,
+                planned,
+                due_step_id,
+                recent,
             )
             if len(times) >= rule.limit:
                 tomorrow = local_moment(
@@ -109,7 +119,14 @@ def check_caps(
 
         period = timedelta(days=7) if rule.period == "week" else timedelta(hours=24)
         times = _sent_times(
-            db, contact["id"], rule.channels, now - period, now, planned, due_step_id
+            db,
+            contact["id"],
+            rule.channels,
+            now - period,
+            now,
+            planned,
+            due_step_id,
+            recent,
         )
         if len(times) >= rule.limit:
             # The cap lifts when the oldest counted message leaves the window.
@@ -119,10 +136,61 @@ def check_caps(
 
 
 def _sent_times(
-    db, contact_id, channels, since: datetime, until: datetime, planned, due_step_id
+    db,
+    contact_id,
+    channels,
+    since: datetime,
+    until: datetime,
+    planned,
+    due_step_id,
+    recent=None,
 ):
-    marks = ", ".join("?" for _ in channels)
+    if recent is not None:
+        low, high, own = clocks.iso(since), clocks.iso(until), due_step_id or -2
+        rows = sorted(
+            (at,)
+            for channel, at, step_id in recent
+            if channel in channels
+            and low <= at <= high
+            and (step_id if step_id is not None else -1) != own
+        )
+    else:
+        rows = _counted_rows(db, contact_id, channels, since, until, due_step_id)
+    times = [clocks.parse(row[0]) for row in rows]
+    for channel, moment in planned or []:
+        if channel in channels and since <= moment <= until:
+            times.append(moment)
+    return sorted(times)
+
+
+# Sends that count towards a cap: outbound, and not failed, refused or skipped.
+_COUNTED = "direction = 'outbound' AND status NOT IN ('failed', 'refused', 'skipped')"
+# The longest period a rule looks back over (a rolling week), with a margin.
+LOOKBACK = timedelta(days=8)
+
+
+def recent_sends(
+    db, contact_ids: list[int], *, clock
+) -> dict[int, list[tuple[str, str, int | None]]]:
+    """Each contact's counted sends of the last week: ``(channel, at, step)``."""
+    ids = sorted(set(contact_ids))
+    found: dict[int, list[tuple[str, str, int | None]]] = {cid: [] for cid in ids}
+    if not ids:
+        return found
     rows = db.execute(
+        "SELECT contact_id, channel, at, due_step_id FROM messages "
+        f"WHERE contact_id IN ({', '.join('?' for _ in ids)}) AND {_COUNTED} "
+        "AND at >= ?",
+        [*ids, clocks.iso(clock.now() - LOOKBACK)],
+    ).fetchall()
+    for contact_id, channel, at, step_id in rows:
+        found[contact_id].append((channel, at, step_id))
+    return found
+
+
+def _counted_rows(db, contact_id, channels, since, until, due_step_id):
+    marks = ", ".join("?" for _ in channels)
+    return db.execute(
         f"""
         SELECT at FROM messages
         WHERE contact_id = ? AND direction = 'outbound' AND channel IN ({marks})
@@ -138,11 +206,6 @@ def _sent_times(
             due_step_id or -2,
         ],
     ).fetchall()
-    times = [clocks.parse(row[0]) for row in rows]
-    for channel, moment in planned or []:
-        if channel in channels and since <= moment <= until:
-            times.append(moment)
-    return sorted(times)
 
 
 def reserve_send_slot(db, key: str, interval_seconds: float, *, clock) -> datetime:

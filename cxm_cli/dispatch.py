@@ -30,15 +30,20 @@ from cxm_cli.engine import (
     record_step_event,
     record_unusable,
     schedule_from,
+    schedule_many,
 )
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import ChannelError, CxmError, NotFound
+from cxm_cli.events import NewEvent, record_events
 from cxm_cli.sendwindow import window_for
 from cxm_cli.sequences import Sequence, StepDef, load_sequences
 from cxm_cli.steps import STEP_KINDS, StepContext, StepOutcome
 from cxm_cli.store import fetch_one, loads, write_transaction
 
 log = logging.getLogger(__name__)
+
+# The outcome of a send step handed to a batch: the batch records it later.
+QUEUED = "queued"
 
 
 @dataclass
@@ -87,9 +92,22 @@ class StepResult:
 
 
 def process_step(
-    workspace, db, clock, row: dict[str, Any], runner_id: str, settings: RunSettings
+    workspace,
+    db,
+    clock,
+    row: dict[str, Any],
+    runner_id: str,
+    settings: RunSettings,
+    *,
+    batch=None,
 ) -> StepResult:
-    """Run one claimed due step to a recorded outcome."""
+    """Run one claimed due step to a recorded outcome.
+
+    With a ``batch`` (:class:`cxm_cli.batch_send.SendBatch`), a send step that
+    passed its checks is rendered and handed to the batch instead, which
+    sends and records it later with the rest of the pass's batch: the result
+    then says ``queued`` and the batch completes it.
+    """
     result = StepResult(
         row["id"],
         row["contact_id"],
@@ -98,7 +116,10 @@ def process_step(
         "lost",
         at=clocks.now_iso(clock),
     )
-    enrollment = enrollment_by_id(db, row["enrollment_id"])
+    if batch is not None:
+        enrollment = batch.enrollment(row["enrollment_id"])
+    else:
+        enrollment = enrollment_by_id(db, row["enrollment_id"])
     if enrollment is None or enrollment["status"] != "active":
         with write_transaction(db):
             queue.finish(
@@ -177,7 +198,10 @@ def process_step(
         )
 
     try:
-        contact = get_contact(db, row["contact_id"])
+        if batch is not None:
+            contact = batch.contact(row["contact_id"])
+        else:
+            contact = get_contact(db, row["contact_id"])
     except NotFound:
         result.outcome = "cancelled"
         return result
@@ -195,11 +219,17 @@ def process_step(
         enrollment,
         contact,
         early,
+        batch=batch,
+        result=result,
+        record=record,
     )
     if early.error is not None:
         raise early.error
     if early.result is not None:
         return early.result
+    if outcome.status == QUEUED:
+        result.outcome = QUEUED
+        return result
     return record(outcome)
 
 
@@ -248,6 +278,10 @@ def _run(
     enrollment,
     contact,
     record_outcome,
+    *,
+    batch=None,
+    result: StepResult | None = None,
+    record: Callable[[StepOutcome], StepResult] | None = None,
 ) -> StepOutcome:
     trigger_data = loads(enrollment["trigger_data"], {})
     when = step.spec.get("when")
@@ -274,6 +308,7 @@ def _run(
         already = _already_sent(db, row)
         if already is not None:
             return already
+        batched = batch is not None and batch.takes(step)
         held = precheck(
             workspace,
             db,
@@ -282,10 +317,17 @@ def _run(
             step,
             contact,
             settings,
+            reserve=not batched,
             due_step_id=row["id"],
+            batch=batch,
         )
         if held is not None:
             return held
+        if batched:
+            # The batch renews the claims of all its steps in one statement.
+            return batch.add(
+                row, sequence, step, enrollment, contact, trigger_data, result, record
+            )
 
     if not queue.keep_claim(
         db, row, runner_id, clock=clock, lease_seconds=settings.step_lease_seconds
@@ -310,10 +352,19 @@ def _run(
 
 def run_handler(step: StepDef, ctx: StepContext) -> StepOutcome:
     """Call the step kind's handler; any failure becomes an outcome, never a crash."""
+    return guarded(
+        lambda: STEP_KINDS[step.kind].run(ctx), ctx.due_step_id, ctx.contact["id"]
+    )
+
+
+def guarded(
+    call: Callable[[], StepOutcome | None], due_step_id, contact_id
+) -> StepOutcome | None:
+    """``call()``, with any failure turned into the step's outcome."""
     from cxm_cli.messaging import ConsentRefused
 
     try:
-        return STEP_KINDS[step.kind].run(ctx)
+        return call()
     except ConsentRefused as exc:
         return StepOutcome("skipped", detail=exc.message, data={"consent": exc.reason})
     except ChannelError as exc:
@@ -328,9 +379,7 @@ def run_handler(step: StepDef, ctx: StepContext) -> StepOutcome:
     except CxmError as exc:
         return StepOutcome("failed", detail=exc.message)
     except Exception as exc:  # noqa: BLE001 - one bad step must not stop the runner
-        log.exception(
-            "step %s of contact %s crashed", ctx.due_step_id, ctx.contact["id"]
-        )
+        log.exception("step %s of contact %s crashed", due_step_id, contact_id)
         return StepOutcome(
             "failed", detail=f"internal error: {type(exc).__name__}: {exc}"
         )
@@ -361,14 +410,24 @@ def precheck(
     *,
     reserve: bool = True,
     due_step_id: int | None = None,
+    batch=None,
 ) -> StepOutcome | None:
-    """Opt-out, send window, caps and rate limit; None when the step may run now."""
+    """Opt-out, send window, caps and rate limit; None when the step may run now.
+
+    With a ``batch``, consent and recent sends come from what it read for all
+    its steps, and its sends not recorded yet count towards the caps too.
+    With ``reserve`` false no rate-limit slot is booked: the caller books it
+    with :func:`rate_hold` and waits for it itself.
+    """
     channel = channel_of(step)
     consent_channel = "sms" if channel == "voicemail" else channel
-    if consent_channel in ("sms", "email") and is_opted_out(
-        db, contact["id"], consent_channel
-    ):
-        return StepOutcome("skipped", detail=f"opted out of {consent_channel}")
+    if consent_channel in ("sms", "email"):
+        if batch is not None:
+            opted_out = batch.facts.is_opted_out(contact["id"], consent_channel)
+        else:
+            opted_out = is_opted_out(db, contact["id"], consent_channel)
+        if opted_out:
+            return StepOutcome("skipped", detail=f"opted out of {consent_channel}")
 
     now = clock.now()
     window = window_for(workspace, contact)
@@ -390,6 +449,8 @@ def precheck(
             clock=clock,
             exempt=caps_exempt(sequence, step),
             due_step_id=due_step_id,
+            planned=batch.planned_for(contact["id"]) if batch is not None else None,
+            recent=batch.recent_for(contact["id"]) if batch is not None else None,
         )
         if not decision.allowed:
             until = window.next_open(decision.until or now + timedelta(hours=1))
@@ -403,20 +464,34 @@ def precheck(
                 },
             )
 
-    limit = (
-        rate_limit_for(workspace, consent_channel)
-        if consent_channel and reserve
-        else None
-    )
-    if limit is not None:
-        key, interval = limit
-        slot = reserve_send_slot(db, key, interval, clock=clock)
+    if not reserve:
+        return None
+    held, slot = rate_hold(workspace, db, clock, consent_channel, settings)
+    if held is not None:
+        return held
+    if slot is not None:
         wait = (slot - clock.now()).total_seconds()
-        if wait > settings.max_rate_wait_seconds:
-            return StepOutcome("deferred", detail=f"rate limit of {key}", retry_at=slot)
         if wait > 0:
             clock.sleep(wait)
     return None
+
+
+def rate_hold(workspace, db, clock, channel: str | None, settings: RunSettings):
+    """Book the sender's next send slot: ``(deferral or None, slot or None)``.
+
+    The slot is when the message may go; a slot further off than
+    ``max_rate_wait_seconds`` defers the step instead of waiting.
+    """
+    limit = rate_limit_for(workspace, channel) if channel else None
+    if limit is None:
+        return None, None
+    key, interval = limit
+    slot = reserve_send_slot(db, key, interval, clock=clock)
+    wait = (slot - clock.now()).total_seconds()
+    if wait > settings.max_rate_wait_seconds:
+        deferral = StepOutcome("deferred", detail=f"rate limit of {key}", retry_at=slot)
+        return deferral, None
+    return None, slot
 
 
 def _local(moment, zone) -> str:
@@ -660,3 +735,95 @@ def _finish(
             db, workspace, sequence, enrollment, step.index + 1, base=now, clock=clock
         )
     return result
+
+
+@dataclass
+class SentStep:
+    """A claimed send step whose message went out, for :func:`finish_sent_steps`."""
+
+    row: dict[str, Any]
+    sequence: Sequence
+    step: StepDef
+    enrollment: dict[str, Any]
+    outcome: StepOutcome
+    result: StepResult
+
+
+def finish_sent_steps(workspace, db, clock, runner_id: str, sent: list[SentStep]):
+    """:func:`apply_outcome` for many send steps whose message went out.
+
+    In the caller's transaction: one read of the claims, one statement
+    finishing the steps, one for their ``step.sent`` events (with the hooks'
+    many-events forms), then each enrollment moves on. A step whose claim was
+    lost is left to its new owner, as :func:`apply_outcome` does.
+    """
+    marks = ", ".join("?" for _ in sent)
+    held = {
+        row[0]
+        for row in db.execute(
+            f"SELECT id FROM due_steps WHERE id IN ({marks}) AND status = 'claimed' "
+            "AND claimed_by = ?",
+            [*(item.row["id"] for item in sent), runner_id],
+        ).fetchall()
+    }
+    kept = []
+    for item in sent:
+        item.result.detail = item.outcome.detail
+        item.result.message_id = item.outcome.data.get("message_id")
+        item.result.extra = item.outcome.data
+        if item.row["id"] in held:
+            kept.append(item)
+            continue
+        log.info("step %s: claim lost, outcome done dropped", item.row["id"])
+        item.result.outcome = "lost"
+    if not kept:
+        return
+
+    now = clocks.now_iso(clock)
+    db.conn.executemany(
+        "UPDATE due_steps SET status = 'done', finished_at = ?, lease_until = NULL "
+        "WHERE id = ? AND status = 'claimed' AND claimed_by = ?",
+        [(now, item.row["id"], runner_id) for item in kept],
+    )
+    record_events(
+        db,
+        [_step_sent_event(item) for item in kept],
+        clock=clock,
+    )
+    for item in kept:
+        item.result.outcome = "sent"
+        data = item.outcome.data
+        if data.get("keywords"):
+            offer_keywords(
+                db,
+                item.enrollment,
+                item.row["id"],
+                data["keywords"],
+                data.get("keywords_window"),
+                clock=clock,
+            )
+    schedule_many(
+        db,
+        workspace,
+        [(item.sequence, item.enrollment, item.step.index + 1) for item in kept],
+        base=clock.now(),
+        clock=clock,
+    )
+
+
+def _step_sent_event(item: SentStep) -> NewEvent:
+    # The same data as engine.record_step_event writes for a step.sent.
+    enrollment, step = item.enrollment, item.step
+    data = {
+        "sequence": enrollment["sequence"],
+        "step": step.number,
+        "label": step.label,
+        "kind": step.kind,
+        "enrollment_id": enrollment["id"],
+        "reason": item.outcome.detail,
+        "due_step_id": item.row["id"],
+        "message_id": item.outcome.data.get("message_id"),
+    }
+    if item.outcome.data.get("channel"):
+        data["channel"] = item.outcome.data["channel"]
+    return NewEvent(enrollment["contact_id"], "step.sent", data, source="runner")

@@ -572,6 +572,60 @@ def schedule_from(
     )
 
 
+def schedule_many(
+    db,
+    workspace,
+    moves: list[tuple[Sequence, dict[str, Any], int]],
+    *,
+    base: datetime,
+    clock,
+) -> None:
+    """:func:`schedule_from` for many (sequence, enrollment, index) at once.
+
+    The runner moves a whole batch of sent steps on with this: next steps
+    that need no wait are queued with one statement and finished enrollments
+    end together (:func:`end_enrollments`); waits, which depend on each
+    contact's zone, are worked out one by one.
+    """
+    finished: list[dict[str, Any]] = []
+    queued: list[tuple[Sequence, dict[str, Any], int]] = []
+    for sequence, enrollment, index in moves:
+        if index >= len(sequence.steps):
+            finished.append(enrollment)
+        elif sequence.steps[index].kind == "wait":
+            schedule_from(
+                db, workspace, sequence, enrollment, index, base=base, clock=clock
+            )
+        else:
+            queued.append((sequence, enrollment, index))
+
+    if queued:
+        created_at = clocks.now_iso(clock)
+        db.conn.executemany(
+            """
+            INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
+                step_label, kind, due_at, status, note, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 'next step', ?)
+            """,
+            [
+                (
+                    enrollment["id"],
+                    enrollment["contact_id"],
+                    sequence.name,
+                    index,
+                    sequence.steps[index].label,
+                    sequence.steps[index].kind,
+                    clocks.iso(base),
+                    created_at,
+                )
+                for sequence, enrollment, index in queued
+            ],
+        )
+    end_enrollments(
+        db, finished, clock=clock, status="completed", reason="all steps done"
+    )
+
+
 def _trigger_data(enrollment: dict[str, Any]) -> dict[str, Any]:
     data = enrollment.get("trigger_data")
     return loads(data, {}) if isinstance(data, str) else dict(data or {})
@@ -749,6 +803,105 @@ def end_enrollment(
         )
     log.info("enrollment %s %s", enrollment["id"], status)
     return True
+
+
+def end_enrollments(
+    db, enrollments: list[dict[str, Any]], *, clock, status: str, reason: str
+) -> int:
+    """:func:`end_enrollment` for many enrollments with one reason; how many
+    ended (those no longer active are left alone)."""
+    contact_ids = {enrollment["contact_id"] for enrollment in enrollments}
+    if len(enrollments) < 2 or len(contact_ids) < len(enrollments):
+        # One contact's enrollments end one after another, each with its
+        # own events in order.
+        return sum(
+            end_enrollment(db, enrollment, clock=clock, status=status, reason=reason)
+            for enrollment in enrollments
+        )
+
+    now = clocks.now_iso(clock)
+    with write_transaction(db):
+        ids = [enrollment["id"] for enrollment in enrollments]
+        marks = ",".join("?" * len(ids))
+        active = {
+            row[0]
+            for row in db.conn.execute(
+                f"SELECT id FROM enrollments WHERE id IN ({marks}) "
+                "AND status = 'active'",
+                ids,
+            )
+        }
+        ending = [row for row in enrollments if row["id"] in active]
+        if not ending:
+            return 0
+        ending_ids = [row["id"] for row in ending]
+        marks = ",".join("?" * len(ending_ids))
+        db.conn.execute(
+            f"UPDATE enrollments SET status = ?, ended_at = ?, end_reason = ? "
+            f"WHERE id IN ({marks})",
+            [status, now, reason, *ending_ids],
+        )
+        cancelled = db.conn.execute(
+            f"""
+            UPDATE due_steps
+            SET status = 'cancelled', finished_at = ?, last_error = ?,
+                lease_until = NULL
+            WHERE enrollment_id IN ({marks}) AND status IN ('pending', 'claimed')
+            RETURNING id, enrollment_id, step_index, step_label, kind
+            """,
+            [now, reason, *ending_ids],
+        ).fetchall()
+        by_id = {row["id"]: row for row in ending}
+        record_events(
+            db,
+            [
+                NewEvent(
+                    by_id[enrollment_id]["contact_id"],
+                    "step.cancelled",
+                    {
+                        "sequence": by_id[enrollment_id]["sequence"],
+                        "step": step_index + 1,
+                        "label": step_label,
+                        "kind": kind,
+                        "due_step_id": due_step_id,
+                        "enrollment_id": enrollment_id,
+                        "reason": reason,
+                    },
+                    source="engine",
+                )
+                for due_step_id, enrollment_id, step_index, step_label, kind in (
+                    cancelled
+                )
+            ],
+            clock=clock,
+        )
+        if status == "exited":
+            db.conn.execute(
+                "UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id IN "
+                f"({marks}) AND answered_at IS NULL AND expires_at > ?",
+                [now, *ending_ids, now],
+            )
+        record_events(
+            db,
+            [
+                NewEvent(
+                    row["contact_id"],
+                    "sequence.completed"
+                    if status == "completed"
+                    else "sequence.exited",
+                    {
+                        "sequence": row["sequence"],
+                        "enrollment_id": row["id"],
+                        "reason": reason,
+                    },
+                    source="engine",
+                )
+                for row in ending
+            ],
+            clock=clock,
+        )
+    log.info("%d enrollments %s", len(ending), status)
+    return len(ending)
 
 
 def cancel_pending_steps(

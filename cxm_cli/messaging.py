@@ -19,11 +19,10 @@ from cxm_cli import clock as clocks
 from cxm_cli import contacts
 from cxm_cli.channels import OutboundMessage, get_channel
 from cxm_cli.errors import ChannelError, CxmError, InputError
-from cxm_cli.events import record_event
+from cxm_cli.events import NewEvent, record_event, record_events
 from cxm_cli.outbound import decorate
 from cxm_cli.rendering import RenderedMessage, render_message, render_text
-from cxm_cli.sms_encoding import sms_segments
-from cxm_cli.store import fetch_one, write_transaction
+from cxm_cli.store import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -55,70 +54,171 @@ def pick_address(db, contact: dict[str, Any], channel: str) -> str | None:
     """The address a message on ``channel`` goes to, or None when there is none.
 
     Email: the primary email (else the contact's main one, else the oldest).
-    SMS: the primary phone that is not a fax, preferring mobiles.
+    SMS (and voicemail): never a fax or a number with an extension (a
+    switchboard line cannot take texts); of the rest a mobile first, then the
+    primary phone, then the oldest.
     """
-    contact_id = contact["id"]
-    if channel == "email":
-        row = fetch_one(
-            db,
-            """
-            SELECT email FROM contact_emails WHERE contact_id = ?
-            ORDER BY is_primary DESC, (email = ?) DESC, id
-            LIMIT 1
-            """,
-            [contact_id, contact.get("email") or ""],
-        )
-        return row["email"] if row else (contact.get("email") or None)
+    return consent_facts(db, [contact]).address(contact, channel)
 
-    row = fetch_one(
-        db,
-        """
-        SELECT phone FROM contact_phones
-        WHERE contact_id = ? AND COALESCE(kind, '') != 'fax'
-        ORDER BY is_primary DESC, (kind = 'mobile') DESC, (phone = ?) DESC, id
-        LIMIT 1
-        """,
-        [contact_id, contact.get("phone") or ""],
-    )
-    if row:
-        return row["phone"]
-    has_phone_rows = fetch_one(
-        db, "SELECT 1 AS x FROM contact_phones WHERE contact_id = ?", [contact_id]
-    )
-    # A phone only on the contact row (no phone rows at all) is still usable;
-    # when every phone row is a fax, the contact row's copy is a fax too.
-    return None if has_phone_rows else (contact.get("phone") or None)
+
+def textable(kind: str | None, extension: str | None) -> bool:
+    """Whether a phone of this kind can take a text or a voicemail drop: a fax
+    cannot, nor can a number with an extension (a switchboard line)."""
+    return (kind or "") != "fax" and not (extension or "").strip()
 
 
 def check_consent(db, contact: dict[str, Any], channel: str) -> str:
     """The address to use, or :class:`ConsentRefused` saying why not."""
-    contact_id = contact["id"]
-    if contacts.is_opted_out(db, contact_id, channel):
-        raise ConsentRefused(
-            f"contact {contact_id} opted out of {channel}", reason="opted_out"
-        )
+    return consent_facts(db, [contact], (channel,)).check(contact, channel)
 
-    address = pick_address(db, contact, channel)
-    if not address:
-        what = "email address" if channel == "email" else "phone that can take texts"
-        raise ConsentRefused(f"contact {contact_id} has no {what}", reason="no_address")
 
-    if contacts.is_suppressed(db, address):
-        raise ConsentRefused(
-            f"contact {contact_id}'s {channel} address is on the suppression list",
-            reason="suppressed",
+@dataclass
+class ConsentFacts:
+    """What the consent check needs to know about some contacts.
+
+    Read with a few statements for all of them (:func:`consent_facts`), so a
+    runner's batch checks every step's contact without a query per step.
+    """
+
+    opted_out: set[tuple[int, str]]
+    # (id, phone, kind, is_primary, extension, created_at) per contact
+    phones: dict[int, list[tuple[int, str, str | None, int, str | None, str]]]
+    emails: dict[int, list[tuple[int, str, int]]]
+    suppressed: set[str]  # identifier hashes of the contacts' addresses
+    email_status: dict[str, str]
+    channels: tuple[str, ...] = CHANNELS  # the suppression list was read for
+
+    def is_opted_out(self, contact_id: int, channel: str) -> bool:
+        return (contact_id, channel) in self.opted_out
+
+    def address(self, contact: dict[str, Any], channel: str) -> str | None:
+        contact_id = contact["id"]
+        if channel == "email":
+            main = contact.get("email") or ""
+            rows = sorted(
+                self.emails.get(contact_id, ()),
+                key=lambda row: (-row[2], -(row[1] == main), row[0]),
+            )
+            return rows[0][1] if rows else (contact.get("email") or None)
+
+        phones = self.phones.get(contact_id, ())
+        main = contact.get("phone") or ""
+        usable = sorted(
+            (row for row in phones if textable(row[2], row[4])),
+            key=lambda row: (
+                -(row[2] == "mobile"),
+                -row[3],
+                -(row[1] == main),
+                row[5],
+                row[0],
+            ),
         )
-    if channel == "email":
-        row = fetch_one(
-            db, "SELECT status FROM contact_emails WHERE email = ?", [address]
-        )
-        if row and row["status"] == "bouncing":
+        if usable:
+            return usable[0][1]
+        # A phone only on the contact row (no phone rows at all) is still usable;
+        # when every phone row is a fax or an extension, the contact row holds
+        # one of them.
+        return None if phones else (contact.get("phone") or None)
+
+    def check(self, contact: dict[str, Any], channel: str) -> str:
+        """The address to use, or :class:`ConsentRefused` saying why not."""
+        if channel not in self.channels:
+            raise ValueError(f"consent facts were not read for {channel}")
+        contact_id = contact["id"]
+        if self.is_opted_out(contact_id, channel):
+            raise ConsentRefused(
+                f"contact {contact_id} opted out of {channel}", reason="opted_out"
+            )
+
+        address = self.address(contact, channel)
+        if not address:
+            what = (
+                "email address" if channel == "email" else "phone that can take texts"
+            )
+            raise ConsentRefused(
+                f"contact {contact_id} has no {what}", reason="no_address"
+            )
+
+        if contacts.identifier_hash(address) in self.suppressed:
+            raise ConsentRefused(
+                f"contact {contact_id}'s {channel} address is on the suppression list",
+                reason="suppressed",
+            )
+        if channel == "email" and self.email_status.get(address) == "bouncing":
             raise ConsentRefused(
                 f"contact {contact_id}'s email address is bouncing",
                 reason="bouncing",
                 hint="fix or replace the address, then mark it ok",
             )
-    return address
+        return address
+
+
+def consent_facts(
+    db, contact_rows: list[dict[str, Any]], channels: tuple[str, ...] = CHANNELS
+) -> ConsentFacts:
+    """Read what :meth:`ConsentFacts.check` needs for these contacts (on
+    ``channels``; the suppression list is read for their addresses there)."""
+    ids = sorted({contact["id"] for contact in contact_rows})
+    marks = ", ".join("?" for _ in ids)
+    conn = db.conn
+    opted_out = {
+        (row[0], row[1])
+        for row in conn.execute(
+            f"SELECT contact_id, channel FROM consents WHERE contact_id IN ({marks}) "
+            "AND status = 'opted_out'",
+            ids,
+        )
+    }
+    phones: dict[int, list[tuple[int, str, str | None, int, str | None, str]]] = {}
+    for row in conn.execute(
+        "SELECT contact_id, id, phone, kind, is_primary, extension, created_at "
+        f"FROM contact_phones WHERE contact_id IN ({marks})",
+        ids,
+    ):
+        phones.setdefault(row[0], []).append(row[1:])
+    emails: dict[int, list[tuple[int, str, int]]] = {}
+    email_status: dict[str, str] = {}
+    for row in conn.execute(
+        "SELECT contact_id, id, email, is_primary, status FROM contact_emails "
+        f"WHERE contact_id IN ({marks})",
+        ids,
+    ):
+        emails.setdefault(row[0], []).append(row[1:4])
+        email_status[row[2]] = row[4]
+    facts = ConsentFacts(
+        opted_out, phones, emails, set(), email_status, tuple(channels)
+    )
+
+    addresses: set[str] = set()
+    for contact in contact_rows:
+        for channel in channels:
+            address = facts.address(contact, channel)
+            if address:
+                addresses.add(address)
+    hashes = sorted({contacts.identifier_hash(address) for address in addresses})
+    if hashes:
+        facts.suppressed = {
+            row[0]
+            for row in conn.execute(
+                "SELECT identifier_hash FROM suppressions WHERE identifier_hash IN "
+                f"({', '.join('?' for _ in hashes)})",
+                hashes,
+            )
+        }
+    # An email only on the contact row may still have a row of another contact.
+    strays = sorted(
+        contact["email"]
+        for contact in contact_rows
+        if contact.get("email") and contact["email"] not in email_status
+    )
+    if strays:
+        for row in conn.execute(
+            "SELECT email, status FROM contact_emails WHERE email IN "
+            f"({', '.join('?' for _ in strays)})",
+            strays,
+        ):
+            email_status[row[0]] = row[1]
+    return facts
 
 
 def render_for(
@@ -131,34 +231,35 @@ def render_for(
     text: str | None,
     subject: str | None,
     extra: dict[str, Any] | None,
+    tags: list[str] | None = None,
 ) -> RenderedMessage:
-    """Render a template, or staff-typed text, for ``contact`` on ``channel``."""
+    """Render a template, or staff-typed text, for ``contact`` on ``channel``.
+
+    ``tags`` are the contact's tags when the caller read them already.
+    """
     if (template is None) == (text is None):
         raise InputError("give a template or a text, not both or neither")
 
+    def text_of(source: str) -> str:
+        return render_text(
+            workspace, source, contact, extra=extra, channel=channel, db=db, tags=tags
+        )
+
     if template is not None:
         rendered = render_message(
-            workspace, db, template, contact, channel=channel, extra=extra
+            workspace, db, template, contact, channel=channel, extra=extra, tags=tags
         )
         if subject is not None and channel == "email":
-            rendered.subject = render_text(
-                workspace, subject, contact, extra=extra, channel=channel, db=db
-            )
+            rendered.subject = text_of(subject)
         return rendered
 
-    body = render_text(
-        workspace, text or "", contact, extra=extra, channel=channel, db=db
-    )
+    body = text_of(text or "")
     if not body:
         raise InputError("the message text is empty")
     rendered_subject = None
     if channel == "email":
         rendered_subject = (
-            render_text(
-                workspace, subject, contact, extra=extra, channel=channel, db=db
-            )
-            if subject
-            else f"A message from {workspace.business_name}"
+            text_of(subject) if subject else f"A message from {workspace.business_name}"
         )
     return RenderedMessage(
         subject=rendered_subject,
@@ -166,8 +267,86 @@ def render_for(
         html_body=None,
         template=None,
         channel=channel,
-        sms=sms_segments(body) if channel == "sms" else None,
     )
+
+
+@dataclass
+class PreparedMessage:
+    """A message checked and rendered for one contact, not yet recorded."""
+
+    contact: dict[str, Any]
+    outbound: OutboundMessage
+    rendered: RenderedMessage
+    due_step_id: int | None = None
+    thread_id: str | None = None
+    message_id: int | None = None  # set once recorded as 'sending'
+
+    @property
+    def channel(self) -> str:
+        return self.outbound.channel
+
+    @property
+    def address(self) -> str:
+        return self.outbound.to
+
+
+def prepare_message(
+    workspace,
+    db,
+    contact: dict[str, Any],
+    channel: str,
+    *,
+    template: str | None = None,
+    text: str | None = None,
+    subject: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    due_step_id: int | None = None,
+    thread_id: str | None = None,
+    facts: ConsentFacts | None = None,
+    tags: list[str] | None = None,
+) -> PreparedMessage:
+    """Check consent and render; nothing is recorded. Raises as send_message.
+
+    ``facts`` and ``tags`` (read for a batch of contacts) save reading them
+    again.
+    """
+    if channel not in CHANNELS:
+        raise InputError(f"unknown channel {channel!r}; use email or sms")
+    if facts is None:
+        facts = consent_facts(db, [contact], (channel,))
+    address = facts.check(contact, channel)
+    rendered = render_for(
+        workspace,
+        db,
+        contact,
+        channel,
+        template=template,
+        text=text,
+        subject=subject,
+        extra=extra,
+        tags=tags,
+    )
+    outbound = OutboundMessage(
+        channel=channel,
+        to=address,
+        body=rendered.body,
+        subject=rendered.subject,
+        contact_id=contact["id"],
+        headers=dict(headers or {}),
+        html_body=rendered.html_body,
+    )
+    return PreparedMessage(contact, outbound, rendered, due_step_id, thread_id)
+
+
+def is_idempotent(sender) -> bool:
+    """Whether sending one message id twice delivers it once (the outbox).
+
+    Such a channel gets the message id with each send, and the runner may
+    record a batch of its sends in one transaction: a crash before that
+    commit makes the next runner send the batch again under the same ids.
+    """
+    return bool(getattr(sender, "idempotent", False))
 
 
 def send_message(
@@ -208,8 +387,7 @@ def send_message(
     if channel not in CHANNELS:
         raise InputError(f"unknown channel {channel!r}; use email or sms")
     contact = contacts.get_contact(db, contact_id)
-    address = check_consent(db, contact, channel)
-    rendered = render_for(
+    prepared = prepare_message(
         workspace,
         db,
         contact,
@@ -218,9 +396,14 @@ def send_message(
         text=text,
         subject=subject,
         extra=extra,
+        headers=headers,
+        due_step_id=due_step_id,
+        thread_id=thread_id,
     )
     if dry_run:
-        return SentMessage(None, None, "dry_run", channel, address, rendered)
+        return SentMessage(
+            None, None, "dry_run", channel, prepared.address, prepared.rendered
+        )
 
     if db.conn.in_transaction:
         raise RuntimeError(
@@ -228,48 +411,20 @@ def send_message(
             "is committed before the provider call"
         )
     sender = get_channel(workspace, channel)
+    record_sending(workspace, db, clock, prepared)
+    sent = deliver(db, clock, sender, prepared)
 
-    outbound = OutboundMessage(
-        channel=channel,
-        to=address,
-        body=rendered.body,
-        subject=rendered.subject,
-        contact_id=contact_id,
-        headers=dict(headers or {}),
-        html_body=rendered.html_body,
-    )
-    message_id = _record_sending(
-        workspace, db, clock, contact, outbound, rendered, due_step_id, thread_id
-    )
-
-    try:
-        result = sender.send(outbound)
-    except ChannelError as exc:
-        _record_failure(db, clock, contact_id, channel, message_id, exc)
-        raise
-
-    provider_id = result.provider_id
-    if channel == "email":
-        # Replies quote our Message-ID; keep it even if the relay has its own id.
-        provider_id = outbound.headers["Message-ID"]
-    sent = SentMessage(
-        message_id, provider_id, result.status or "sent", channel, address, rendered
-    )
     caller_failure: BaseException | None = None
     with write_transaction(db):
-        _update_message(db, message_id, status=sent.status, provider_id=provider_id)
-        data = {
-            **(event_data or {}),
-            "message_id": message_id,
-            "channel": channel,
-            "template": rendered.template,
-            "due_step_id": due_step_id,
-            "automated": automated,
-        }
-        event = record_event(
-            db, contact_id, "message.sent", clock=clock, data=data, source=source
+        record_sent(
+            db,
+            clock,
+            prepared,
+            sent,
+            source=source,
+            automated=automated,
+            event_data=event_data,
         )
-        _update_message(db, message_id, event_id=event.id)
         if on_recorded is not None:
             try:
                 with write_transaction(db):
@@ -279,10 +434,103 @@ def send_message(
                 # caller's part did, or a retry would send it again.
                 caller_failure = exc
 
-    log.info("message %s sent to contact %s by %s", message_id, contact_id, channel)
     if caller_failure is not None:
         raise caller_failure
     return sent
+
+
+def deliver(db, clock, sender, prepared: PreparedMessage) -> SentMessage:
+    """The provider call for a message recorded as 'sending'.
+
+    A :class:`ChannelError` marks the message failed (in its own transaction)
+    and is raised again for the caller to retry or give up.
+    """
+    outbound = prepared.outbound
+    try:
+        if is_idempotent(sender):
+            result = sender.send(outbound, message_id=prepared.message_id)
+        else:
+            result = sender.send(outbound)
+    except ChannelError as exc:
+        _record_failure(
+            db, clock, outbound.contact_id, outbound.channel, prepared.message_id, exc
+        )
+        raise
+
+    provider_id = result.provider_id
+    if outbound.channel == "email":
+        # Replies quote our Message-ID; keep it even if the relay has its own id.
+        provider_id = outbound.headers["Message-ID"]
+    return SentMessage(
+        prepared.message_id,
+        provider_id,
+        result.status or "sent",
+        outbound.channel,
+        outbound.to,
+        prepared.rendered,
+    )
+
+
+def record_sent(
+    db,
+    clock,
+    prepared: PreparedMessage,
+    sent: SentMessage,
+    *,
+    source: str = "runner",
+    automated: bool = True,
+    event_data: dict[str, Any] | None = None,
+) -> None:
+    """Mark the message sent and put ``message.sent`` on the timeline.
+
+    The caller holds the write transaction.
+    """
+    record_sent_many(
+        db,
+        clock,
+        [(prepared, sent, event_data)],
+        source=source,
+        automated=automated,
+    )
+
+
+def record_sent_many(
+    db,
+    clock,
+    items: list[tuple[PreparedMessage, SentMessage, dict[str, Any] | None]],
+    *,
+    source: str = "runner",
+    automated: bool = True,
+) -> None:
+    """:func:`record_sent` for many messages (``(prepared, sent, event_data)``)
+    with one statement per kind of write, in the caller's transaction.
+
+    A batch of sends through an idempotent channel is recorded this way.
+    """
+    new_events = []
+    for prepared, sent, event_data in items:
+        data = {
+            **(event_data or {}),
+            "message_id": sent.message_id,
+            "channel": sent.channel,
+            "template": prepared.rendered.template,
+            "due_step_id": prepared.due_step_id,
+            "automated": automated,
+        }
+        new_events.append(
+            NewEvent(prepared.contact["id"], "message.sent", data, source=source)
+        )
+    events = record_events(db, new_events, clock=clock)
+    # After the events, so one statement also links each message to its
+    # event: no hook reads a message's status (caps count 'sending' too).
+    db.conn.executemany(
+        "UPDATE messages SET status = ?, provider_id = ?, event_id = ? WHERE id = ?",
+        [
+            (sent.status, sent.provider_id, event.id, sent.message_id)
+            for event, (_, sent, _) in zip(events, items, strict=True)
+        ],
+    )
+    log.debug("%d messages recorded as sent", len(items))
 
 
 def drop_voicemail(
@@ -334,7 +582,12 @@ def drop_voicemail(
         )
 
     try:
-        result = sender.send_voicemail(address, audio_url, contact_id=contact_id)
+        if is_idempotent(sender):
+            result = sender.send_voicemail(
+                address, audio_url, contact_id=contact_id, message_id=message_id
+            )
+        else:
+            result = sender.send_voicemail(address, audio_url, contact_id=contact_id)
     except ChannelError as exc:
         _record_failure(db, clock, contact_id, "sms", message_id, exc)
         raise
@@ -355,42 +608,66 @@ def drop_voicemail(
     return SentMessage(message_id, result.provider_id, "sent", "voicemail", address)
 
 
-def _record_sending(
+def record_sending(
     workspace,
     db,
     clock,
-    contact: dict[str, Any],
-    outbound: OutboundMessage,
-    rendered: RenderedMessage,
-    due_step_id: int | None,
-    thread_id: str | None,
+    prepared: PreparedMessage,
+    *,
+    reuse: bool = False,
+    facts: ConsentFacts | None = None,
 ) -> int:
-    """Insert the message as 'sending' and let decorators touch it; commit."""
+    """Insert the message as 'sending' and let decorators touch it.
+
+    Commits at once when called outside a transaction; inside one (a batch)
+    it is a savepoint of it. ``reuse`` takes over a 'sending' row the same
+    due step left behind (its runner died before recording the send), so an
+    idempotent channel sends it again under the same id. Raises
+    :class:`ConsentRefused` when the recheck under the write lock fails;
+    ``facts`` must then have been read under that same lock.
+    """
+    contact = prepared.contact
+    outbound = prepared.outbound
+    due_step_id = prepared.due_step_id
     with write_transaction(db):
         # Checked again under the write lock: an opt-out recorded since the
         # first check (a STOP arriving mid-render) must still stop this send.
-        if check_consent(db, contact, outbound.channel) != outbound.to:
+        if facts is None:
+            facts = consent_facts(db, [contact], (outbound.channel,))
+        if facts.check(contact, outbound.channel) != outbound.to:
             raise ConsentRefused(
                 f"contact {contact['id']}'s {outbound.channel} address changed "
                 "while the message was prepared",
                 reason="no_address",
             )
-        message_id = db.execute(
-            "INSERT INTO messages (contact_id, channel, direction, address, "
-            "subject, body, template, status, thread_id, due_step_id, at) "
-            "VALUES (?, ?, 'outbound', ?, ?, ?, ?, 'sending', ?, ?, ?)",
-            [
-                contact["id"],
-                outbound.channel,
-                outbound.to,
-                outbound.subject,
-                outbound.body,
-                rendered.template,
-                thread_id,
-                due_step_id,
-                clocks.now_iso(clock),
-            ],
-        ).lastrowid
+        values = [
+            contact["id"],
+            outbound.channel,
+            outbound.to,
+            outbound.subject,
+            outbound.body,
+            prepared.rendered.template,
+            prepared.thread_id,
+            due_step_id,
+            clocks.now_iso(clock),
+        ]
+        left = _left_sending(db, due_step_id, outbound.channel) if reuse else None
+        if left is not None:
+            message_id = left
+            db.execute(
+                "UPDATE messages SET contact_id = ?, channel = ?, address = ?, "
+                "subject = ?, body = ?, template = ?, thread_id = ?, "
+                "due_step_id = ?, at = ?, error = NULL WHERE id = ?",
+                [*values, message_id],
+            )
+        else:
+            message_id = db.execute(
+                "INSERT INTO messages (contact_id, channel, direction, address, "
+                "subject, body, template, status, thread_id, due_step_id, at) "
+                "VALUES (?, ?, 'outbound', ?, ?, ?, ?, 'sending', ?, ?, ?)",
+                values,
+            ).lastrowid
+        prepared.message_id = message_id
         outbound.idempotency_key = (
             f"step-{due_step_id}"
             if due_step_id is not None
@@ -416,6 +693,17 @@ def _record_sending(
                 provider_id=provider_id,
             )
     return message_id
+
+
+def _left_sending(db, due_step_id: int | None, channel: str) -> int | None:
+    if due_step_id is None:
+        return None
+    row = db.execute(
+        "SELECT id FROM messages WHERE due_step_id = ? AND channel = ? "
+        "AND direction = 'outbound' AND status = 'sending' ORDER BY id DESC LIMIT 1",
+        [due_step_id, channel],
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _update_message(db, message_id: int, **fields: Any) -> None:

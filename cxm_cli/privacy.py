@@ -172,8 +172,9 @@ def _readable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _outbox_files_of(workspace, contact_id: int) -> list[Path]:
-    folder = workspace.outbox_dir / str(contact_id)
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    from cxm_cli.channels.outbox import contact_files
+
+    return contact_files(workspace, contact_id)
 
 
 @dataclass
@@ -384,10 +385,12 @@ def _text_columns(db, table: str) -> list[str]:
 
 def _delete_outbox_files(workspace, contact_id: int, patterns) -> int:
     deleted = 0
+    for path in _outbox_files_of(workspace, contact_id):
+        path.unlink()
+        deleted += 1
     folder = workspace.outbox_dir / str(contact_id)
     if folder.is_dir():
-        deleted += sum(1 for p in folder.rglob("*") if p.is_file())
-        shutil.rmtree(folder)
+        shutil.rmtree(folder)  # the folder files went to before shared folders
     # Files written before the outbox kept one folder per contact, or for no
     # contact at all, may still name the person.
     if workspace.outbox_dir.is_dir():

@@ -26,12 +26,14 @@ reads as false.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
 import stat
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -100,8 +102,18 @@ class RenderedMessage:
     html_body: str | None
     template: str | None
     channel: str
-    sms: SegmentInfo | None = None
     fallbacks_used: list[str] = field(default_factory=list)
+    _sms: SegmentInfo | None = field(default=None, repr=False)
+
+    @property
+    def sms(self) -> SegmentInfo | None:
+        """Encoding and segments of a text (None for an email), worked out
+        when asked: previews show them, sending does not need them."""
+        if self.channel != "sms":
+            return None
+        if self._sms is None:
+            self._sms = sms_segments(self.body)
+        return self._sms
 
 
 # ---------------------------------------------------------------- finding
@@ -167,6 +179,16 @@ def template_names(workspace) -> set[str]:
 
 def load_template(workspace, name: str) -> MessageTemplate:
     """Read a template by name; the workspace's copy wins over the shipped one."""
+    pinned = _pinned(workspace)
+    if pinned is not None:
+        template = pinned.templates.get(name)
+        if template is None:
+            template = pinned.templates[name] = _load_template(workspace, name)
+        return template
+    return _load_template(workspace, name)
+
+
+def _load_template(workspace, name: str) -> MessageTemplate:
     files = _template_files(workspace)
     if name not in files:
         folders = ", ".join(str(folder) for _, folder in template_folders(workspace))
@@ -204,6 +226,58 @@ def list_templates(workspace) -> list[TemplateInfo]:
 
 
 _PARSED: dict[Path, tuple[tuple, MessageTemplate]] = {}
+
+
+class _PinnedTemplates:
+    """Templates read (and compiled) once for the length of one runner pass."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.templates: dict[str, MessageTemplate] = {}
+        self.compiled: dict[tuple[int, str], jinja2.Template] = {}
+
+
+_PINNED = threading.local()
+
+
+@contextlib.contextmanager
+def pinned_templates(workspace) -> Iterator[None]:
+    """Read each template file once while the block runs (a runner pass).
+
+    Outside the block every render checks the files for changes, so an edit
+    shows at once; a pass sending hundreds of texts does not need that per
+    message, and an edit made during the pass is picked up by the next one.
+    """
+    # Limitation: a template edited while a long pass runs (thousands of due
+    # steps) is picked up by the next pass, not by the rest of this one.
+    previous = getattr(_PINNED, "current", None)
+    if previous is not None and previous.root == str(workspace.root):
+        yield
+        return
+    _PINNED.current = _PinnedTemplates(str(workspace.root))
+    try:
+        yield
+    finally:
+        _PINNED.current = previous
+
+
+def _pinned(workspace) -> _PinnedTemplates | None:
+    pinned = getattr(_PINNED, "current", None)
+    if pinned is not None and pinned.root == str(workspace.root):
+        return pinned
+    return None
+
+
+def _template_of(workspace, env, name: str) -> jinja2.Template:
+    """``env.get_template(name)``, asked once per pinned pass."""
+    pinned = _pinned(workspace)
+    if pinned is None:
+        return env.get_template(name)
+    key = (id(env), name)
+    compiled = pinned.compiled.get(key)
+    if compiled is None:
+        compiled = pinned.compiled[key] = env.get_template(name)
+    return compiled
 
 
 def _parse_template_file(name: str, source: str, path: Path) -> MessageTemplate:
@@ -412,14 +486,19 @@ def build_context(
     channel: str,
     extra: dict[str, Any] | None = None,
     fallbacks: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The variables a template sees, and which of them came from fallbacks."""
+    """The variables a template sees, and which of them came from fallbacks.
+
+    ``tags`` are the contact's tags when the caller read them already.
+    """
     custom = contact.get("custom") or {}
     if isinstance(custom, str):
         from cxm_cli.store import loads
 
         custom = loads(custom, {})
-    tags = _contact_tags(db, contact.get("id"))
+    if tags is None:
+        tags = _contact_tags(db, contact.get("id"))
     business = dict(workspace.config.get("business") or {})
     business.setdefault("name", workspace.business_name)
 
@@ -507,6 +586,7 @@ def render_message(
     *,
     channel: str,
     extra: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
 ) -> RenderedMessage:
     """Render a template for one contact on one channel."""
     template = load_template(workspace, template_name)
@@ -522,13 +602,14 @@ def render_message(
         channel=channel,
         extra=extra,
         fallbacks=template.fallbacks,
+        tags=tags,
     )
     env = _environment(workspace)
 
     body = _run(
         template_name,
         contact,
-        lambda: env.get_template(template_name).render(context),
+        lambda: _template_of(workspace, env, template_name).render(context),
         context=context,
     ).strip()
     subject = None
@@ -547,7 +628,9 @@ def render_message(
         html_body = _run(
             template_name,
             contact,
-            lambda: html_env.get_template(template_name + "#html").render(context),
+            lambda: _template_of(workspace, html_env, template_name + "#html").render(
+                context
+            ),
             part="HTML part",
             context=context,
         )
@@ -566,7 +649,6 @@ def render_message(
         html_body=html_body,
         template=template_name,
         channel=channel,
-        sms=sms_segments(body) if channel == "sms" else None,
         fallbacks_used=used,
     )
 
@@ -580,10 +662,17 @@ def render_text(
     channel: str = "sms",
     db=None,
     fallbacks: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
 ) -> str:
     """Render text typed by staff (a reply, a snippet) with the same rules."""
     context, _ = build_context(
-        workspace, db, contact, channel=channel, extra=extra, fallbacks=fallbacks
+        workspace,
+        db,
+        contact,
+        channel=channel,
+        extra=extra,
+        fallbacks=fallbacks,
+        tags=tags,
     )
     env = _environment(workspace)
     return _run(

@@ -28,7 +28,9 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli import queue
-from cxm_cli.dispatch import RunSettings, StepResult, process_step
+from cxm_cli.batch_send import SendBatch
+from cxm_cli.dispatch import QUEUED, RunSettings, StepResult, process_step
+from cxm_cli.rendering import pinned_templates
 from cxm_cli.sequences import pinned_sequences
 from cxm_cli.store import fetch_one, write_transaction
 
@@ -200,23 +202,35 @@ def run_pass(
         )
         if not rows:
             break
-        with pinned_sequences(workspace):
+        batch = SendBatch(workspace, db, clock, runner_id, settings)
+        batch.read(rows)
+        with pinned_sequences(workspace), pinned_templates(workspace):
             for position, row in enumerate(rows):
                 if stop():
-                    _unclaim(db, rows[position:], runner_id)
+                    # Queued sends have recorded nothing yet: hand them back.
+                    _unclaim(db, batch.abandon() + rows[position:], runner_id)
                     return report
-                result = process_step(workspace, db, clock, row, runner_id, settings)
-                report.results.append(result)
-                if result.failed:
-                    log.warning(
-                        "step %s of contact %s failed: %s",
-                        result.due_step_id,
-                        result.contact_id,
-                        result.detail,
-                    )
-                if on_result is not None:
-                    on_result(result)
+                result = process_step(
+                    workspace, db, clock, row, runner_id, settings, batch=batch
+                )
+                if result.outcome != QUEUED:
+                    batch.touched(result.contact_id)
+                    _report(report, result, on_result)
+            batch.run(lambda result: _report(report, result, on_result))
     return report
+
+
+def _report(report: RunReport, result: StepResult, on_result) -> None:
+    report.results.append(result)
+    if result.failed:
+        log.warning(
+            "step %s of contact %s failed: %s",
+            result.due_step_id,
+            result.contact_id,
+            result.detail,
+        )
+    if on_result is not None:
+        on_result(result)
 
 
 def _unclaim(db, rows: list[dict[str, Any]], runner_id: str) -> None:

@@ -102,9 +102,23 @@ def window_for(workspace, contact: dict) -> SendWindow:
 
 def workspace_quiet_hours(workspace) -> tuple[time, time]:
     """The allowed window ``[start, end)`` from ``[quiet_hours]`` in cxm.toml."""
+    start = workspace.setting("quiet_hours.start", "08:00")
+    end = workspace.setting("quiet_hours.end", "21:00")
+    if isinstance(start, str) and isinstance(end, str):
+        # Every contact-facing step asks, and the settings rarely change.
+        return _cached_quiet_hours(start, end)
+    return _quiet_hours(start, end)
+
+
+@lru_cache(maxsize=64)
+def _cached_quiet_hours(start_text: str, end_text: str) -> tuple[time, time]:
+    return _quiet_hours(start_text, end_text)
+
+
+def _quiet_hours(start_text, end_text) -> tuple[time, time]:
     try:
-        start = parse_time_of_day(workspace.setting("quiet_hours.start", "08:00"))
-        end = parse_time_of_day(workspace.setting("quiet_hours.end", "21:00"))
+        start = parse_time_of_day(start_text)
+        end = parse_time_of_day(end_text)
     except ValueError as exc:
         from cxm_cli.errors import ConfigError
 

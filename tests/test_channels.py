@@ -9,7 +9,7 @@ from email import message_from_bytes, policy
 import pytest
 
 from cxm_cli.channels import OutboundMessage, get_channel
-from cxm_cli.channels.outbox import OutboxChannel
+from cxm_cli.channels.outbox import OutboxChannel, contact_files
 from cxm_cli.channels.smtp import SmtpChannel
 from cxm_cli.channels.twilio import TwilioChannel, send_voicemail
 from cxm_cli.errors import ChannelError, ConfigError
@@ -92,14 +92,14 @@ def test_unknown_kind_is_refused(workspace):
 def test_outbox_files_are_unique_and_per_contact(workspace):
     outbox = get_channel(workspace, "sms")
     ids = {outbox.send(text_to()).provider_id for _ in range(25)}
-    files = list((workspace.outbox_dir / "3").glob("*.json"))
+    files = [path for path in contact_files(workspace, 3) if path.suffix == ".json"]
     assert len(ids) == 25 and len(files) == 25
 
 
 def test_outbox_email_is_a_readable_eml(workspace):
     result = get_channel(workspace, "email").send(email_to())
 
-    [path] = (workspace.outbox_dir / "3").glob("*.eml")
+    [path] = [path for path in contact_files(workspace, 3) if path.suffix == ".eml"]
     parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert parsed["To"] == "ana@example.com"
     assert parsed["Subject"] == "Your visit"
@@ -306,7 +306,9 @@ def test_outbox_records_a_voicemail_drop(workspace):
     result = get_channel(workspace, "sms").send_voicemail(
         "+15125550101", "https://example.test/vm.mp3", contact_id=9
     )
-    [path] = (workspace.outbox_dir / "9").glob("*.voicemail.json")
+    [path] = [
+        p for p in contact_files(workspace, 9) if p.name.endswith(".voicemail.json")
+    ]
     record = json.loads(path.read_text())
     assert record["audio_url"] == "https://example.test/vm.mp3"
     assert record["provider_id"] == result.provider_id

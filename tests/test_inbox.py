@@ -6,6 +6,7 @@ import json
 from email import policy
 from email.parser import BytesParser
 
+from cxm_cli.channels.outbox import contact_files
 from cxm_cli.inbound import record_inbound
 from cxm_cli.store import write_transaction
 from tests.support.fixtures import make_contact
@@ -131,7 +132,7 @@ def test_email_reply_threads_under_their_message(workspace, db, clock, cli):
     replied = cli("reply", str(bo), "--text", "We do: Delta and Aetna.")
 
     assert replied.exit_code == 0, replied.stderr
-    eml = sorted((workspace.outbox_dir / str(bo)).glob("*.eml"))[-1]
+    eml = [path for path in contact_files(workspace, bo) if path.suffix == ".eml"][-1]
     email = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
     assert email["Subject"] == "Re: Insurance"
     assert email["In-Reply-To"] == "<q-1@example.com>"

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cxm_cli.channels.outbox import contact_files
 from cxm_cli.contacts import identifier_hash, is_opted_out, set_consent
 from cxm_cli.errors import ChannelError, ConfigError, InputError, TemplateError
 from cxm_cli.events import events_for
@@ -106,9 +107,9 @@ def test_outbox_writes_one_file_per_message_in_the_contacts_folder(
     text = send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
     again = send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
 
-    folder = workspace.outbox_dir / str(contact_id)
-    emls = sorted(folder.glob("*.eml"))
-    texts = sorted(folder.glob("*.json"))
+    files = contact_files(workspace, contact_id)
+    emls = [path for path in files if path.suffix == ".eml"]
+    texts = [path for path in files if path.suffix == ".json"]
     assert len(emls) == 1 and len(texts) == 2
     assert "Message-ID: " + email.provider_id in emls[0].read_text()
     assert "Subject: Quick follow-up from Bright Smile Dental" in emls[0].read_text()
@@ -116,7 +117,7 @@ def test_outbox_writes_one_file_per_message_in_the_contacts_folder(
     assert {r["provider_id"] for r in records} == {text.provider_id, again.provider_id}
     assert all(r["to"] == "+15125550101" for r in records)
     assert records[0]["body"].startswith("Hi Cleo, just checking in")
-    assert not list(folder.glob(".*.tmp"))
+    assert not list(workspace.outbox_dir.rglob(".*.tmp"))
 
 
 def test_free_text_reply_renders_with_fallbacks_and_default_subject(
@@ -182,7 +183,7 @@ def test_refuses_people_who_may_not_be_messaged(
 
     assert refused.value.reason == reason
     assert _messages(db, contact_id) == []
-    assert not (workspace.outbox_dir / str(contact_id)).exists()
+    assert contact_files(workspace, contact_id) == []
 
 
 def test_never_texts_a_fax_number(workspace, db, clock):
@@ -417,7 +418,7 @@ def test_opt_out_recorded_while_rendering_still_stops_the_send(
         send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
 
     assert _messages(db, contact_id) == []
-    assert not (workspace.outbox_dir / str(contact_id)).exists()
+    assert contact_files(workspace, contact_id) == []
 
 
 def test_voicemail_drop_goes_through_the_same_checks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cxm_cli.channels.outbox import contact_files
 from cxm_cli.contacts import is_suppressed
 from cxm_cli.events import record_event
 from cxm_cli.inbound import record_inbound
@@ -90,7 +91,8 @@ def test_show_summarises_a_person(workspace, db, clock, cli):
 
 def test_erase_leaves_no_trace_in_database_wal_or_outbox(workspace, db, clock, cli):
     zeb, other = person_with_history(workspace, db, clock)
-    assert list((workspace.outbox_dir / str(zeb)).iterdir())
+    assert contact_files(workspace, zeb)
+    kept = contact_files(workspace, other)
 
     erased = cli("contacts", "erase", str(zeb), "--yes", "--json")
 
@@ -108,6 +110,9 @@ def test_erase_leaves_no_trace_in_database_wal_or_outbox(workspace, db, clock, c
 
     assert is_suppressed(db, EMAIL) and is_suppressed(db, PHONE)
     assert db["contacts"].get(other)["email"] == "ana@example.com"
+    # The folder is shared with other contacts: only the person's files go.
+    assert contact_files(workspace, zeb) == []
+    assert contact_files(workspace, other) == kept
     remaining = db.execute(
         "SELECT COUNT(*) FROM messages WHERE contact_id = ?", [zeb]
     ).fetchone()[0]

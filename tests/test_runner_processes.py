@@ -80,7 +80,10 @@ def _check_exactly_once(workspace, *, kills: int = 0) -> dict[str, int]:
             "SELECT COUNT(*) FROM messages WHERE status = 'sending'"
         ).fetchone()[0]
         assert in_flight <= kills
-        files = Counter(path.parent.name for path in workspace.outbox_dir.rglob("*.*"))
+        # Files are named <contact_id>-msg-<message_id>.json: count per contact.
+        files = Counter(
+            path.name.partition("-")[0] for path in workspace.outbox_dir.rglob("*.*")
+        )
         assert len(files) == COUNT
         extra = sum(count - 1 for count in files.values())
         assert extra <= kills and max(files.values()) <= 2

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from cxm_cli.channels import OutboundMessage
+from cxm_cli.channels.outbox import contact_files
 from cxm_cli.contacts import consent_status
 from cxm_cli.messaging import send_message
 from cxm_cli.server import serve_in_thread
@@ -26,7 +27,7 @@ def served(workspace, clock):
 
 
 def sent_email(workspace, contact_id):
-    files = sorted((workspace.outbox_dir / str(contact_id)).glob("*.eml"))
+    files = [p for p in contact_files(workspace, contact_id) if p.suffix == ".eml"]
     assert files, "the outbox holds no email"
     return BytesParser(policy=policy.default).parsebytes(files[-1].read_bytes())
 

@@ -1,0 +1,359 @@
+"""The runner's batched send path: phases, the consent recheck, crashes, failures.
+
+A claimed batch of send steps is rendered first, recorded as 'sending' in one
+transaction (outbox), sent, and recorded as sent in one more; a channel that is
+not idempotent (the SMS provider) records each message on its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from cxm_cli.channels.outbox import OutboxChannel, contact_files
+from cxm_cli.clock import iso
+from cxm_cli.contacts import set_consent
+from cxm_cli.errors import ChannelError
+from tests.support.engine import emit, only_sequences, outbound, run, timeline
+from tests.support.fixtures import make_contact, update_settings
+
+TEXT = """
+trigger: lead.created
+steps:
+  - send: sms
+    template: new-lead-text
+"""
+
+EMAIL = """
+trigger: lead.created
+steps:
+  - send: email
+    template: new-lead-email
+"""
+
+
+def _leads(db, clock, count: int) -> list[int]:
+    ids = []
+    for index in range(count):
+        contact_id = make_contact(
+            db,
+            clock,
+            first_name=f"Lead{index}",
+            email=f"lead{index}@example.com",
+            phone=f"+1512555{index:04d}",
+        )
+        emit(db, clock, contact_id, "lead.created")
+        ids.append(contact_id)
+    return ids
+
+
+def _outbox_files(workspace) -> Counter:
+    """Outbox files per contact (named ``<contact_id>-msg-<message_id>``)."""
+    return Counter(
+        path.name.partition("-")[0] for path in workspace.outbox_dir.rglob("*.*")
+    )
+
+
+def test_a_batch_sends_each_step_once_with_its_whole_timeline(db, workspace, clock):
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 6)
+
+    report = run(workspace, db, clock)
+
+    assert [r.outcome for r in report.results] == ["sent"] * 6
+    assert _outbox_files(workspace) == {str(c): 1 for c in contacts}
+    for contact_id in contacts:
+        [message] = outbound(db, contact_id)
+        assert message["status"] == "sent" and message["event_id"]
+        assert message["provider_id"] == f"outbox-msg-{message['id']:09d}"
+        [path] = contact_files(workspace, contact_id)
+        assert path.name == f"{contact_id}-msg-{message['id']:09d}.json"
+        assert path.parent.name == "0-999"
+        types = [t for t, _ in timeline(db, contact_id)]
+        sent_at = types.index("message.sent")
+        assert types[sent_at:] == [
+            "message.sent",
+            "stage.changed",
+            "step.sent",
+            "sequence.completed",
+        ]
+
+
+def test_an_opt_out_between_render_and_record_stops_only_that_send(
+    db, workspace, clock, monkeypatch
+):
+    from cxm_cli import messaging
+
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 4)
+    stopper = contacts[2]
+    real_render = messaging.render_for
+
+    def render_then_stop_arrives(workspace_, db_, contact, *args, **kwargs):
+        rendered = real_render(workspace_, db_, contact, *args, **kwargs)
+        if contact["id"] == stopper:
+            # The batch was read before this: only the recheck can see it.
+            set_consent(db, stopper, "sms", "opted_out", clock=clock, source="sms")
+        return rendered
+
+    monkeypatch.setattr(messaging, "render_for", render_then_stop_arrives)
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {c: "skipped" if c == stopper else "sent" for c in contacts}
+    assert outbound(db, stopper) == []
+    assert str(stopper) not in _outbox_files(workspace)
+    skipped = [d for t, d in timeline(db, stopper) if t == "step.skipped"]
+    assert "opted out" in skipped[0]["reason"]
+
+
+CRASHING_RUN = """
+import os, signal, sys
+from pathlib import Path
+from cxm_cli import messaging
+from cxm_cli.clock import FakeClock
+from cxm_cli.runner import run_once
+from cxm_cli.workspace import load_workspace
+
+real = messaging.record_sent_many
+
+def record_then_die(db, *args, **kwargs):
+    real(db, *args, **kwargs)
+    # The sends recorded but not committed, files (being) written: kill -9.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+import cxm_cli.batch_send
+cxm_cli.batch_send.record_sent_many = record_then_die
+workspace = load_workspace(Path(sys.argv[1]))
+run_once(workspace, workspace.open_db(), FakeClock(sys.argv[2]))
+"""
+
+
+def test_kill_9_after_a_batch_of_outbox_writes_leaves_no_second_file(
+    db, workspace, clock
+):
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 5)
+
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(CRASHING_RUN),
+            str(workspace.root),
+            clock.now().isoformat(),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    # Killed while the batch's files were being written: some or all are out.
+    assert set(_outbox_files(workspace).values()) <= {1}
+    statuses = Counter(m["status"] for m in outbound(db))
+    assert statuses == {"sending": 5}
+
+    report = run(workspace, db, clock)
+
+    assert [r.outcome for r in report.results] == ["sent"] * 5
+    assert _outbox_files(workspace) == {str(c): 1 for c in contacts}
+    for contact_id in contacts:
+        [message] = outbound(db, contact_id)
+        assert message["status"] == "sent"
+        assert [t for t, _ in timeline(db, contact_id)].count("message.sent") == 1
+
+
+def test_outbox_and_an_sms_provider_in_one_batch(db, workspace, clock, sms_provider):
+    workspace = sms_provider.configure(workspace)
+    workspace = update_settings(workspace, {"rate_limits.sms_per_second": 0})
+    only_sequences(workspace, text=TEXT, mail=EMAIL)
+    contacts = _leads(db, clock, 3)
+
+    report = run(workspace, db, clock)
+
+    assert Counter(r.outcome for r in report.results) == {"sent": 6}
+    assert len(sms_provider.messages) == 3
+    for contact_id in contacts:
+        messages = {m["channel"]: m for m in outbound(db, contact_id)}
+        assert messages["sms"]["status"] == "sent"
+        assert messages["sms"]["provider_id"].startswith("SM")
+        assert messages["email"]["status"] == "sent"
+        [eml] = contact_files(workspace, contact_id)
+        assert eml.name == f"{contact_id}-msg-{messages['email']['id']:09d}.eml"
+
+
+def test_a_provider_error_mid_batch_fails_only_that_step(
+    db, workspace, clock, sms_provider
+):
+    workspace = sms_provider.configure(workspace)
+    workspace = update_settings(workspace, {"rate_limits.sms_per_second": 0})
+    only_sequences(workspace, text=TEXT)
+    contacts = _leads(db, clock, 3)
+    run_results = []
+
+    # The second provider call of the batch is refused for good.
+    def fail_second(result):
+        run_results.append(result)
+        if len(run_results) == 1:
+            sms_provider.fail_next(400, code=21211, message="Invalid To number")
+
+    report = run(workspace, db, clock, on_result=fail_second)
+
+    outcomes = [r.outcome for r in report.results]
+    assert outcomes == ["sent", "failed", "sent"]
+    failed = report.results[1].contact_id
+    assert [m["status"] for m in outbound(db, failed)] == ["failed"]
+    for contact_id in contacts:
+        if contact_id != failed:
+            assert [m["status"] for m in outbound(db, contact_id)] == ["sent"]
+
+
+def test_an_outbox_write_error_mid_batch_fails_only_that_step(
+    db, workspace, clock, monkeypatch
+):
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 4)
+    broken = contacts[1]
+    real_send = OutboxChannel.send
+
+    def send(self, message, *, message_id=None):
+        if message.contact_id == broken:
+            raise ChannelError("outbox folder is read-only", transient=True)
+        return real_send(self, message, message_id=message_id)
+
+    monkeypatch.setattr(OutboxChannel, "send", send)
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {c: "retry" if c == broken else "sent" for c in contacts}
+    assert [m["status"] for m in outbound(db, broken)] == ["failed"]
+    assert str(broken) not in _outbox_files(workspace)
+    for contact_id in contacts:
+        if contact_id != broken:
+            [message] = outbound(db, contact_id)
+            assert message["status"] == "sent"
+            assert message["provider_id"] == f"outbox-msg-{message['id']:09d}"
+            types = [t for t, _ in timeline(db, contact_id)]
+            assert types.count("message.sent") == types.count("step.sent") == 1
+    deferred = [d for t, d in timeline(db, broken) if t == "step.deferred"]
+    assert "read-only" in deferred[0]["reason"]
+
+    clock.advance(hours=2)
+    monkeypatch.setattr(OutboxChannel, "send", real_send)
+    assert [r.outcome for r in run(workspace, db, clock).results] == ["sent"]
+    assert _outbox_files(workspace)[str(broken)] == 1
+
+
+def test_caps_count_the_sends_of_the_same_batch(db, workspace, clock):
+    second = TEXT.replace("new-lead-text", "nudge-text")
+    only_sequences(workspace, hello=TEXT, again=second)
+    [contact_id] = _leads(db, clock, 1)
+
+    report = run(workspace, db, clock)
+
+    # sms_per_day = 1: the second text of the batch waits for tomorrow.
+    assert sorted(r.outcome for r in report.results) == ["capped", "sent"]
+    assert len(outbound(db, contact_id)) == 1
+
+
+def test_a_hook_failing_on_one_send_fails_only_that_step(
+    db, workspace, clock, monkeypatch
+):
+    from cxm_cli import events
+
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 3)
+    troubled = contacts[1]
+
+    def hook(db_, event, clock_):
+        if event.type == "message.sent" and event.contact_id == troubled:
+            raise RuntimeError("a part of cxm broke")
+
+    monkeypatch.setattr(events, "_HOOKS", [*events._HOOKS, ("test-broken", hook)])
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {c: "failed" if c == troubled else "sent" for c in contacts}
+    failed = next(r for r in report.results if r.contact_id == troubled)
+    assert "a part of cxm broke" in failed.detail
+    for contact_id in contacts:
+        types = [t for t, _ in timeline(db, contact_id)]
+        assert types.count("message.sent") == (contact_id != troubled)
+
+
+def test_a_tag_added_earlier_in_the_batch_shows_in_a_later_send(db, workspace, clock):
+    only_sequences(
+        workspace,
+        a_tag="""
+        trigger: lead.created
+        steps:
+          - add_tag: vip
+        """,
+        b_text="""
+        trigger: lead.created
+        steps:
+          - send: sms
+            text: "{% if 'vip' in tags %}VIP {% endif %}hello {{ first_name }}"
+        """,
+    )
+    [contact_id] = _leads(db, clock, 1)
+    kinds = [row[0] for row in db.execute("SELECT kind FROM due_steps ORDER BY id")]
+    assert kinds == ["add_tag", "send"]
+
+    report = run(workspace, db, clock)
+
+    assert [r.outcome for r in report.results] == ["done", "sent"]
+    [message] = outbound(db, contact_id)
+    assert message["body"] == "VIP hello Lead0"
+
+
+def test_a_send_earlier_in_the_batch_counts_towards_the_legal_limit(
+    db, workspace, clock
+):
+    only_sequences(
+        workspace,
+        a_call="""
+        trigger: lead.created
+        caps: false
+        steps:
+          - voicemail: https://example.test/hello.mp3
+        """,
+        b_text="""
+        trigger: lead.created
+        caps: false
+        steps:
+          - send: sms
+            template: new-lead-text
+        """,
+    )
+    [contact_id] = _leads(db, clock, 1)
+    db.execute("UPDATE contacts SET region = 'FL' WHERE id = ?", [contact_id])
+    for hours in (3, 2):
+        db.execute(
+            "INSERT INTO messages (contact_id, channel, direction, address, body, "
+            "status, at) VALUES (?, 'sms', 'outbound', '+15125550000', 'earlier', "
+            "'sent', ?)",
+            [contact_id, iso(clock.now() - timedelta(hours=hours))],
+        )
+
+    report = run(workspace, db, clock)
+
+    # Florida: three texts or calls in 24 hours. The voicemail ran on its own
+    # in the batch and was the third; the text, read with the batch before
+    # it, must still be held back.
+    outcomes = {r.sequence: r.outcome for r in report.results}
+    assert outcomes == {"a-call": "sent", "b-text": "capped"}
+    assert [m["channel"] for m in outbound(db, contact_id)] == [
+        "sms",
+        "sms",
+        "voicemail",
+    ]
