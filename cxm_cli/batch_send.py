@@ -44,7 +44,7 @@ from cxm_cli.dispatch import (
     guarded,
     rate_hold,
 )
-from cxm_cli.engine_steps import _sent_outcome
+from cxm_cli.engine_steps import sent_outcome
 from cxm_cli.errors import NotFound
 from cxm_cli.events import hooks_share_transaction
 from cxm_cli.messaging import (
@@ -502,7 +502,7 @@ class SendBatch:
                 plan.sequence,
                 plan.step,
                 plan.enrollment,
-                _sent_outcome(plan.ctx, plan.prepared.channel, plan.sent),
+                sent_outcome(plan.ctx, plan.prepared.channel, plan.sent),
                 plan.result,
             )
             for plan in plans

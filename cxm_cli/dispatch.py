@@ -31,6 +31,7 @@ from cxm_cli.engine import (
     record_unusable,
     schedule_from,
     schedule_many,
+    step_event,
 )
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import ChannelError, CxmError, NotFound
@@ -812,18 +813,14 @@ def finish_sent_steps(workspace, db, clock, runner_id: str, sent: list[SentStep]
 
 
 def _step_sent_event(item: SentStep) -> NewEvent:
-    # The same data as engine.record_step_event writes for a step.sent.
-    enrollment, step = item.enrollment, item.step
-    data = {
-        "sequence": enrollment["sequence"],
-        "step": step.number,
-        "label": step.label,
-        "kind": step.kind,
-        "enrollment_id": enrollment["id"],
-        "reason": item.outcome.detail,
-        "due_step_id": item.row["id"],
-        "message_id": item.outcome.data.get("message_id"),
-    }
+    extra = {"message_id": item.outcome.data.get("message_id")}
     if item.outcome.data.get("channel"):
-        data["channel"] = item.outcome.data["channel"]
-    return NewEvent(enrollment["contact_id"], "step.sent", data, source="runner")
+        extra["channel"] = item.outcome.data["channel"]
+    return step_event(
+        item.enrollment,
+        item.step,
+        "step.sent",
+        item.outcome.detail,
+        due_step_id=item.row["id"],
+        extra=extra,
+    )

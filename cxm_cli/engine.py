@@ -1133,6 +1133,24 @@ def record_step_event(
     extra: dict[str, Any] | None = None,
 ) -> Event:
     """One engine decision about a step, on the contact's timeline."""
+    new = step_event(
+        enrollment, step, event_type, reason, due_step_id=due_step_id, extra=extra
+    )
+    return record_event(
+        db, new.contact_id, new.type, clock=clock, data=new.data, source=new.source
+    )
+
+
+def step_event(
+    enrollment: dict[str, Any],
+    step,
+    event_type: str,
+    reason: str,
+    *,
+    due_step_id: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> NewEvent:
+    """The event :func:`record_step_event` records, for :func:`record_events`."""
     data = {
         "sequence": enrollment["sequence"],
         "step": step.number,
@@ -1144,14 +1162,7 @@ def record_step_event(
     if due_step_id is not None:
         data["due_step_id"] = due_step_id
     data.update(extra or {})
-    return record_event(
-        db,
-        enrollment["contact_id"],
-        event_type,
-        clock=clock,
-        data=data,
-        source="runner",
-    )
+    return NewEvent(enrollment["contact_id"], event_type, data, source="runner")
 
 
 # Built-in step kinds register themselves when this module is imported.

@@ -138,7 +138,7 @@ def run_send(ctx: StepContext) -> StepOutcome:
     if ctx.record_outcome is not None:
 
         def on_recorded(sent) -> None:
-            ctx.record_outcome(_sent_outcome(ctx, channel, sent))
+            ctx.record_outcome(sent_outcome(ctx, channel, sent))
 
     sent = send_message(
         ctx.workspace,
@@ -157,10 +157,10 @@ def run_send(ctx: StepContext) -> StepOutcome:
         dry_run=ctx.dry_run,
         on_recorded=on_recorded,
     )
-    return _sent_outcome(ctx, channel, sent)
+    return sent_outcome(ctx, channel, sent)
 
 
-def _sent_outcome(ctx: StepContext, channel: str, sent) -> StepOutcome:
+def sent_outcome(ctx: StepContext, channel: str, sent) -> StepOutcome:
     data: dict[str, Any] = {
         "message_id": sent.message_id,
         "channel": channel,

@@ -33,6 +33,15 @@ class SendResult:
 
 
 class Channel(Protocol):
+    """What every channel offers.
+
+    A channel may also set ``idempotent = True`` and accept
+    ``send(message, *, message_id=...)``: sending one message id twice then
+    delivers it once (the outbox rewrites the same file), which lets the runner
+    record a batch of its sends in one transaction. Channels without it are
+    recorded message by message.
+    """
+
     name: str
 
     def send(self, message: OutboundMessage) -> SendResult: ...
