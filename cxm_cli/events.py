@@ -31,7 +31,8 @@ _encode_data = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 KNOWN_TYPES = {
     "lead.created": "a new contact entered cxm",
     "contact.merged": "another record was merged into this contact",
-    "contact.imported": "a contact came from an opt-out/bounce list (not a lead)",
+    "contact.imported": "a contact came from an opt-out/bounce list or an import "
+    "of existing contacts (--existing-contacts): not a lead",
     "contact.updated": "fields changed by an import or by hand",
     "form.submitted": "a web or lead form was filled in",
     "appointment.booked": "an appointment was booked",

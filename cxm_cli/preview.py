@@ -14,10 +14,11 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.caps import check_caps
-from cxm_cli.contacts import get_contact, is_opted_out
+from cxm_cli.contacts import get_contact
 from cxm_cli.dispatch import caps_exempt, channel_of, step_for
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import CxmError
+from cxm_cli.messaging import CHANNELS, ConsentRefused, consent_facts
 from cxm_cli.queue import queue_counts
 from cxm_cli.runner import lease_status
 from cxm_cli.sendwindow import contact_zone, window_for, workspace_calendar
@@ -113,8 +114,24 @@ def _entry(
     zone = contact_zone(workspace, contact)
     send_at = start
     why: list[str] = []
+    to = refused = None
+    consent = _consent_channel(step) if step is not None else None
+    if consent in CHANNELS:
+        # The send path's own choice and check: a text goes to a mobile
+        # first and never to a fax or an extension, and a contact with no
+        # such phone shows as skipped here as the runner will skip it.
+        facts = consent_facts(db, [contact], (consent,))
+        to = facts.address(contact, consent)
+        try:
+            facts.check(contact, consent)
+        except ConsentRefused as exc:
+            refused = exc
     if step is None:
         why.append("sequence changed or removed: will be cancelled")
+    elif refused is not None and refused.reason == "opted_out":
+        why.append(f"will be skipped: opted out of {consent}")
+    elif refused is not None:
+        why.append(f"will be skipped: {refused.message}")
     elif step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
         send_at, why = _when_allowed(
             workspace, db, clock, contact, sequence, step, start, planned
@@ -127,6 +144,7 @@ def _entry(
         "step": step.describe() if step else f"{row['step_index'] + 1} ({row['kind']})",
         "kind": step.kind if step else row["kind"],
         "channel": channel_of(step) if step else None,
+        "to": to,
         "due_at": row["due_at"] if row is not None else clocks.iso(start),
         "send_at": clocks.iso(send_at),
         "local_time": send_at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
@@ -139,10 +157,6 @@ def _entry(
 def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned):
     why: list[str] = []
     channel = channel_of(step)
-    consent = "sms" if channel == "voicemail" else channel
-    if consent in ("sms", "email") and is_opted_out(db, contact["id"], consent):
-        return start, [f"will be skipped: opted out of {consent}"]
-
     window = window_for(workspace, contact)
     moment = start
     for _ in range(10):
@@ -169,6 +183,12 @@ def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned)
     if channel:
         planned.append((channel, moment))
     return moment, why or ["in the send window"]
+
+
+def _consent_channel(step: StepDef) -> str | None:
+    """The channel whose consent and address a step needs (a voicemail: sms)."""
+    channel = channel_of(step)
+    return "sms" if channel == "voicemail" else channel
 
 
 def _local(moment: datetime, zone) -> str:

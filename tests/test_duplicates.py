@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cxm_cli.contacts import consent_status
+from cxm_cli.contacts import consent_status, set_consent
+from cxm_cli.engine import exit_enrollment
 from cxm_cli.errors import CxmError
 from cxm_cli.events import record_event
 from cxm_cli.importing import ImportOptions, import_file
@@ -16,6 +17,9 @@ from cxm_cli.importing.duplicates import (
     find_duplicates,
     merge_contacts,
 )
+from cxm_cli.preview import preview_due
+from tests.support.engine import emit, only_sequences, timeline
+from tests.support.fixtures import make_contact
 
 
 def load(workspace, db, clock, tmp_path: Path, text: str):
@@ -117,3 +121,108 @@ def test_cli_duplicates_and_merge(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.json()["id"] == 1
     assert cli("contacts", "duplicates", "--json").json() == []
+
+
+FOLLOW_UP = """
+trigger: lead.created
+steps:
+  - wait: 1d
+  - send: sms
+    template: nudge-text
+"""
+
+
+def _enrollments(db) -> list[tuple]:
+    return [
+        tuple(row)
+        for row in db.execute(
+            "SELECT contact_id, sequence, status, end_reason FROM enrollments"
+            " ORDER BY id"
+        )
+    ]
+
+
+def test_merge_does_not_restart_a_sequence_the_kept_contact_left(workspace, db, clock):
+    # Finding 4: Pat and Sam share a phone; Pat replied STOP, which ended her
+    # new-lead; merging Sam into Pat must not bring it back.
+    only_sequences(workspace, new_lead=FOLLOW_UP)
+    pat = make_contact(db, clock, first_name="Pat", email="pat@example.com")
+    sam = make_contact(db, clock, first_name="Sam", email="sam@example.com")
+    emit(db, clock, pat, "lead.created")
+    emit(db, clock, sam, "lead.created")
+    [pats] = db.query("SELECT * FROM enrollments WHERE contact_id = ?", [pat])
+    exit_enrollment(db, pats, clock=clock, reason="replied STOP")
+    set_consent(db, pat, "sms", "opted_out", clock=clock, source="test")
+    set_consent(db, sam, "sms", "opted_in", clock=clock, source="test")
+
+    merge_contacts(db, pat, sam, clock=clock)
+
+    reason = f"merged into contact {pat}, who was already in this sequence"
+    assert _enrollments(db) == [
+        (pat, "new-lead", "exited", "replied STOP"),
+        (pat, "new-lead", "exited", reason),
+    ]
+    live = "SELECT COUNT(*) FROM due_steps WHERE status IN ('pending', 'claimed')"
+    assert db.execute(live).fetchone()[0] == 0
+    clock.advance(days=2)
+    assert preview_due(workspace, db, clock, contact_id=pat) == []
+    ended = [
+        d for t, d in timeline(db, pat) if t in ("sequence.exited", "step.cancelled")
+    ]
+    assert [d["reason"] for d in ended][-2:] == [reason, reason]
+    assert consent_status(db, pat, "sms") == "opted_out"
+    [merged] = [d for t, d in timeline(db, pat) if t == "contact.merged"]
+    assert merged["exited_sequences"] == ["new-lead"]
+
+
+def test_merge_moves_a_sequence_only_the_merged_contact_is_in(workspace, db, clock):
+    only_sequences(workspace, new_lead=FOLLOW_UP, other=FOLLOW_UP)
+    pat = make_contact(db, clock, first_name="Pat", email="pat@example.com")
+    sam = make_contact(db, clock, first_name="Sam", email="sam@example.com")
+    emit(db, clock, pat, "lead.created")
+    emit(db, clock, sam, "lead.created")
+    db.execute(
+        "UPDATE enrollments SET status = 'completed' WHERE contact_id = ?"
+        " AND sequence = 'new-lead'",
+        [pat],
+    )
+    db.execute(
+        "DELETE FROM due_steps WHERE contact_id = ? AND sequence = 'new-lead'", [pat]
+    )
+    db.conn.commit()
+
+    merge_contacts(db, pat, sam, clock=clock)
+
+    # Pat finished new-lead: Sam's is not restarted. Both were active in
+    # other: Pat's goes on, Sam's is kept as history (it used to vanish).
+    reason = f"merged into contact {pat}, who was already in this sequence"
+    assert sorted(_enrollments(db)) == sorted(
+        [
+            (pat, "new-lead", "completed", None),
+            (pat, "other", "active", None),
+            (pat, "new-lead", "exited", reason),
+            (pat, "other", "exited", reason),
+        ]
+    )
+    live = db.execute(
+        "SELECT d.contact_id, d.sequence FROM due_steps d JOIN enrollments e"
+        " ON e.id = d.enrollment_id WHERE d.status = 'pending'"
+        " AND e.status = 'active'"
+    ).fetchall()
+    assert [tuple(row) for row in live] == [(pat, "other")]
+
+    # A sequence the kept contact never joined moves over and carries on.
+    only_sequences(workspace, new_lead=FOLLOW_UP, other=FOLLOW_UP, third=FOLLOW_UP)
+    ana = make_contact(db, clock, first_name="Ana", email="ana@example.com")
+    bea = make_contact(db, clock, first_name="Bea", email="bea@example.com")
+    emit(db, clock, bea, "lead.created")
+    merge_contacts(db, ana, bea, clock=clock)
+    statuses = db.execute(
+        "SELECT sequence, status FROM enrollments WHERE contact_id = ? ORDER BY id",
+        [ana],
+    ).fetchall()
+    assert [tuple(row) for row in statuses] == [
+        ("new-lead", "active"),
+        ("other", "active"),
+        ("third", "active"),
+    ]

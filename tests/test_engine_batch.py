@@ -357,3 +357,53 @@ def test_a_send_earlier_in_the_batch_counts_towards_the_legal_limit(
         "sms",
         "voicemail",
     ]
+
+
+def test_a_batch_texts_the_phone_a_single_send_would(db, workspace, clock):
+    from cxm_cli.preview import preview_due
+
+    only_sequences(workspace, hello=TEXT)
+    work_and_mobile, switchboard, no_textable = _leads(db, clock, 3)
+    phones = {
+        work_and_mobile: [("+16175550190", "work", None, 1)]
+        + [("+16175550191", "mobile", None, 0)],
+        switchboard: [("+13125550204", "work", "204", 1)]
+        + [("+13125550205", "home", None, 0)],
+        no_textable: [("+13125550206", "work", "x12", 1)]
+        + [("+13125550207", "fax", None, 0)],
+    }
+    for contact_id, rows in phones.items():
+        db.execute("DELETE FROM contact_phones WHERE contact_id = ?", [contact_id])
+        for phone, kind, extension, primary in rows:
+            db.execute(
+                "INSERT INTO contact_phones (contact_id, phone, extension, kind, "
+                "is_primary, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [contact_id, phone, extension, kind, primary, iso(clock.now())],
+            )
+        db.execute(
+            "UPDATE contacts SET phone = ? WHERE id = ?", [rows[0][0], contact_id]
+        )
+    db.conn.commit()
+    expected = {work_and_mobile: "+16175550191", switchboard: "+13125550205"}
+
+    # `cxm due` shows the same phone the runner then texts.
+    previews = {row["contact_id"]: row for row in preview_due(workspace, db, clock)}
+    assert {c: previews[c]["to"] for c in expected} == expected
+    assert previews[no_textable]["to"] is None
+    assert "will be skipped" in previews[no_textable]["why"]
+    assert "no phone that can take texts" in previews[no_textable]["why"]
+    rendered = preview_due(workspace, db, clock, render=True, project=False)
+    assert {r["contact_id"]: r["to"] for r in rendered if r.get("to")} == expected
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {work_and_mobile: "sent", switchboard: "sent"} | {
+        no_textable: "skipped"
+    }
+    for contact_id, address in expected.items():
+        [message] = outbound(db, contact_id)
+        assert message["address"] == address
+    assert outbound(db, no_textable) == []
+    skipped = [d for t, d in timeline(db, no_textable) if t == "step.skipped"]
+    assert "no phone that can take texts" in skipped[0]["reason"]

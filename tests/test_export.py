@@ -84,6 +84,62 @@ def test_export_round_trips_into_a_fresh_workspace(workspace, db, clock, tmp_pat
         assert _comparable(first, format) == _comparable(second, format)
 
 
+def test_a_new_workspace_keeps_the_leads_original_date(workspace, db, clock, tmp_path):
+    # Finding 13: the export wrote the day of the import, not the lead's date.
+    source = tmp_path / "leads.csv"
+    source.write_text(
+        "Name,Email,Created Date\n"
+        "Rosa Diaz,rosa@example.com,2024-05-01T14:30:00Z\n"
+        "Pat Ng,pat@example.com,\n",
+        encoding="utf-8",
+    )
+    import_file(workspace, db, source, clock=clock, options=ImportOptions())
+    imported_at = db.execute(
+        "SELECT created_at FROM contacts WHERE email = 'pat@example.com'"
+    ).fetchone()[0]
+    original = _lead_times(db)["rosa@example.com"]
+    assert original.startswith("2024-05-01T14:30:00")
+
+    for format in ("csv", "jsonl"):
+        exported = _by_email(export_text(db, format), format)
+        assert exported["rosa@example.com"]["created_at"] == original
+        # No date in the source: the day it became a contact here.
+        assert exported["pat@example.com"]["created_at"] == imported_at
+
+        clock.advance(days=30)
+        path = tmp_path / f"export.{format}"
+        path.write_text(export_text(db, format), encoding="utf-8")
+        init_workspace(tmp_path / f"new-{format}")
+        other = load_workspace(tmp_path / f"new-{format}")
+        other_db = other.open_db()
+        import_file(other, other_db, path, clock=clock, options=ImportOptions())
+        assert _lead_times(other_db) == {
+            "rosa@example.com": original,
+            "pat@example.com": imported_at,
+        }
+        again = _by_email(export_text(other_db, format), format)
+        other_db.close()
+        assert again["rosa@example.com"]["created_at"] == original
+
+
+def _lead_times(db) -> dict[str, str]:
+    """Each lead's created_time (lead.created), by email."""
+    return dict(
+        db.execute(
+            "SELECT c.email, json_extract(e.data, '$.created_time') FROM events e"
+            " JOIN contacts c ON c.id = e.contact_id WHERE e.type = 'lead.created'"
+        ).fetchall()
+    )
+
+
+def _by_email(text: str, format: str) -> dict[str, dict]:
+    if format == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return {row["emails"]: row for row in rows}
+    rows = [json.loads(line) for line in text.splitlines()]
+    return {row["emails"][0]: row for row in rows}
+
+
 def _comparable(text: str, format: str) -> list[dict]:
     """Export records without the columns that name this workspace's rows."""
     if format == "csv":
@@ -92,7 +148,6 @@ def _comparable(text: str, format: str) -> list[dict]:
         rows = [json.loads(line) for line in text.splitlines()]
     for row in rows:
         row.pop("cxm_id", None)
-        row.pop("created_at", None)
     return rows
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cxm_cli.errors import InputError
 from cxm_cli.importing import ImportOptions, import_file
 from tests.conftest import REPO_DIR
 
@@ -682,3 +683,223 @@ def test_a_broken_date_pattern_is_refused_before_any_row(cli, tmp_path, pattern,
     assert says in result.stderr
     assert "row" not in result.stderr
     assert cli("contacts", "list", "--json").json() == []
+
+
+# ---------------------------------------------------------------- opt-out columns
+
+
+def consents_by_email(db) -> dict[str, dict[str, tuple[str, str]]]:
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    for row in db.query(
+        "SELECT e.email, c.channel, c.status, c.changed_at FROM consents c"
+        " JOIN contact_emails e ON e.contact_id = c.contact_id"
+    ):
+        found.setdefault(row["email"], {})[row["channel"]] = (
+            row["status"],
+            row["changed_at"],
+        )
+    return found
+
+
+def test_opt_out_columns_read_words_and_dates_not_only_yes(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "o.csv",
+        "Name,Email,Phone,SMS Opt Out,Email Opt Out\n"
+        "O,o@example.com,312-555-0510,Opted Out,Unsubscribed\n"
+        "P,p@example.com,312-555-0511,STOP,Opt-out\n"
+        "Q,q@example.com,312-555-0512,2024-01-02,Unsubscribe\n"
+        "R,r@example.com,312-555-0513,no,subscribed\n"
+        "S,s@example.com,312-555-0514,false,opted in\n"
+        "T,t@example.com,312-555-0515,0,\n",
+    )
+
+    summary = run_import(workspace, db, clock, path)
+
+    assert summary.created == 6 and summary.warnings == 0
+    found = consents_by_email(db)
+    for email in ("o@example.com", "p@example.com", "q@example.com"):
+        assert {ch: status for ch, (status, _) in found[email].items()} == {
+            "sms": "opted_out",
+            "email": "opted_out",
+        }, email
+    # The date is when they opted out (midnight in the workspace's zone).
+    assert found["q@example.com"]["sms"][1].startswith("2024-01-02T06:00:00")
+    for email in ("r@example.com", "s@example.com", "t@example.com"):
+        assert email not in found
+
+
+def test_opt_out_headers_of_both_channels_and_do_not_call(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "h.csv",
+        "Name,Email,Phone,Do Not Text,Do Not SMS,Text Opt Out,DoNotCall,"
+        "Do Not Email,Opt Out,Opted Out,Do Not Contact\n"
+        "A,a@example.com,312-555-0520,yes,,,,,,,\n"
+        "B,b@example.com,312-555-0521,,y,,,,,,\n"
+        "C,c@example.com,312-555-0522,,,x,,,,,\n"
+        "D,d@example.com,312-555-0523,,,,true,,,,\n"
+        "E,e@example.com,312-555-0524,,,,,1,,,\n"
+        "F,f@example.com,312-555-0525,,,,,,yes,,\n"
+        "G,g@example.com,312-555-0526,,,,,,,Opted Out,\n"
+        "H,h@example.com,312-555-0527,,,,,,,,2023-11-30\n"
+        "I,i@example.com,312-555-0528,no,no,no,no,no,no,no,no\n",
+    )
+
+    run_import(workspace, db, clock, path)
+
+    found = {
+        email: sorted(ch for ch, (status, _) in channels.items())
+        for email, channels in consents_by_email(db).items()
+    }
+    assert found == {
+        "a@example.com": ["sms"],
+        "b@example.com": ["sms"],
+        "c@example.com": ["sms"],
+        # Do Not Call stops voicemail drops, which follow SMS consent.
+        "d@example.com": ["sms"],
+        "e@example.com": ["email"],
+        "f@example.com": ["email", "sms"],
+        "g@example.com": ["email", "sms"],
+        "h@example.com": ["email", "sms"],
+    }
+    assert all(not c["custom"] or c["custom"] == "{}" for c in contacts(db)), (
+        "opt-out columns are consent, not custom fields"
+    )
+
+
+def test_an_unknown_opt_out_value_is_an_opt_out_and_a_warning(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "u.csv",
+        "Name,Email,SMS Opt Out\nA,a@example.com,no\nB,b@example.com,maybe later\n",
+    )
+
+    summary = run_import(workspace, db, clock, path)
+
+    assert consents_by_email(db)["b@example.com"]["sms"][0] == "opted_out"
+    assert "a@example.com" not in consents_by_email(db)
+    (warning,) = summary.warning_samples
+    assert (warning["row"], warning["column"]) == (2, "SMS Opt Out")
+    assert "'maybe later'" in warning["warning"]
+    assert "opted out" in warning["warning"]
+    kept = json.loads(contacts(db)[1]["custom"])
+    assert kept == {"SMS Opt Out": "maybe later"}
+
+
+def test_cli_opted_out_in_the_file_gets_no_follow_up(cli, workspace, tmp_path):
+    path = write(
+        tmp_path / "x.csv",
+        "Name,Email,Phone,SMS Opt Out,Email Opt Out\n"
+        "O,o@example.com,312-555-0510,Opted Out,Unsubscribed\n"
+        "N,n@example.com,312-555-0511,,\n",
+    )
+    assert cli("leads", "import", str(path)).exit_code == 0
+
+    run = cli("run", "--once")
+
+    assert run.exit_code == 0, run.stderr
+    db = workspace.open_db()
+    try:
+        addresses = [row[0] for row in db.execute("SELECT address FROM messages")]
+    finally:
+        db.close()
+    assert addresses and "n@example.com" in addresses
+    assert not {"o@example.com", "+13125550510"} & set(addresses)
+
+
+# ------------------------------------------------- rejects, --map, rejects files
+
+
+def test_rejects_at_a_folder_is_refused_before_anything_is_imported(
+    cli, workspace, tmp_path
+):
+    path = write(tmp_path / "l.csv", "Name,Email\nA,a@example.com\nB,bad\n")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+
+    result = cli("leads", "import", str(path), "--rejects", str(folder))
+
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"{folder}: it is a folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # error and hint
+    assert cli("contacts", "list", "--json").json() == []
+    assert cli("leads", "batches", "--json").json() == []
+    assert list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "l.csv", "ws"]
+
+
+def test_rejects_under_a_file_is_refused_before_anything_is_imported(
+    workspace, db, clock, tmp_path
+):
+    path = write(tmp_path / "l.csv", "Name,Email\nA,a@example.com\nB,bad\n")
+
+    with pytest.raises(InputError, match="l.csv is not a folder"):
+        run_import(workspace, db, clock, path, rejects_path=path / "rejects.csv")
+
+    assert contacts(db) == []
+    assert db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == 0
+
+
+def test_rejects_onto_the_input_itself_is_refused(workspace, db, clock, tmp_path):
+    text = "Name,Email\nA,a@example.com\nB,bad\n"
+    path = write(tmp_path / "l.csv", text)
+
+    with pytest.raises(InputError, match="it is the file being imported"):
+        run_import(workspace, db, clock, path, rejects_path=path)
+
+    assert path.read_text() == text and contacts(db) == []
+
+
+def test_cli_map_of_a_missing_column_names_it_and_the_columns(cli, tmp_path):
+    path = write(tmp_path / "l.csv", "Name,Email,Mobile\nA,a@example.com,\n")
+
+    result = cli("leads", "import", str(path), "--map", "Nope=phone")
+
+    assert result.exit_code == 1
+    assert "no column 'Nope'" in result.stderr
+    assert "Name, Email, Mobile" in result.stderr
+    assert cli("leads", "batches", "--json").json() == []
+    # A column named in any spelling the header matching accepts is fine.
+    ok = cli("leads", "import", str(path), "--map", "mobile=notes")
+    assert ok.exit_code == 0, ok.stderr
+
+
+def test_a_fixed_rejects_file_imports_only_its_original_columns(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "l.csv",
+        "Name,Email,Plan\nA,a@example.com,gold\nB,b(at)example.com,silver\nC,,bronze\n",
+    )
+    first = import_file(workspace, db, path, clock=clock, options=ImportOptions())
+    rejects = Path(first.rejects_path)
+    fixed = rejects.read_text().replace("b(at)example.com", "b@example.com")
+    fixed_path = write(tmp_path / "fixed.csv", fixed)
+
+    second = import_file(
+        workspace, db, fixed_path, clock=clock, options=ImportOptions()
+    )
+
+    assert (second.created, second.rejected) == (1, 1)
+    bee = next(c for c in contacts(db) if c["display_name"] == "B")
+    assert json.loads(bee["custom"]) == {"Plan": "silver"}
+    assert any("rejects file" in note for note in second.notes)
+    with open(second.rejects_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["row", "column", "reason", "Name", "Email", "Plan"]
+    assert rows[1][0] == "2" and rows[1][3:] == ["C", "", "bronze"]
+
+
+@pytest.mark.parametrize(("bad_rows", "says"), [(1, "1 row"), (2, "2 rows")])
+def test_cli_counts_rejected_rows_in_words(cli, tmp_path, bad_rows, says):
+    text = "Name,Email\nA,a@example.com\n" + "B,\n" * bad_rows
+    path = write(tmp_path / "l.csv", text)
+
+    result = cli("leads", "import", str(path))
+
+    assert f"{says} rejected, written to" in result.stderr

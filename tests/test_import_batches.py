@@ -15,7 +15,7 @@ from cxm_cli.errors import CxmError
 from cxm_cli.events import record_event
 from cxm_cli.importing import ImportOptions, import_file
 from cxm_cli.importing.batches import list_batches, undo_batch
-from tests.conftest import REPO_DIR
+from tests.conftest import CORPUS_DIR, REPO_DIR
 
 
 def write(path: Path, text: str) -> Path:
@@ -115,6 +115,84 @@ def test_undo_refuses_a_field_changed_since(workspace, db, clock, tmp_path):
     db.execute("UPDATE contacts SET company = 'Changed by hand'")
     with pytest.raises(CxmError, match="company changed since the import"):
         undo_batch(db, summary.batch_id, clock=clock)
+
+
+OPT_OUT_KEPT = "opted out: an undo never removes an opt-out"
+
+
+def opted_out(db, channel: str) -> list[str]:
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT e.email FROM consents c JOIN contact_emails e"
+            " ON e.contact_id = c.contact_id WHERE c.channel = ?"
+            " AND c.status = 'opted_out' ORDER BY e.email",
+            [channel],
+        )
+    ]
+
+
+def test_undo_never_removes_a_mailchimp_unsubscribe(workspace, db, clock, tmp_path):
+    path = CORPUS_DIR / "08b-mailchimp-unsubscribed_members_export.csv"
+    rejects = tmp_path / "rejects.csv"
+    summary = run(workspace, db, clock, path, rejects_path=rejects)
+    unsubscribed = opted_out(db, "email")
+    assert len(unsubscribed) == 3
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+
+    assert result.removed_contacts == 0
+    assert [k["reason"] for k in result.kept] == [OPT_OUT_KEPT] * 3
+    assert opted_out(db, "email") == unsubscribed
+    # Importing the list again finds the opt-outs still there.
+    again = run(workspace, db, clock, path, rejects_path=rejects)
+    assert again.created == 0
+
+
+def test_undo_keeps_contacts_an_opt_out_column_opted_out(
+    workspace, db, clock, tmp_path
+):
+    path = write(
+        tmp_path / "a.csv",
+        "Email,Do Not Text\nana@example.com,yes\nbo@example.com,no\n",
+    )
+    summary = run(workspace, db, clock, path)
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+
+    assert result.removed_contacts == 1
+    ana = db.execute("SELECT id FROM contacts").fetchall()
+    assert [k["contact_id"] for k in result.kept] == [ana[0][0]]
+    assert opted_out(db, "sms") == ["ana@example.com"]
+    assert [b["status"] for b in list_batches(db)] == ["undone"]
+
+
+def test_undo_keeps_a_bouncing_address_from_a_cleaned_list(
+    workspace, db, clock, tmp_path
+):
+    path = REPO_DIR / "tests" / "fixtures" / "imports" / "mailchimp-cleaned.csv"
+    summary = run(workspace, db, clock, path, rejects_path=tmp_path / "r.csv")
+    assert summary.created > 0
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+
+    assert result.removed_contacts == 0 and len(result.kept) == summary.created
+    assert {k["reason"] for k in result.kept} == {
+        "address bouncing: an undo never removes a suppression"
+    }
+
+
+def test_cli_undo_says_which_opt_outs_it_kept(cli, tmp_path):
+    path = write(tmp_path / "a.csv", "Email,Opt Out\nana@example.com,Opted Out\n")
+    assert cli("leads", "import", str(path)).exit_code == 0
+
+    result = cli("leads", "undo", "1")
+
+    assert result.exit_code == 0
+    assert f"kept contact 1: {OPT_OUT_KEPT}" in result.stderr
+    data = cli("leads", "undo", "1", "--json")
+    assert data.exit_code == 1  # already undone; the contact stays
+    assert len(cli("contacts", "list", "--json").json()) == 1
 
 
 def test_unknown_batch(db, clock):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cxm_cli.importing import ImportOptions, import_file
+from cxm_cli.importing.formats import detect_layout, get_layout, role_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 
@@ -578,3 +579,130 @@ def test_every_fixture_reimports_unchanged(load, db, name):
     summary, _ = load(name, **options)
     assert summary.created == summary.updated == 0
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == events_before
+
+
+def import_text(workspace, db, clock, tmp_path, text: str):
+    path = tmp_path / "people.csv"
+    path.write_text(text, encoding="utf-8")
+    options = ImportOptions(rejects_path=tmp_path / "people.rejects.csv")
+    return import_file(workspace, db, path, clock=clock, options=options)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ["First Name", "Last Name", "Email", "Mobile Phone"],
+        ["ID", "First Name", "Last Name", "Email", "Mobile Phone", "Created Date"],
+        ["EMAIL", "FIRSTNAME", "LASTNAME", "MOBILEPHONE", "LEADSOURCE"],
+        ["Email", "Phone", "Lead Source", "Lead Status", "Email Opt Out", "Created"],
+        ["Email Address", "First Name", "Last Name", "Phone Number", "Created Time"],
+    ],
+)
+def test_common_headers_alone_never_pick_a_vendor_layout(headers):
+    assert detect_layout(headers).name == "generic"
+
+
+def test_plain_contact_list_imports_as_generic(workspace, db, clock, tmp_path):
+    summary = import_text(
+        workspace,
+        db,
+        clock,
+        tmp_path,
+        "First Name,Last Name,Email,Mobile Phone,Created Date\n"
+        "Ada,Lind,ada@example.com,312-555-0101,2024-03-05 09:30\n",
+    )
+
+    assert summary.format == "generic"
+    assert db.execute("SELECT source FROM contacts").fetchone()[0] == "generic"
+    # No offset: read in the business's zone (Chicago, UTC-6 in early March).
+    created = events(db, "lead.created")[0]["data"]["created_time"]
+    assert created == "2024-03-05T15:30:00.000000Z"
+
+
+def test_country_names_set_the_phone_region(workspace, db, clock, tmp_path):
+    summary = import_text(
+        workspace,
+        db,
+        clock,
+        tmp_path,
+        "Name,Email,Phone,Country\n"
+        "Amy Reid,amy@example.com,020 7946 0958,United Kingdom\n"
+        "Ian Muir,ian@example.com,0131 496 0001,Scotland\n"
+        "Bo Visser,bo@example.com,06 12345678,Nederland\n"
+        "Cy Lee,,020 7946 0959,Narnia\n",
+    )
+
+    assert [p["phones"] for p in snapshot(db)] == [
+        [("+442079460958", None, None, 1)],
+        [("+441314960001", None, None, 1)],
+        [("+31612345678", None, None, 1)],
+    ]
+    with open(summary.rejects_path, encoding="utf-8") as handle:
+        (reject,) = list(csv.DictReader(handle))
+    assert reject["row"] == "4"
+    assert "country 'Narnia' not recognised" in reject["reason"]
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("Do Not Text", "sms_opt_out"),
+        ("Do Not SMS", "sms_opt_out"),
+        ("SMS Opt Out", "sms_opt_out"),
+        ("Text Opt-Out", "sms_opt_out"),
+        ("DoNotCall", "sms_opt_out"),  # voicemail drops follow SMS consent
+        ("Do Not Email", "email_opt_out"),
+        ("Email Opt Out", "email_opt_out"),
+        ("Unsubscribed", "email_opt_out"),
+        ("Opt Out", "opt_out"),
+        ("Opted Out", "opt_out"),
+        ("DO_NOT_CONTACT", "opt_out"),
+    ],
+)
+def test_opt_out_headers_are_consent_columns(header, field):
+    assert role_for(get_layout("generic"), header, {}) == (field, None)
+
+
+SALESFORCE_LEAD_REPORT = (
+    "Lead ID,First Name,Last Name,Company / Account,Email,Mobile,Lead Source,"
+    "Lead Status,Lead Owner,Create Date,Email Opt Out"
+)
+SALESFORCE_CONTACT_REPORT = (
+    "Contact ID,First Name,Last Name,Account Name,Email,Phone,Mailing Street,"
+    "Mailing City,Mailing State/Province,Mailing Country,Contact Owner,Lead Source"
+)
+
+
+@pytest.mark.parametrize(
+    ("header", "layout"),
+    [
+        (SALESFORCE_LEAD_REPORT, "salesforce-report"),
+        (SALESFORCE_CONTACT_REPORT, "salesforce-report"),
+        (
+            "Record Id,Lead Owner,First Name,Email,Lead Source,Lead Status,"
+            "Created Time,Modified Time",
+            "zoho",
+        ),
+        ("Record ID,First Name,Email,Contact owner,Lead Status,Create Date", "hubspot"),
+        ("Contact Id,First Name,Email,Created,Last Activity,Tags", "gohighlevel"),
+    ],
+)
+def test_layout_with_the_most_distinctive_headers_wins(header, layout):
+    assert detect_layout(header.split(",")).name == layout
+
+
+def test_salesforce_contact_report(workspace, db, clock, tmp_path):
+    summary = import_text(
+        workspace,
+        db,
+        clock,
+        tmp_path,
+        SALESFORCE_CONTACT_REPORT + "\n"
+        "0035g00000AbCdE,Lena,Berg,Berg Dental,lena@example.com,(312) 555-0171,"
+        "1 Main St,Chicago,IL,United States,Sam Reed,Referral\n",
+    )
+
+    assert summary.format == "salesforce-report"
+    contact = db.execute("SELECT company, region, source FROM contacts").fetchone()
+    assert tuple(contact) == ("Berg Dental", "IL", "Referral")
+    assert custom_of(db, "lena@example.com")["Contact ID"] == "0035g00000AbCdE"

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from cxm_cli.importing.values import (
     DateOrderVote,
     clean_cell,
+    country_code,
     domain_typo,
     fold_name,
     is_variant_of,
     name_quality,
     normalise_email,
     normalise_phone,
+    opt_out_flag,
     parse_date,
     parse_money,
     repair_mojibake,
@@ -255,3 +257,75 @@ def test_date_order_vote():
 )
 def test_money(text, amount):
     assert parse_money(text) == amount
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("United Kingdom", "GB"),
+        ("U.K.", "GB"),
+        ("uk", "GB"),
+        ("Great Britain", "GB"),
+        ("England", "GB"),
+        ("Scotland", "GB"),
+        ("Wales", "GB"),
+        ("Northern Ireland", "GB"),
+        ("South Korea", "KR"),
+        ("Czechia", "CZ"),
+        ("Czech Republic", "CZ"),
+        ("Italia", "IT"),
+        ("España", "ES"),
+        ("Espana", "ES"),
+        ("Österreich", "AT"),
+        ("Deutschland", "DE"),
+        ("U.S.A.", "US"),
+        ("U.S.", "US"),
+        ("United States", "US"),
+        ("the Netherlands", "NL"),
+        ("Nederland", "NL"),
+        ("Schweiz", "CH"),
+        ("Brasil", "BR"),
+        ("Türkiye", "TR"),
+        ("Turkey", "TR"),
+        ("Viet Nam", "VN"),
+        ("DEU", "DE"),
+        (" de ", "DE"),
+        ("Ireland", "IE"),
+    ],
+)
+def test_country_names_english_native_and_abbreviated(value, code):
+    assert country_code(value) == code
+
+
+@pytest.mark.parametrize("value", ["Narnia", "Atlantis", "XX", "", "EU"])
+def test_unknown_countries_are_not_guessed(value):
+    assert country_code(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "flag"),
+    [
+        ("Opted Out", True),
+        ("Unsubscribed", True),
+        ("unsubscribe", True),
+        ("Opt-out", True),
+        ("OPTED_OUT", True),
+        ("STOP", True),
+        ("true", True),
+        ("1", True),
+        ("x", True),
+        ("Y", True),
+        ("yes", True),
+        ("no", False),
+        ("false", False),
+        ("0", False),
+        ("Subscribed", False),
+        ("opted in", False),
+        ("Opt-In", False),
+        ("", False),
+        ("2024-01-02", None),  # a date: read as the time of the opt-out
+        ("maybe later", None),  # unknown: the caller treats it as an opt-out
+    ],
+)
+def test_opt_out_words(value, flag):
+    assert opt_out_flag(value) is flag

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from cxm_cli.channels.outbox import contact_files
-from cxm_cli.contacts import identifier_hash, is_opted_out, set_consent
+from cxm_cli.contacts import get_contact, identifier_hash, is_opted_out, set_consent
 from cxm_cli.errors import ChannelError, ConfigError, InputError, TemplateError
 from cxm_cli.events import events_for
-from cxm_cli.messaging import ConsentRefused, send_message
+from cxm_cli.messaging import (
+    ConsentRefused,
+    drop_voicemail,
+    pick_address,
+    send_message,
+)
 from cxm_cli.outbound import _DECORATORS
 from cxm_cli.store import fetch_one
 from tests.support.fixtures import make_contact, update_settings
@@ -201,6 +207,92 @@ def test_never_texts_a_fax_number(workspace, db, clock):
     )
     sent = send_message(workspace, db, clock, mixed, "sms", template="nudge-text")
     assert sent.address == "+15125550192"
+
+
+def _phones(db, clock, contact_id, *rows):
+    """Give a contact phone rows: (phone, kind, extension, is_primary), oldest
+    first; its main phone becomes the primary one."""
+    from cxm_cli.clock import iso
+
+    db.execute("DELETE FROM contact_phones WHERE contact_id = ?", [contact_id])
+    for age, (phone, kind, extension, primary) in enumerate(rows):
+        created = iso(clock.now() - timedelta(days=len(rows) - age))
+        db.execute(
+            "INSERT INTO contact_phones (contact_id, phone, extension, kind,"
+            " is_primary, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [contact_id, phone, extension, kind, primary, created],
+        )
+        if primary:
+            db.execute(
+                "UPDATE contacts SET phone = ? WHERE id = ?", [phone, contact_id]
+            )
+    db.conn.commit()
+
+
+def test_a_text_goes_to_a_mobile_before_the_primary_work_line(workspace, db, clock):
+    # Corpus 01, Nadia Haddad: the work landline is primary, the mobile is not.
+    nadia = make_contact(db, clock, first_name="Nadia", email="nadia@example.com")
+    _phones(
+        db,
+        clock,
+        nadia,
+        ("+16175550190", "work", None, 1),
+        ("+16175550191", "mobile", None, 0),
+    )
+    assert pick_address(db, get_contact(db, nadia), "sms") == "+16175550191"
+    sent = send_message(workspace, db, clock, nadia, "sms", template="nudge-text")
+    assert sent.address == "+16175550191"
+
+    # No mobile: the primary, then the oldest of the rest.
+    _phones(
+        db,
+        clock,
+        nadia,
+        ("+16175550192", "home", None, 0),
+        ("+16175550190", "work", None, 1),
+    )
+    assert pick_address(db, get_contact(db, nadia), "sms") == "+16175550190"
+    _phones(
+        db,
+        clock,
+        nadia,
+        ("+16175550192", "home", None, 0),
+        ("+16175550193", None, None, 0),
+    )
+    assert pick_address(db, get_contact(db, nadia), "sms") == "+16175550192"
+
+
+def test_never_texts_a_number_with_an_extension(workspace, db, clock, sms_provider):
+    workspace = sms_provider.configure(workspace)
+    office = make_contact(db, clock, first_name="Omar", email="omar@example.com")
+    _phones(
+        db,
+        clock,
+        office,
+        ("+13125550204", "work", "204", 1),
+        ("+13125550205", "home", None, 0),
+    )
+    sent = send_message(workspace, db, clock, office, "sms", template="nudge-text")
+    assert sent.address == "+13125550205"
+
+    # A switchboard line and a fax only: no phone that can take a text, and
+    # no voicemail is dropped on either.
+    _phones(
+        db,
+        clock,
+        office,
+        ("+13125550204", "work", "ext. 12", 1),
+        ("+13125550206", "fax", None, 0),
+    )
+    assert pick_address(db, get_contact(db, office), "sms") is None
+    with pytest.raises(ConsentRefused, match="no phone that can take texts") as info:
+        send_message(workspace, db, clock, office, "sms", template="nudge-text")
+    assert info.value.reason == "no_address"
+    with pytest.raises(ConsentRefused, match="no phone that can take texts"):
+        drop_voicemail(workspace, db, clock, office, "https://example.test/vm.mp3")
+    assert [text.form["To"] for text in sms_provider.messages] == ["+13125550205"]
+    assert sms_provider.calls == []
+    assert [m["address"] for m in _messages(db, office)] == ["+13125550205"]
 
 
 def test_missing_variable_fails_before_anything_is_recorded(workspace, db, clock):

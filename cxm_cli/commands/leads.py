@@ -72,6 +72,15 @@ def import_command(
         str,
         typer.Option(help="fill (only empty fields), overwrite, or skip existing."),
     ] = "fill",
+    existing_contacts: Annotated[
+        bool,
+        typer.Option(
+            "--existing-contacts",
+            "--existing",
+            help="The file lists existing customers or contacts, not new leads: "
+            "no lead follow-up, pipeline stage or lead count for them.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
     ] = False,
@@ -99,6 +108,7 @@ def import_command(
         source=source,
         tags=list(tag or []),
         on_conflict=on_conflict,
+        existing=existing_contacts,
         dry_run=dry_run,
         rejects_path=rejects,
     )
@@ -128,13 +138,35 @@ def _report(summary) -> None:
     if summary.warnings > len(shown):
         warn(f"{summary.warnings - len(shown)} more warnings (see --json)")
     if summary.rejected and summary.rejects_path:
-        say(f"{summary.rejected} rows rejected, written to {summary.rejects_path}")
+        say(f"{_rows(summary.rejected)} rejected, written to {summary.rejects_path}")
     elif summary.rejected:
-        say(f"{summary.rejected} rows would be rejected")
+        say(f"{_rows(summary.rejected)} would be rejected")
+    say(_enrolled_line(summary))
     if summary.dry_run:
         say("dry run: nothing was changed")
     elif summary.batch_id is not None:
         say(f"undo with: cxm leads undo {summary.batch_id}")
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _enrolled_line(summary) -> str:
+    """Who this import starts automatic follow-ups for, said every time."""
+    count = summary.enrolled
+    if summary.dry_run:
+        verb = "would be"
+    else:
+        verb = "was" if count == 1 else "were"
+    if not count:
+        return f"no contacts {verb} enrolled in follow-up sequences"
+    people = "1 contact" if count == 1 else f"{count} contacts"
+    each = ", ".join(
+        f"{sequence} {count}"
+        for sequence, count in summary.enrolled_by_sequence.items()
+    )
+    return f"{people} {verb} enrolled in follow-up sequences ({each})"
 
 
 @contextlib.contextmanager

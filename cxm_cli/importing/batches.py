@@ -4,7 +4,8 @@ Undo removes the contacts a batch created and reverts the fields and
 identifiers it changed on existing contacts. It refuses, naming the contacts
 and the reason, where later activity depends on the batch: a created contact
 that has since been messaged or has other new events, or a field someone has
-changed again since the import.
+changed again since the import. A created contact that is opted out or
+bouncing is always kept and reported: undo never removes an opt-out.
 """
 
 from __future__ import annotations
@@ -126,11 +127,13 @@ def undo_batch(
                 hint="undo the rest with --keep-blocked, or leave the batch as it is",
             )
         blocked_ids = {b["contact_id"] for b in blocked}
-        result.kept = blocked
+        opted_out = _opted_out_created(db, batch_id, blocked_ids)
+        result.kept = blocked + opted_out
+        kept_ids = blocked_ids | {k["contact_id"] for k in opted_out}
 
         for change in changes:
             contact_id = change["contact_id"]
-            if contact_id in blocked_ids or not _exists(db, contact_id):
+            if contact_id in kept_ids or not _exists(db, contact_id):
                 continue
             if change["action"] == "created":
                 db.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
@@ -141,7 +144,13 @@ def undo_batch(
                 )
                 result.reverted_contacts += 1
 
-        db.conn.execute("DELETE FROM import_records WHERE batch_id = ?", [batch_id])
+        # A kept contact keeps its timeline events, so the records that say
+        # they are there stay too (importing the file again adds none twice).
+        db.conn.execute(
+            "DELETE FROM import_records WHERE batch_id = ? AND contact_id NOT IN"
+            " (SELECT value FROM json_each(?))",
+            [batch_id, dumps(sorted(kept_ids))],
+        )
         db.conn.execute(
             "UPDATE import_batches SET status = 'undone', undone_at = ? WHERE id = ?",
             [clocks.now_iso(clock), batch_id],
@@ -161,6 +170,35 @@ def _exists(db, contact_id: int) -> bool:
         db.conn.execute("SELECT 1 FROM contacts WHERE id = ?", [contact_id]).fetchone()
         is not None
     )
+
+
+def _opted_out_created(db, batch_id: int, blocked_ids: set[int]) -> list[dict]:
+    """Contacts the batch created that are opted out or bouncing: undo keeps
+    them, since deleting one would let a later import bring the person back
+    with nothing to stop a message."""
+    rows = db.query(
+        "SELECT DISTINCT c.contact_id,"
+        " EXISTS (SELECT 1 FROM consents WHERE contact_id = c.contact_id"
+        "   AND status = 'opted_out') AS opted_out"
+        " FROM import_changes c"
+        " WHERE c.batch_id = ? AND c.action = 'created' AND ("
+        "   EXISTS (SELECT 1 FROM consents WHERE contact_id = c.contact_id"
+        "     AND status = 'opted_out')"
+        "   OR EXISTS (SELECT 1 FROM contact_emails WHERE contact_id = c.contact_id"
+        "     AND status = 'bouncing'))"
+        " ORDER BY c.contact_id",
+        [batch_id],
+    )
+    return [
+        {
+            "contact_id": row["contact_id"],
+            "reason": "opted out: an undo never removes an opt-out"
+            if row["opted_out"]
+            else "address bouncing: an undo never removes a suppression",
+        }
+        for row in rows
+        if row["contact_id"] not in blocked_ids
+    ]
 
 
 def _blockers(db, changes: list[dict], last_event: int) -> list[dict]:

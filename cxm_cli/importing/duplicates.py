@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import consent_status, get_contact, set_consent
+from cxm_cli.engine import exit_enrollment
 from cxm_cli.errors import InputError
 from cxm_cli.events import record_event
 from cxm_cli.importing.values import (
@@ -156,7 +157,9 @@ def merge_contacts(
 
     Rows of other parts of cxm that point at the merged contact (enrollments,
     stages, reviews) move to the kept one where they do not clash with a row it
-    already has. Opt-outs of either contact apply to the merged one.
+    already has. Opt-outs of either contact apply to the merged one. A
+    sequence the kept contact was already in (active, left or finished) is not
+    started again: the merged contact's active enrollment in it is exited.
     """
     if keep_id == other_id:
         raise InputError("cannot merge a contact into itself")
@@ -169,6 +172,7 @@ def merge_contacts(
             for channel in ("email", "sms")
         }
         fields = _merged_fields(keep, other)
+        exited = _exit_sequences_already_joined(db, keep_id, other_id, clock=clock)
 
         for table, column in _referencing_columns(db):
             if table in ("contact_emails", "contact_phones", "likely_duplicates"):
@@ -227,11 +231,44 @@ def merge_contacts(
                 "by": source,
                 "fields": sorted(k for k in fields if k != "display_name"),
                 **moved_emails,
+                **({"exited_sequences": exited} if exited else {}),
             },
             source=source,
         )
     log.info("merged contact %s into %s", other_id, keep_id)
     return get_contact(db, keep_id)
+
+
+# Limitation: only the same sequence counts; an active enrollment moved over
+# may leave the kept contact in two active sequences of one sequence group
+# (the engine's one-per-group rule is applied at enrolment, not here).
+def _exit_sequences_already_joined(
+    db, keep_id: int, other_id: int, *, clock
+) -> list[str]:
+    """Exit the merged contact's active enrollments in sequences the kept one
+    has any enrollment in; returns those sequences.
+
+    Moving such an enrollment over as it is would restart a sequence the
+    person left (a STOP) or finished. Exited, it moves over as history, its
+    queued step cancelled and the reason on the timeline.
+    """
+    joined = [
+        dict(row)
+        for row in db.query(
+            "SELECT * FROM enrollments WHERE contact_id = ? AND status = 'active'"
+            " AND sequence IN (SELECT sequence FROM enrollments WHERE contact_id = ?)"
+            " ORDER BY id",
+            [other_id, keep_id],
+        )
+    ]
+    for enrollment in joined:
+        exit_enrollment(
+            db,
+            enrollment,
+            clock=clock,
+            reason=f"merged into contact {keep_id}, who was already in this sequence",
+        )
+    return [enrollment["sequence"] for enrollment in joined]
 
 
 def _move_identifiers(db, keep: dict, other: dict) -> dict:

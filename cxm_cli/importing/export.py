@@ -89,6 +89,15 @@ def _record(db, contact: dict) -> dict:
             "SELECT channel, status FROM consents WHERE contact_id = ?", [contact_id]
         ).fetchall()
     )
+    # The lead's own date (the source's created time), not the day it was
+    # imported here: the importer reads this column back as the lead's
+    # created_time, so a new workspace keeps the original date. An existing
+    # contact (imported with --existing-contacts) keeps its date the same way.
+    [created_time] = conn.execute(
+        "SELECT min(json_extract(data, '$.created_time')) FROM events"
+        " WHERE contact_id = ? AND type IN ('lead.created', 'contact.imported')",
+        [contact_id],
+    ).fetchone()
     return {
         "cxm_id": contact_id,
         "first_name": contact["first_name"] or "",
@@ -102,7 +111,7 @@ def _record(db, contact: dict) -> dict:
         "region": contact["region"] or "",
         "email_consent": consent.get("email", ""),
         "sms_consent": consent.get("sms", ""),
-        "created_at": contact["created_at"],
+        "created_at": created_time or contact["created_at"],
         "custom": loads(contact["custom"], {}),
     }
 

@@ -35,8 +35,9 @@ FIELDS = {
     "region": "state or province",
     "country": "country (helps read national phone numbers)",
     "timezone": "IANA time zone",
-    "email_opt_out": "yes = opted out of email",
-    "sms_opt_out": "yes = opted out of SMS",
+    "email_opt_out": "yes or a date = opted out of email",
+    "sms_opt_out": "yes or a date = opted out of SMS (and voicemail drops)",
+    "opt_out": "yes or a date = opted out of email and SMS",
     "email_opt_in": "yes = agreed to email marketing",
     "sms_opt_in": "yes = agreed to SMS marketing",
     "custom": "kept as a custom field (the default for unknown columns)",
@@ -60,6 +61,10 @@ class Layout:
     title: str
     markers: tuple[str, ...]
     min_markers: int
+    # How many markers no ordinary contact list has (see ``distinctive_keys``)
+    # the header must hold as well, so plain name/email/phone columns never
+    # pick a vendor's layout (its source name and date zone).
+    min_distinctive: int = 2
     columns: dict[str, Role] = field(default_factory=dict)
     patterns: tuple[tuple[re.Pattern, str], ...] = ()
     # "form.submitted" / "appointment.booked": one timeline event per record.
@@ -72,6 +77,10 @@ class Layout:
 
     def marker_keys(self) -> set[str]:
         return {compact(m) for m in self.markers}
+
+    def distinctive_keys(self) -> set[str]:
+        """Markers that say this vendor: not a header any contact list may have."""
+        return self.marker_keys() - set(GENERIC) - PLAIN_HEADERS
 
 
 def _columns(spec: dict[str, Role]) -> dict[str, Role]:
@@ -195,11 +204,45 @@ GENERIC = _columns(
         "Timezone": ("timezone", None),
         "Time Zone": ("timezone", None),
         "Email Opt Out": ("email_opt_out", None),
+        "Email Opted Out": ("email_opt_out", None),
         "Unsubscribed": ("email_opt_out", None),
+        "Email Unsubscribed": ("email_opt_out", None),
         "Do Not Email": ("email_opt_out", None),
         "SMS Opt Out": ("sms_opt_out", None),
+        "SMS Opted Out": ("sms_opt_out", None),
+        "Text Opt Out": ("sms_opt_out", None),
+        "Texting Opt Out": ("sms_opt_out", None),
+        "Do Not Text": ("sms_opt_out", None),
+        "Do Not SMS": ("sms_opt_out", None),
+        # Calls: cxm places none, but a voicemail drop is one and is governed
+        # by SMS consent (texts count as calls under do-not-call rules too).
+        "Do Not Call": ("sms_opt_out", None),
+        "Opt Out": ("opt_out", None),
+        "Opted Out": ("opt_out", None),
+        "Do Not Contact": ("opt_out", None),
     }
 )
+
+# Headers found in all sorts of lists besides those GENERIC maps; as markers
+# they never decide a layout on their own.
+PLAIN_HEADERS = {
+    compact(header)
+    for header in (
+        "ID",
+        "Status",
+        "Type",
+        "Title",
+        "Address",
+        "Address1",
+        "Street",
+        "City",
+        "Zip",
+        "Zip Code",
+        "Postal Code",
+        "Website",
+        "Custom",
+    )
+}
 
 GOOGLE_PATTERNS = _patterns(
     (r"email(\d+)value", "email"),
@@ -680,6 +723,10 @@ LAYOUTS: list[Layout] = [
         title="Google Forms responses",
         markers=("Timestamp", "Email Address", "Score"),
         min_markers=2,
+        # Limitation: "Timestamp" is the one header every Google Forms file
+        # has, so any list with Timestamp and Email Address columns reads as
+        # form responses; --format generic reads it as a plain list.
+        min_distinctive=1,
         columns=_columns(
             {"Timestamp": ("created", None), "Score": ("event_field", None)}
         ),
@@ -749,6 +796,36 @@ LAYOUTS: list[Layout] = [
         ),
         naive_zone="UTC",
     ),
+    # Limitation: built from Salesforce's documented report column labels; no
+    # real report export is in the corpus. Its dates are in the exporting
+    # user's zone and are read in the workspace's.
+    Layout(
+        name="salesforce-report",
+        title="Salesforce lead or contact report (Export Details)",
+        markers=(
+            "Lead ID",
+            "Contact ID",
+            "Lead Owner",
+            "Contact Owner",
+            "Lead Status",
+            "Account Name",
+            "Company / Account",
+            "Mailing Street",
+            "Mailing City",
+            "Mailing State/Province",
+        ),
+        min_markers=3,
+        columns=_columns(
+            {
+                "Lead ID": ("external_id", None),
+                "Contact ID": ("external_id", None),
+                "Account Name": ("company", None),
+                "Company / Account": ("company", None),
+                "Mailing State/Province": ("region", None),
+                "Mailing Country": ("country", None),
+            }
+        ),
+    ),
     Layout(
         name="cxm",
         title="cxm's own export (cxm contacts export)",
@@ -761,6 +838,8 @@ LAYOUTS: list[Layout] = [
             "custom",
         ),
         min_markers=3,
+        # cxm_id is cxm's own; its JSON Lines export leaves empty keys out.
+        min_distinctive=1,
         columns=_columns(
             {
                 "cxm_id": ("ignore", None),
@@ -820,18 +899,29 @@ def get_layout(name: str) -> Layout:
 
 
 def detect_layout(headers: list[str]) -> Layout:
-    """The layout whose marker columns the header holds best, else generic."""
+    """The layout with the most evidence peculiar to it in the header, else
+    generic.
+
+    Only distinctive markers count as evidence: a plain 'First Name,Last
+    Name,Email,Mobile Phone' list matches several of Salesforce's markers, yet
+    nothing in it says Salesforce. Ties go to the layout whose markers the
+    header holds best.
+    """
     keys = {compact(h) for h in headers}
-    best: tuple[float, int] = (0.0, 0)
+    best: tuple[int, float, int] = (0, 0.0, 0)
     chosen = LAYOUTS_BY_NAME["generic"]
     for layout in LAYOUTS:
         markers = layout.marker_keys()
-        if not markers:
+        distinctive = layout.distinctive_keys()
+        if not distinctive:
             continue
         found = len(markers & keys)
         if found < min(layout.min_markers, len(markers)):
             continue
-        score = (found / len(markers), found)
+        evidence = len(distinctive & keys)
+        if evidence < min(layout.min_distinctive, len(distinctive)):
+            continue
+        score = (evidence, found / len(markers), found)
         if score > best:
             best, chosen = score, layout
     return chosen

@@ -30,6 +30,7 @@ from cxm_cli.events import hooks_share_transaction
 from cxm_cli.importing import batches
 from cxm_cli.importing.formats import (
     LAYOUTS_BY_NAME,
+    compact,
     detect_layout,
     get_layout,
     parse_map_options,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("csv", "jsonl", "vcard")
 WARNING_SAMPLES = 200
+# A rejects file's own first columns, before the rejected record's cells.
+REJECTS_COLUMNS = ("row", "column", "reason")
 
 
 @dataclass
@@ -64,6 +67,9 @@ class ImportOptions:
     source: str | None = None
     tags: list[str] = field(default_factory=list)
     on_conflict: str = "fill"
+    # Existing customers or contacts, not new leads: contact.imported instead
+    # of lead.created, so no lead sequence, first stage or lead count.
+    existing: bool = False
     dry_run: bool = False
     rejects_path: Path | None = None
     run_hooks: bool = True
@@ -88,6 +94,10 @@ class ImportSummary:
     rejected: int = 0
     skipped: int = 0  # blank and delimiter-only lines
     merged: int = 0  # rows that joined a contact made by an earlier row
+    # Contacts this import enrolled in follow-up sequences, and per sequence
+    # (a dry run counts the ones it would enrol).
+    enrolled: int = 0
+    enrolled_by_sequence: dict[str, int] = field(default_factory=dict)
     warnings: int = 0
     warning_samples: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # file-level assumptions
@@ -135,6 +145,8 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             input_file.path, input_file.name, encoding, input_format, delimiter
         )
         header, layout = _header_and_layout(spec, options.format)
+        _check_map_columns(options.mapping, header, spec.name)
+        leading = rejects_columns(header)
 
         summary = ImportSummary(
             batch_id=None,
@@ -156,10 +168,16 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             tags=list(options.tags),
             file_label=input_file.name,
             keep_cells=_has_suppressions(db),
+            skip_leading=leading,
         )
-        rejects = _RejectsFile(
-            options.rejects_path or _rejects_location(workspace, input_file), header
-        )
+        if leading:
+            summary.notes.append(
+                f"{spec.name} is a rejects file: its row, column and reason "
+                "columns are not imported"
+            )
+        rejects_path = options.rejects_path or _rejects_location(workspace, input_file)
+        _check_rejects_path(Path(rejects_path), Path(input_file.path))
+        rejects = _RejectsFile(rejects_path, header, drop=leading)
         chunks = mapped_chunks(
             spec,
             settings,
@@ -217,10 +235,67 @@ def _header_and_layout(spec: SourceSpec, forced: str | None):
         header = spec.open().header()
         if not any(header):
             raise InputError(f"{spec.name}: empty file or no header row")
-        return header, get_layout(forced) if forced else detect_layout(header)
+        if forced:
+            return header, get_layout(forced)
+        return header, detect_layout(header[rejects_columns(header) :])
     if spec.input_format == "jsonl":
         return None, get_layout(forced) if forced else _jsonl_layout(spec.open())
     return None, get_layout(forced or "vcard")
+
+
+def rejects_columns(header: list[str] | None) -> int:
+    """How many leading columns are a rejects file's own (row, column, reason):
+    a fixed rejects file imported again brings only the original columns."""
+    if header is None or len(header) <= len(REJECTS_COLUMNS):
+        return 0
+    leading = tuple(compact(h) for h in header[: len(REJECTS_COLUMNS)])
+    return len(REJECTS_COLUMNS) if leading == REJECTS_COLUMNS else 0
+
+
+def _check_map_columns(mapping: list[str], header: list[str] | None, name) -> None:
+    """A --map naming a column the file lacks is a typo, refused before import."""
+    if header is None:
+        # Limitation: JSON Lines keys and vCard properties vary per record, so
+        # a --map key that no record has is not caught for those inputs.
+        return
+    present = {compact(h) for h in header}
+    for value in mapping:
+        column = value.partition("=")[0].strip()
+        if compact(column) not in present:
+            listed = ", ".join(h for h in header if h.strip())
+            raise InputError(
+                f"--map {value!r}: {name} has no column {column!r}",
+                hint=f"its columns: {listed}",
+            )
+
+
+def _check_rejects_path(path: Path, input_path: Path) -> None:
+    """Refuse a rejects location that cannot be written before any row is
+    imported: finding out after the commit would leave the rejected rows
+    nowhere."""
+    hint = "choose another file with --rejects FILE.csv"
+    if path.is_dir():
+        raise InputError(
+            f"cannot write rejected rows to {path}: it is a folder", hint=hint
+        )
+    if path.exists() and path.resolve() == input_path.resolve():
+        raise InputError(
+            f"cannot write rejected rows to {path}: it is the file being imported",
+            hint=hint,
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # missing folders are made on the first reject
+    if not folder.is_dir():
+        raise InputError(
+            f"cannot write rejected rows to {path}: {folder} is not a folder",
+            hint=hint,
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            f"cannot write rejected rows to {path}: {folder} is not writable",
+            hint=hint,
+        )
 
 
 def _run(db, chunks, summary, rejects, clock, options, size, layout):
@@ -234,10 +309,14 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
             "on_conflict": options.on_conflict,
             "map": options.mapping,
             "date_format": options.date_format,
+            "existing": options.existing,
         }.items()
         if v
     }
     with write_transaction(db):
+        # Enrollments are only added, by the one writer holding this
+        # transaction: every one above this id was made by this import.
+        last_enrollment = _last_enrollment_id(db)
         batch_id = batches.start_batch(
             db,
             file=summary.file,
@@ -255,7 +334,10 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
             file_label=Path(summary.file).name,
             default_source=options.source or layout.name,
             on_conflict=options.on_conflict,
-            run_hooks=options.run_hooks and not options.dry_run,
+            # A dry run runs the hooks too, to tell who would be enrolled;
+            # its rollback undoes them with everything else.
+            run_hooks=options.run_hooks,
+            existing=options.existing,
         )
         for message in chunks:
             if message[0] == "notes":
@@ -268,6 +350,7 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
                 options.progress(position, size, summary.records)
 
         merger.flush()
+        _count_enrollments(db, last_enrollment, summary)
         batches.finish_batch(
             db,
             batch_id,
@@ -286,6 +369,25 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
         summary.unchanged,
         summary.rejected,
     )
+
+
+def _last_enrollment_id(db) -> int:
+    return db.conn.execute("SELECT COALESCE(MAX(id), 0) FROM enrollments").fetchone()[0]
+
+
+def _count_enrollments(db, after_id: int, summary: ImportSummary) -> None:
+    """How many contacts the batch's events enrolled, so a wave of automated
+    messages is no surprise."""
+    rows = db.conn.execute(
+        "SELECT sequence, COUNT(DISTINCT contact_id) FROM enrollments"
+        " WHERE id > ? GROUP BY sequence ORDER BY sequence",
+        [after_id],
+    ).fetchall()
+    summary.enrolled_by_sequence = {sequence: count for sequence, count in rows}
+    summary.enrolled = db.conn.execute(
+        "SELECT COUNT(DISTINCT contact_id) FROM enrollments WHERE id > ?",
+        [after_id],
+    ).fetchone()[0]
 
 
 def _apply(
@@ -430,32 +532,45 @@ class _RejectsFile:
     rejects file claiming rows were dealt with.
     """
 
-    def __init__(self, path: Path, header: list[str] | None):
+    def __init__(self, path: Path, header: list[str] | None, *, drop: int = 0):
         self.path = Path(path)
-        self.header = header
+        self.header = header[drop:] if header is not None else None
+        self.drop = drop  # leading columns of an imported rejects file
         self._handle = None
         self._writer = None
         self._temp: str | None = None
 
     def add(self, reject: Reject, cells: list[str] | None) -> None:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._temp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, self._temp = tempfile.mkstemp(
+                    prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+                )
+            except OSError as exc:  # the folder changed since it was checked
+                raise InputError(
+                    f"cannot write rejected rows to {self.path}: {exc.strerror}"
+                ) from exc
             self._handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
             self._writer = csv.writer(self._handle)
             extra = list(self.header) if self.header is not None else ["record"]
-            self._writer.writerow(["row", "column", "reason", *extra])
+            self._writer.writerow([*REJECTS_COLUMNS, *extra])
         self._writer.writerow(
-            [reject.row, reject.column, reject.reason, *(cells or [])]
+            [reject.row, reject.column, reject.reason, *(cells or [])[self.drop :]]
         )
 
     def commit(self) -> Path:
         if self._handle is not None:
             self._handle.close()
-            os.chmod(self._temp, 0o644)
-            os.replace(self._temp, self.path)
+            try:
+                os.chmod(self._temp, 0o644)
+                os.replace(self._temp, self.path)
+            except OSError as exc:  # checked before the import; changed since
+                raise InputError(
+                    f"the import was saved, but its rejected rows could not be "
+                    f"moved to {self.path} ({exc.strerror}); they are in "
+                    f"{self._temp}"
+                ) from exc
             self._handle = self._writer = self._temp = None
         return self.path
 

@@ -74,6 +74,7 @@ class ContactMerger:
         default_source: str,
         on_conflict: str = "fill",
         run_hooks: bool = True,
+        existing: bool = False,
     ):
         self.db = db
         self.conn = db.conn
@@ -83,6 +84,8 @@ class ContactMerger:
         self.default_source = default_source
         self.on_conflict = on_conflict
         self.run_hooks = run_hooks
+        # The file lists existing customers or contacts (--existing-contacts).
+        self.existing = existing
         self.now = clocks.now_iso(clock)
         self.event_source = "import"
         self.consent_source = f"import:{file_label}"
@@ -305,6 +308,18 @@ class ContactMerger:
             # event, so no lead sequence, pipeline stage or lead count fires.
             event_type = "contact.imported"
             data = {"suppressed": True, "source": source, "batch_id": self.batch_id}
+        elif self.existing:
+            # Nor is a list of existing customers, vendors or friends.
+            # Limitation: the events of event-style exports (form.submitted,
+            # appointment.booked) are still recorded for them, so sequences
+            # and stages those trigger still start (the summary counts them).
+            event_type = "contact.imported"
+            data = {
+                "existing": True,
+                "source": source,
+                "batch_id": self.batch_id,
+                "created_time": lead.created_at,
+            }
         else:
             event_type = "lead.created"
             data = {

@@ -16,17 +16,17 @@ from functools import lru_cache
 from importlib import resources
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-
 from cxm_cli import clock as clocks
 from cxm_cli.importing.formats import Layout, Role, role_for
 from cxm_cli.importing.values import (
     EMPTY_DATES,
     DateValue,
     clean_cell,
+    country_code,
     is_placeholder,
     normalise_email,
     normalise_phone,
+    opt_out_flag,
     parse_date,
     parse_money,
     phone_kind,
@@ -47,6 +47,12 @@ _MULTI_SPLIT = " ::: "
 _META_ID = re.compile(r"^(?:l|ag|as|c|f|p):(\d+)$")
 _TEST_LEAD = "<test lead"
 _TAGGED_PHONE = re.compile(r"^(.*?)(?:\s*\((mobile|home|work|fax|other)\))?$")
+# Opt-out columns and the channels they stop (voicemail drops follow SMS).
+OPT_OUT_CHANNELS = {
+    "email_opt_out": ("email",),
+    "sms_opt_out": ("sms",),
+    "opt_out": ("email", "sms"),
+}
 
 
 @dataclass
@@ -105,6 +111,8 @@ class MapperSettings:
     # rejected when merged (an erased person's identifiers), and its rejects
     # line needs them.
     keep_cells: bool = False
+    # Leading columns not imported: a rejects file's row, column and reason.
+    skip_leading: int = 0
 
 
 class RecordMapper:
@@ -125,6 +133,8 @@ class RecordMapper:
         self._headers = headers
         self._keys = _unique_keys(headers)
         self._roles = [self.role(h) for h in headers]
+        for index in range(min(self.settings.skip_leading, len(headers))):
+            self._roles[index] = ("ignore", None)
         fields_present = {role[0] for role in self._roles}
         self.has_unsubscribe = "unsub_time" in fields_present
         self.has_clean = "clean_time" in fields_present
@@ -184,10 +194,12 @@ class RecordMapper:
         raw_phones: list[tuple[str, str, object]] = []
         labels: dict[tuple[str, object], str] = {}
         dates: dict[str, DateValue] = {}
+        opt_out_dates: dict[str, DateValue] = {}  # channel -> when they opted out
         event: dict = {}
         questions: dict[object, str] = {}
         responses: dict[object, str] = {}
         country = None
+        country_column = ""
         external_id = None
         # Facts about this one record (a booking's id, an ad's campaign): kept
         # on its timeline event; on the contact only for non-event exports.
@@ -252,16 +264,16 @@ class RecordMapper:
                 else:
                     lead.custom.setdefault(header, value)
             elif kind == "country":
-                country = country or value
+                if not country:
+                    country, country_column = value, header
                 lead.custom.setdefault(header, value)
             elif kind == "timezone":
                 if _valid_zone(value):
                     lead.timezone = lead.timezone or value
                 else:
                     lead.custom.setdefault(header, value)
-            elif kind in ("email_opt_out", "sms_opt_out"):
-                if truthy(value):
-                    lead.consent[kind.split("_")[0]] = ("opted_out", None)
+            elif kind in OPT_OUT_CHANNELS:
+                self._opt_out(lead, header, value, kind, opt_out_dates)
             elif kind in ("email_opt_in", "sms_opt_in"):
                 channel = kind.split("_")[0]
                 if truthy(value) and channel not in lead.consent:
@@ -315,7 +327,16 @@ class RecordMapper:
             lead.custom[f"Response {slot}"] = answer
 
         region = self._row_region(country, lead.timezone)
-        problems = self._identifiers(lead, raw_emails, raw_phones, labels, region)
+        unknown_country = None
+        if country and country_code(country) is None:
+            unknown_country = f"country {country!r} not recognised"
+        problems = self._identifiers(
+            lead, raw_emails, raw_phones, labels, region, unknown_country
+        )
+        if unknown_country and lead.phones:
+            lead.warnings.append(
+                (country_column, f"{unknown_country}; phones read as {region} numbers")
+            )
         if not lead.emails and not lead.phones:
             column, reason = problems[0] if problems else ("", "no email or phone")
             if problems:
@@ -323,7 +344,7 @@ class RecordMapper:
             return Reject(number, column, reason, lead.warnings)
 
         self._names(lead, names)
-        self._consent_and_times(lead, dates)
+        self._consent_and_times(lead, dates, opt_out_dates)
         self._events(lead, event, dates, external_id, cells, record_fields)
         if self.settings.layout.event is None:
             for key, value in record_fields.items():
@@ -362,7 +383,9 @@ class RecordMapper:
                 return code
         return self.settings.region
 
-    def _identifiers(self, lead, raw_emails, raw_phones, labels, region) -> list:
+    def _identifiers(
+        self, lead, raw_emails, raw_phones, labels, region, unknown_country=None
+    ) -> list:
         problems: list[tuple[str, str]] = []
         for value, header, _slot in raw_emails:
             result = normalise_email(value)
@@ -380,8 +403,12 @@ class RecordMapper:
         for value, header, argument in raw_phones:
             result = normalise_phone(value, region)
             if result.e164 is None:
-                problems.append((header, result.problem))
-                lead.warnings.append((header, f"phone dropped: {result.problem}"))
+                problem = result.problem
+                if unknown_country:
+                    # The likely cause: the number was read in the wrong country.
+                    problem = f"{problem} ({unknown_country}, read as {region})"
+                problems.append((header, problem))
+                lead.warnings.append((header, f"phone dropped: {problem}"))
                 continue
             if result.note:
                 lead.warnings.append((header, result.note))
@@ -411,11 +438,45 @@ class RecordMapper:
         own time zone column, or the workspace's."""
         return self.settings.layout.naive_zone or lead.timezone or self.settings.zone
 
-    def _consent_and_times(self, lead: Lead, dates: dict[str, DateValue]) -> None:
+    def _opt_out(self, lead, header, value, kind, opt_out_dates) -> None:
+        """An opt-out column's cell: a yes/no word, the date they opted out, or
+        anything else, which counts as an opt-out (the safe reading) with a
+        warning naming the value, and is kept as a custom field."""
+        # Limitation: the day/month order of an opt-out column is not voted on
+        # like a date column's; an ambiguous 02/01/2024 is read month first
+        # unless --date-format says otherwise (only the opt-out's time is off).
+        flag = opt_out_flag(value)
+        if flag is False:
+            return
+        if flag is None:
+            when = self._date(header, value)
+            if when.day is not None and not when.problem:
+                for channel in OPT_OUT_CHANNELS[kind]:
+                    opt_out_dates.setdefault(channel, when)
+            else:
+                lead.warnings.append(
+                    (
+                        header,
+                        f"opt-out value {value!r} not understood: "
+                        "imported as opted out",
+                    )
+                )
+                lead.custom.setdefault(header, value)
+        for channel in OPT_OUT_CHANNELS[kind]:
+            lead.consent[channel] = ("opted_out", None)
+
+    def _consent_and_times(
+        self,
+        lead: Lead,
+        dates: dict[str, DateValue],
+        opt_out_dates: dict[str, DateValue],
+    ) -> None:
         zone = self._zone(lead)
         created = dates.get("created")
         if created is not None:
             lead.created_at = _stored(created, zone)
+        for channel, when in opt_out_dates.items():
+            lead.consent[channel] = ("opted_out", _stored(when, zone))
         if self.has_unsubscribe:
             at = _stored(dates["unsub_time"], zone) if "unsub_time" in dates else None
             lead.consent["email"] = ("opted_out", at)
@@ -549,41 +610,6 @@ def parse_tags(value: str, style: object) -> list[str]:
         parts = text.split(",")
     tags = [p.strip() for p in parts if p.strip()]
     return [t for t in tags if t.lower() not in SYSTEM_LABELS]
-
-
-@lru_cache(maxsize=1)
-def _country_names() -> dict[str, str]:
-    names: dict[str, str] = {
-        "usa": "US",
-        "united states of america": "US",
-        "u.s.": "US",
-        "u.s.a.": "US",
-        "uk": "GB",
-        "england": "GB",
-        "great britain": "GB",
-        "deutschland": "DE",
-    }
-    try:
-        text = (
-            resources.files("tzdata")
-            .joinpath("zoneinfo/iso3166.tab")
-            .read_text("utf-8")
-        )
-    except (FileNotFoundError, ModuleNotFoundError):
-        return names
-    for line in text.splitlines():
-        if line.startswith("#") or "\t" not in line:
-            continue
-        code, name = line.split("\t", 1)
-        names[name.strip().lower()] = code.strip()
-    return names
-
-
-def country_code(value: str) -> str | None:
-    text = value.strip()
-    if len(text) == 2 and text.upper() in phonenumbers.SUPPORTED_REGIONS:
-        return text.upper()
-    return _country_names().get(text.lower())
 
 
 @lru_cache(maxsize=1)

@@ -235,6 +235,138 @@ def phone_kind(label: str | None) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- countries
+
+# What people write in a Country column that pycountry's names miss: the
+# nations of the UK, short and older names.
+COUNTRY_EXTRAS = {
+    "uk": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "usa": "US",
+    "america": "US",
+    "united states of america": "US",
+    "korea": "KR",
+    "korea south": "KR",
+    "republic of korea": "KR",
+    "russia": "RU",
+    "россия": "RU",
+    "czech republic": "CZ",
+    "turkey": "TR",
+    "holland": "NL",
+    "republic of ireland": "IE",
+    "eire": "IE",
+    "ivory coast": "CI",
+    "macedonia": "MK",
+    "vatican": "VA",
+    "uae": "AE",
+    "cape verde": "CV",
+    "swaziland": "SZ",
+    "burma": "MM",
+    "east timor": "TL",
+    "palestine": "PS",
+    "kosovo": "XK",
+}
+
+# Languages whose names for countries are understood besides English, so a
+# native name (Deutschland, España, Italia, Österreich) is read too.
+# Limitation: a name in another language, or one that means different
+# countries in two of these languages, is not understood (the row's phones
+# are then read in the workspace's region, with a warning); a US state in a
+# Country column ("Georgia") is read as the country of that name.
+COUNTRY_LANGUAGES = (
+    "de fr es it pt pt_BR nl pl sv da nb_NO nn fi is cs sk hu ro el bg ru uk "
+    "hr sl sr@latin et lv lt ga cy ca tr ja ko zh_CN zh_TW he ar"
+).split()
+
+
+def _country_key(text: str) -> str:
+    """Case, dots, commas, brackets and a leading "the" do not matter."""
+    text = text.casefold().replace("&", " and ")
+    key = " ".join(re.sub(r"[.,()]", " ", text).split())
+    key = key.removeprefix("the ")
+    if len(key.replace(" ", "")) <= 3:
+        key = key.replace(" ", "")  # "u k" from "U.K."
+    return key
+
+
+def _accentless(key: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", key)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@functools.lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """Country name keys to ISO codes: English, the extras, then translations."""
+    import gettext
+
+    import pycountry
+
+    names: dict[str, str] = {}
+    english: list[tuple[str, str]] = []
+    for country in pycountry.countries:
+        for attribute in ("name", "official_name", "common_name"):
+            value = getattr(country, attribute, None)
+            if value:
+                english.append((value, country.alpha_2))
+
+    def add(table: dict[str, str], name: str, code: str) -> None:
+        for key in (_country_key(name), _accentless(_country_key(name))):
+            table.setdefault(key, code)
+
+    for name, code in english:
+        add(names, name, code)
+    for name, code in COUNTRY_EXTRAS.items():
+        add(names, name, code)
+
+    # A translated name that means two countries in two languages is left out.
+    translated: dict[str, str] = {}
+    clashes: set[str] = set()
+    for language in COUNTRY_LANGUAGES:
+        try:
+            catalog = gettext.translation(
+                "iso3166-1", pycountry.LOCALES_DIR, languages=[language]
+            )
+        except OSError:
+            continue
+        for name, code in english:
+            local = catalog.gettext(name)
+            if local == name:
+                continue
+            for key in {_country_key(local), _accentless(_country_key(local))}:
+                if translated.setdefault(key, code) != code:
+                    clashes.add(key)
+    for key, code in translated.items():
+        if key not in clashes:
+            names.setdefault(key, code)
+    return names
+
+
+@functools.lru_cache(maxsize=4096)
+def country_code(value: str) -> str | None:
+    """The phone region of a Country cell ("U.K.", "Italia", "DEU"), or None
+    when the value is not a country this table understands."""
+    text = value.strip()
+    if not text:
+        return None
+    key = _country_key(text)
+    if len(key) == 2 and key.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return key.upper()  # "DE", "U.S."
+    code = _country_names().get(key) or _country_names().get(_accentless(key))
+    if code is None and len(key) == 3 and key.isalpha():
+        import pycountry
+
+        country = pycountry.countries.get(alpha_3=key.upper())
+        code = country.alpha_2 if country else None
+    if code in phonenumbers.SUPPORTED_REGIONS:
+        return code
+    return None
+
+
 # ---------------------------------------------------------------- emails
 
 
@@ -742,5 +874,42 @@ def truthy(value: str) -> bool | None:
     if text in TRUE_WORDS:
         return True
     if text in FALSE_WORDS:
+        return False
+    return None
+
+
+# Words an opt-out column ("SMS Opt Out", "Do Not Email") says yes or no with.
+# Compared after lower-casing and turning "-" and "_" into spaces.
+OPT_OUT_WORDS = TRUE_WORDS | {
+    "opted out",
+    "opt out",
+    "optout",
+    "optedout",
+    "unsubscribed",
+    "unsubscribe",
+    "stop",
+    "stopped",
+    "do not contact",
+    "dnc",
+}
+NOT_OPTED_OUT_WORDS = FALSE_WORDS | {
+    "subscribed",
+    "subscribe",
+    "opted in",
+    "opt in",
+    "optin",
+    "optedin",
+    "not opted out",
+    "not unsubscribed",
+}
+
+
+def opt_out_flag(value: str) -> bool | None:
+    """True / False for an opt-out column's cell; None when it says neither
+    (a date, or a word this list does not know)."""
+    text = " ".join(value.strip().lower().replace("-", " ").replace("_", " ").split())
+    if text in OPT_OUT_WORDS:
+        return True
+    if text in NOT_OPTED_OUT_WORDS:
         return False
     return None
