@@ -136,7 +136,14 @@ def _report(summary) -> None:
     for item in shown:
         warn(f"row {item['row']} {item['column']}: {item['warning']}")
     if summary.warnings > len(shown):
-        warn(f"{summary.warnings - len(shown)} more warnings (see --json)")
+        more = summary.warnings - len(shown)
+        kept = len(summary.warning_samples)
+        where = (
+            "see --json"
+            if kept == summary.warnings
+            else f"--json lists the first {kept} of all {summary.warnings}"
+        )
+        warn(f"{more} more warning{'' if more == 1 else 's'} ({where})")
     if summary.rejected and summary.rejects_path:
         say(f"{_rows(summary.rejected)} rejected, written to {summary.rejects_path}")
     elif summary.rejected:
