@@ -713,20 +713,11 @@ def place_contacts(
     )
     new_events = []
     for contact_id, from_stage, entered_at, value in rows:
-        data: dict[str, Any] = {
-            "pipeline": target_pipeline.name,
-            "from": from_stage,
-            "to": target.name,
-            "by": by,
-            "reason": reason,
-        }
-        if value is not None:
-            data["value"] = value
         new_events.append(
             NewEvent(
                 contact_id,
                 "stage.changed",
-                data,
+                _move_data(target_pipeline, from_stage, target, by, reason, value),
                 at=entered_at,
                 source=by.split(":", 1)[0],
             )
@@ -830,15 +821,7 @@ def place_contact(
             now,
         ],
     )
-    data: dict[str, Any] = {
-        "pipeline": target_pipeline.name,
-        "from": from_stage,
-        "to": target.name,
-        "by": by,
-        "reason": reason,
-    }
-    if kept_value is not None:
-        data["value"] = kept_value
+    data = _move_data(target_pipeline, from_stage, target, by, reason, kept_value)
     if note:
         data["note"] = note
     event = record_event(
@@ -870,6 +853,27 @@ def place_contact(
         entered_at,
         event.id,
     )
+
+
+def _move_data(
+    pipeline: Pipeline,
+    from_stage: str | None,
+    target: Stage,
+    by: str,
+    reason: str | None,
+    value: float | None,
+) -> dict[str, Any]:
+    """A ``stage.changed`` event's data."""
+    data: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "from": from_stage,
+        "to": target.name,
+        "by": by,
+        "reason": reason,
+    }
+    if value is not None:
+        data["value"] = value
+    return data
 
 
 def _deal_value(value: Any) -> float:
