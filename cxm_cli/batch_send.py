@@ -8,7 +8,7 @@ hands it here instead of sending it. The batch then:
 1. records every message of an *idempotent* channel (the outbox) as 'sending'
    in one write transaction, with the consent recheck under that lock and
    the claims of all its steps renewed in one statement;
-2. makes the provider calls, one message at a time;
+2. makes the provider calls on a few threads, while 3 is being written;
 3. records those sends, their ``message.sent`` events and the steps'
    outcomes in one more transaction.
 
@@ -116,7 +116,7 @@ class SendBatch:
         # batch (25 steps) earlier; a change another process makes meanwhile
         # shows from the next batch. Consent is read again under the write
         # lock before anything is recorded, and a step of this batch that
-        # runs on its own makes its contact's tags and sends read again.
+        # runs on its own makes its contact, tags and sends read again.
         conn = self.db.conn
         enrollment_ids = sorted({row["enrollment_id"] for row in rows})
         self._enrollments = {
@@ -143,9 +143,15 @@ class SendBatch:
 
     def touched(self, contact_id: int) -> None:
         """A step of the batch ran on its own for this contact (a tag step, a
-        review request): its tags and sends are read again when needed."""
+        review request): its row is read again now, its tags and sends when
+        needed."""
         self._tags.pop(contact_id, None)
         self._recent.pop(contact_id, None)
+        for contact in _rows(
+            self.db.conn, "SELECT * FROM contacts WHERE id IN ({})", [contact_id]
+        ):
+            contact["custom"] = loads(contact["custom"], {})
+            self._contacts[contact_id] = contact
 
     def enrollment(self, enrollment_id: int) -> dict[str, Any] | None:
         return self._enrollments.get(enrollment_id)
@@ -242,10 +248,17 @@ class SendBatch:
         batched = [plan for plan in self.plans if plan.idempotent]
         self._record_sending(batched)
         calls = self._start_sends([plan for plan in batched if plan.outcome is None])
+        # A failure recording one send waits until every other send is
+        # recorded: raised at once, it would leave their steps claimed and
+        # unreported for a whole lease.
+        failure = None
         for plan in self.plans:
             if not plan.idempotent and plan.outcome is None:
-                self._send_alone(plan, report)
+                problem = self._send_alone(plan, report)
+                failure = failure or problem
         self._record_outcomes(calls, report)
+        if failure is not None:
+            raise failure
 
     def abandon(self) -> list[dict[str, Any]]:
         """The claimed rows of queued steps, for a runner stopping before 1."""
@@ -327,9 +340,12 @@ class SendBatch:
                 _pool().submit(_call_all, share)
         return calls
 
-    def _send_alone(self, plan: PlannedSend, report) -> None:
+    def _send_alone(self, plan: PlannedSend, report) -> BaseException | None:
         """A channel that is not idempotent: 'sending', the call, and what came
-        of it, each committed before the next message's provider call."""
+        of it, each committed before the next message's provider call.
+
+        Returns the error the caller's record of the send raised, if any.
+        """
         plan.outcome = self._attempt_alone(plan)
         failure = None
         if plan.sent is not None:
@@ -338,8 +354,7 @@ class SendBatch:
         else:
             plan.record(plan.outcome or _lost())
         self._report(plan, report)
-        if failure is not None:
-            raise failure
+        return failure
 
     def _attempt_alone(self, plan: PlannedSend) -> StepOutcome | None:
         if not queue.keep_claim(

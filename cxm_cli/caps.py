@@ -193,9 +193,8 @@ def _counted_rows(db, contact_id, channels, since, until, due_step_id):
     return db.execute(
         f"""
         SELECT at FROM messages
-        WHERE contact_id = ? AND direction = 'outbound' AND channel IN ({marks})
-          AND at >= ? AND at <= ? AND status NOT IN ('failed', 'refused', 'skipped')
-          AND COALESCE(due_step_id, -1) != ?
+        WHERE contact_id = ? AND {_COUNTED} AND channel IN ({marks})
+          AND at >= ? AND at <= ? AND COALESCE(due_step_id, -1) != ?
         ORDER BY at
         """,
         [

@@ -391,6 +391,12 @@ def caps_exempt(sequence: Sequence, step: StepDef) -> bool:
     return not (sequence.caps and step.spec.get("caps", True))
 
 
+def consent_channel_of(step: StepDef) -> str | None:
+    """The channel whose consent and address a step needs (a voicemail: sms)."""
+    channel = channel_of(step)
+    return "sms" if channel == "voicemail" else channel
+
+
 def channel_of(step: StepDef) -> str | None:
     if step.kind == "send":
         return step.spec.get("send")
@@ -421,7 +427,7 @@ def precheck(
     with :func:`rate_hold` and waits for it itself.
     """
     channel = channel_of(step)
-    consent_channel = "sms" if channel == "voicemail" else channel
+    consent_channel = consent_channel_of(step)
     if consent_channel in ("sms", "email"):
         if batch is not None:
             opted_out = batch.facts.is_opted_out(contact["id"], consent_channel)

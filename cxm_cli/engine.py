@@ -26,11 +26,11 @@ from cxm_cli import clock as clocks
 from cxm_cli import queue
 from cxm_cli.conditions import ConditionContext, evaluate
 from cxm_cli.contacts import get_contact
-from cxm_cli.errors import CxmError
 from cxm_cli.events import (
     Event,
     NewEvent,
     hook_transaction,
+    hook_workspace,
     on_event,
     on_events,
     record_event,
@@ -55,12 +55,9 @@ DEFAULT_KEYWORD_WINDOW = "3d"
 def on_engine_event(db, event: Event, clock) -> None:
     if event.contact_id is None:
         return
-    try:
-        from cxm_cli.workspace import workspace_of
-
-        workspace = workspace_of(db)
-    except CxmError:
-        return  # a database outside any workspace (scratch files in tests)
+    workspace = hook_workspace(db)
+    if workspace is None:
+        return
     sequence_set = load_sequences(workspace)
     index = _event_index(sequence_set)
     if event.type not in index.interesting and event.type != "message.received":
@@ -92,11 +89,8 @@ def on_engine_events(db, events: list[Event], clock) -> None:
     events = [event for event in events if event.contact_id is not None]
     if not events:
         return
-    try:
-        from cxm_cli.workspace import workspace_of
-
-        workspace = workspace_of(db)
-    except CxmError:
+    workspace = hook_workspace(db)
+    if workspace is None:
         return
     sequence_set = load_sequences(workspace)
     index = _event_index(sequence_set)
@@ -255,13 +249,10 @@ def enroll(
             "SELECT * FROM enrollments WHERE contact_id = ? ORDER BY id",
             [contact_id],
         )
-        same = [row for row in history if row["sequence"] == sequence.name]
-        if any(row["status"] == "active" for row in same):
+        admission = _admission(sequence, history, now)
+        if admission is None:
             return None  # already in it: a repeated trigger changes nothing
-        refusal = _reenroll_refusal(sequence, same, now)
-        group_members = _group_members(sequence, history)
-        if refusal is None:
-            refusal = _group_refusal(sequence, group_members)
+        refusal, group_members = admission
         if refusal is not None:
             record_event(
                 db,
@@ -339,13 +330,10 @@ def enroll_many(
         refused: list[NewEvent] = []
         for event in trigger_events:
             history = histories.get(event.contact_id, [])
-            same = [row for row in history if row["sequence"] == sequence.name]
-            if any(row["status"] == "active" for row in same):
+            admission = _admission(sequence, history, now)
+            if admission is None:
                 continue
-            refusal = _reenroll_refusal(sequence, same, now)
-            group_members = _group_members(sequence, history)
-            if refusal is None:
-                refusal = _group_refusal(sequence, group_members)
+            refusal, group_members = admission
             if refusal is not None:
                 refused.append(
                     NewEvent(
@@ -424,33 +412,31 @@ def _schedule_first_steps(
     db, workspace, sequence: Sequence, enrollments, now: datetime, clock
 ) -> None:
     """``schedule_from(..., 0, base=now)`` for each new enrollment."""
-    if not sequence.steps or sequence.steps[0].kind == "wait":
-        # Waits depend on each contact's zone: worked out one by one.
-        for enrollment in enrollments:
-            schedule_from(db, workspace, sequence, enrollment, 0, base=now, clock=clock)
-        return
-    step = sequence.steps[0]
-    due_at = clocks.iso(now)
-    created_at = clocks.now_iso(clock)
-    db.conn.executemany(
-        """
-        INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
-            step_label, kind, due_at, status, note, created_at)
-        VALUES (?, ?, ?, 0, ?, ?, ?, 'pending', 'next step', ?)
-        """,
-        [
-            (
-                enrollment["id"],
-                enrollment["contact_id"],
-                sequence.name,
-                step.label,
-                step.kind,
-                due_at,
-                created_at,
-            )
-            for enrollment in enrollments
-        ],
+    schedule_many(
+        db,
+        workspace,
+        [(sequence, enrollment, 0) for enrollment in enrollments],
+        base=now,
+        clock=clock,
     )
+
+
+def _admission(
+    sequence: Sequence, history: list[dict[str, Any]], now: datetime
+) -> tuple[str | None, list[dict[str, Any]]] | None:
+    """Whether a contact with these enrollments may join ``sequence`` now.
+
+    None when it is in the sequence already; else why not (or None) and the
+    active enrollments of the same group that joining would pre-empt.
+    """
+    same = [row for row in history if row["sequence"] == sequence.name]
+    if any(row["status"] == "active" for row in same):
+        return None
+    refusal = _reenroll_refusal(sequence, same, now)
+    group_members = _group_members(sequence, history)
+    if refusal is None:
+        refusal = _group_refusal(sequence, group_members)
+    return refusal, group_members
 
 
 def _reenroll_refusal(
@@ -599,28 +585,23 @@ def schedule_many(
         else:
             queued.append((sequence, enrollment, index))
 
-    if queued:
-        created_at = clocks.now_iso(clock)
-        db.conn.executemany(
-            """
-            INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
-                step_label, kind, due_at, status, note, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 'next step', ?)
-            """,
-            [
-                (
-                    enrollment["id"],
-                    enrollment["contact_id"],
-                    sequence.name,
-                    index,
-                    sequence.steps[index].label,
-                    sequence.steps[index].kind,
-                    clocks.iso(base),
-                    created_at,
-                )
-                for sequence, enrollment, index in queued
-            ],
-        )
+    queue.schedule_steps(
+        db,
+        [
+            (
+                enrollment["id"],
+                enrollment["contact_id"],
+                sequence.name,
+                index,
+                sequence.steps[index].label,
+                sequence.steps[index].kind,
+                base,
+                "next step",
+            )
+            for sequence, enrollment, index in queued
+        ],
+        clock=clock,
+    )
     end_enrollments(
         db, finished, clock=clock, status="completed", reason="all steps done"
     )

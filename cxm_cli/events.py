@@ -166,12 +166,7 @@ def record_event(
 ) -> Event:
     """Append an event to a contact's timeline and run the registered hooks."""
     recorded_at = clocks.now_iso(clock)
-    if at is None:
-        at_text = recorded_at
-    elif isinstance(at, str):
-        at_text = clocks.iso(clocks.parse(at))
-    else:
-        at_text = clocks.iso(at)
+    at_text = _at_text(at, recorded_at)
 
     # Plain SQL: sqlite-utils' insert reads the table's schema on every call,
     # and the runner records three or four events per step.
@@ -187,6 +182,15 @@ def record_event(
         for _, hook in list(_HOOKS):
             hook(db, event, clock)
     return event
+
+
+def _at_text(at: datetime | str | None, recorded_at: str) -> str:
+    """When an event happened, as stored: given, else when it was recorded."""
+    if at is None:
+        return recorded_at
+    if isinstance(at, str):
+        return clocks.iso(clocks.parse(at))
+    return clocks.iso(at)
 
 
 def record_events(
@@ -222,31 +226,27 @@ def record_events(
     recorded_at = clocks.now_iso(clock)
     rows = []
     for new in new_events:
-        if new.at is None:
-            at_text = recorded_at
-        elif isinstance(new.at, str):
-            at_text = clocks.iso(clocks.parse(new.at))
-        else:
-            at_text = clocks.iso(new.at)
         rows.append(
             (
                 new.contact_id,
                 new.type,
-                at_text,
+                _at_text(new.at, recorded_at),
                 _encode_data(new.data or {}),
                 new.source,
                 recorded_at,
             )
         )
     conn = db.conn
-    conn.executemany(
-        "INSERT INTO events (contact_id, type, at, data, source, recorded_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    # One statement under the write lock: SQLite numbers the rows one after
-    # another, each one past the largest id so far, so the last id gives all.
-    last_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    # One statement under the write lock (a transaction, or a savepoint in
+    # the caller's): SQLite numbers the rows one after another, each one past
+    # the largest id so far, so the last id gives all.
+    with hook_transaction(db):
+        conn.executemany(
+            "INSERT INTO events (contact_id, type, at, data, source, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        last_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first_id = last_id - len(rows) + 1
     events = [
         Event(first_id + offset, row[0], row[1], row[2], dict(new.data or {}), row[4])
@@ -283,6 +283,19 @@ def hooks_share_transaction() -> Iterator[None]:
         yield
     finally:
         _SHARED.active = previous
+
+
+def hook_workspace(db):
+    """The workspace ``db`` belongs to, for a hook; None for a database outside
+    any workspace (a scratch file in a test or benchmark), which has no
+    sequences or rules to apply."""
+    from cxm_cli.errors import CxmError
+    from cxm_cli.workspace import workspace_of
+
+    try:
+        return workspace_of(db)
+    except CxmError:
+        return None
 
 
 def hook_transaction(db):

@@ -664,36 +664,20 @@ def place_contacts(
     """:func:`place_contact` for many contacts at once (bulk rules).
 
     ``placements`` holds (contact id, its ``contact_stages`` row or None, the
-    move's time or None), each contact once. Moves that change nothing go
-    through :func:`place_contact`; the rest are written with one statement
-    and their ``stage.changed`` events recorded together.
+    move's time or None), each contact once and none already in ``target``
+    (rules never move a contact to its own stage). The moves are written with
+    one statement and their ``stage.changed`` events recorded together.
     """
     now = clocks.now_iso(clock)
-    # In the order of ``placements``: a move, or the index of its row below.
-    moves: list[Move | int] = []
     rows = []
     for contact_id, existing, at in placements:
         from_stage = existing["stage"] if existing else None
         if from_stage == target.name:
-            moves.append(
-                place_contact(
-                    db,
-                    clock,
-                    contact_id,
-                    target_pipeline,
-                    target,
-                    existing,
-                    by=by,
-                    reason=reason,
-                    at=at,
-                )
-            )
-            continue
+            raise ValueError(f"contact {contact_id} is in {target.name} already")
         entered_at = at or now
         if existing and entered_at < existing["entered_at"]:
             entered_at = existing["entered_at"]
         kept_value = (existing or {}).get("value")
-        moves.append(len(rows))
         rows.append((contact_id, from_stage, entered_at, kept_value))
 
     db.conn.executemany(
@@ -723,7 +707,7 @@ def place_contacts(
             )
         )
     events = record_events(db, new_events, clock=clock)
-    made = [
+    moves = [
         Move(
             contact_id,
             target_pipeline.name,
@@ -748,7 +732,7 @@ def place_contacts(
             target.name,
             by,
         )
-    return [made[move] if isinstance(move, int) else move for move in moves]
+    return moves
 
 
 def place_contact(

@@ -15,7 +15,7 @@ from typing import Any
 from cxm_cli import clock as clocks
 from cxm_cli.caps import check_caps
 from cxm_cli.contacts import get_contact
-from cxm_cli.dispatch import caps_exempt, channel_of, step_for
+from cxm_cli.dispatch import caps_exempt, channel_of, consent_channel_of, step_for
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import CxmError
 from cxm_cli.messaging import CHANNELS, ConsentRefused, consent_facts
@@ -115,7 +115,7 @@ def _entry(
     send_at = start
     why: list[str] = []
     to = refused = None
-    consent = _consent_channel(step) if step is not None else None
+    consent = consent_channel_of(step) if step is not None else None
     if consent in CHANNELS:
         # The send path's own choice and check: a text goes to a mobile
         # first and never to a fax or an extension, and a contact with no
@@ -183,12 +183,6 @@ def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned)
     if channel:
         planned.append((channel, moment))
     return moment, why or ["in the send window"]
-
-
-def _consent_channel(step: StepDef) -> str | None:
-    """The channel whose consent and address a step needs (a voicemail: sms)."""
-    channel = channel_of(step)
-    return "sms" if channel == "voicemail" else channel
 
 
 def _local(moment: datetime, zone) -> str:

@@ -23,6 +23,23 @@ LIVE_STATUSES = ("pending", "claimed")
 FINAL_STATUSES = ("done", "skipped", "failed", "cancelled")
 
 
+_INSERT_STEP = """
+    INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
+        step_label, kind, due_at, status, note, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+"""
+
+
+def schedule_steps(db, steps: list[tuple], *, clock) -> None:
+    """Queue many next steps with one statement: each step is (enrollment_id,
+    contact_id, sequence, step_index, step_label, kind, due_at, note)."""
+    created_at = clocks.now_iso(clock)
+    db.conn.executemany(
+        _INSERT_STEP,
+        [(*step[:6], clocks.iso(step[6]), step[7], created_at) for step in steps],
+    )
+
+
 def schedule_step(
     db,
     *,
@@ -38,11 +55,7 @@ def schedule_step(
 ) -> int:
     """Queue the next step of an enrollment; returns its id."""
     cursor = db.execute(
-        """
-        INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
-            step_label, kind, due_at, status, note, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
-        """,
+        _INSERT_STEP,
         [
             enrollment_id,
             contact_id,

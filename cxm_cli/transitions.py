@@ -17,8 +17,14 @@ from datetime import timedelta
 from typing import Any
 
 from cxm_cli import clock as clocks
-from cxm_cli.errors import CxmError
-from cxm_cli.events import Event, hook_transaction, on_event, on_events, record_event
+from cxm_cli.events import (
+    Event,
+    hook_transaction,
+    hook_workspace,
+    on_event,
+    on_events,
+    record_event,
+)
 from cxm_cli.pipelines import (
     Move,
     Pipeline,
@@ -39,12 +45,8 @@ VISIT_DUE = "visit.due"
 def apply_transition_rules(db, event: Event, clock) -> None:
     if event.contact_id is None:
         return
-    try:
-        from cxm_cli.workspace import workspace_of
-
-        workspace = workspace_of(db)
-    except CxmError:
-        # An in-memory database belongs to no workspace, so it has no rules.
+    workspace = hook_workspace(db)
+    if workspace is None:
         return
 
     config = pipeline_config(workspace)
@@ -82,11 +84,8 @@ def apply_transition_rules_to_many(db, events: list[Event], clock) -> None:
     events = [event for event in events if event.contact_id is not None]
     if not events:
         return
-    try:
-        from cxm_cli.workspace import workspace_of
-
-        workspace = workspace_of(db)
-    except CxmError:
+    workspace = hook_workspace(db)
+    if workspace is None:
         return
     config = pipeline_config(workspace)
 
@@ -127,7 +126,7 @@ def apply_rule_to_many(
             existing = stages.get(event.contact_id)
             if may_move(pipeline, rule, existing["stage"] if existing else None):
                 movable.append(event)
-        moves = place_contacts(
+        place_contacts(
             db,
             clock,
             pipeline,
@@ -139,7 +138,7 @@ def apply_rule_to_many(
             by=rule.label,
             reason=rule.describe(),
         )
-    return [event for event, move in zip(movable, moves, strict=True) if move.changed]
+    return movable
 
 
 def _stages_of(db, contact_ids: list[int], pipeline: str) -> dict[int, dict[str, Any]]:

@@ -128,16 +128,18 @@ class OutboxChannel:
         folder = contact_folder(self.workspace, contact_id)
         prefix = f"{contact_id}-" if contact_id is not None else ""
         path = folder / f"{prefix}{token}.{suffix}"
-        temporary = folder / f".{path.name}.tmp"
+        # A name of its own per write: two runners that both think they own
+        # a step (one lost its lease mid-write) must not write one file.
+        temporary = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
         # No fsync: the message row (address, subject, body), committed before
         # this call, is the durable record and the file a copy of it. The
         # database runs with synchronous = NORMAL, durable across a killed
         # process but not a power cut; the file gets that same durability from
         # the page cache, where an fsync per message cost more than the rest of
         # the send.
-        # Truncate rather than refuse a leftover temporary file: a runner
-        # killed mid-write leaves one under the message's own name.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        # Limitation: a runner killed mid-write leaves its hidden temporary
+        # file behind (the message itself is written again under its name).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             handle = os.open(temporary, flags, 0o666)
         except FileNotFoundError:

@@ -109,15 +109,18 @@ class ContactMerger:
         )
         # lead.created of plain new leads, recorded together by flush().
         self.pending: list[NewEvent] = []
+        self.pending_ids: set[int] = set()
 
     def flush(self) -> None:
         """Record the waiting lead.created events (and run their hooks).
 
-        Called before anything else touches the contacts (a merge into one of
-        them, a lead with events or consent of its own) and at the end, so
-        every contact still sees its events in the order one by one would.
+        Called before anything else touches those contacts (a merge into one
+        of them; a lead with events or consent of its own, whose hooks may
+        reach beyond its contact) and at the end, so every contact still sees
+        its events in the order one by one would.
         """
         pending, self.pending = self.pending, []
+        self.pending_ids.clear()
         record_events(self.db, pending, clock=self.clock, run_hooks=self.run_hooks)
 
     # ------------------------------------------------------------ entry point
@@ -134,7 +137,9 @@ class ContactMerger:
                 self._flag(contact_id, other, "shared phone, different emails")
             return MergeResult("created", contact_id)
 
-        self.flush()
+        if target in self.pending_ids:
+            # Its lead.created (and what that starts) comes before the merge.
+            self.flush()
         result = self._update(target, lead, email_owners)
         for other in others:
             self._flag(target, other, "same email or phone in one record")
@@ -332,6 +337,7 @@ class ContactMerger:
             self.pending.append(
                 NewEvent(contact_id, event_type, data, source=self.event_source)
             )
+            self.pending_ids.add(contact_id)
             if len(self.pending) >= PENDING_LIMIT:
                 self.flush()
         else:
