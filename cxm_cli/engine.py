@@ -745,45 +745,66 @@ def end_enrollment(
         for cancelled in queue.cancel_live(
             db, enrollment["id"], clock=clock, reason=reason
         ):
-            record_event(
-                db,
-                enrollment["contact_id"],
-                "step.cancelled",
-                clock=clock,
-                data={
-                    "sequence": enrollment["sequence"],
-                    "step": cancelled["step_index"] + 1,
-                    "label": cancelled["step_label"],
-                    "kind": cancelled["kind"],
-                    "due_step_id": cancelled["id"],
-                    "enrollment_id": enrollment["id"],
-                    "reason": reason,
-                },
-                source="engine",
-            )
+            _record(db, _cancelled_event(enrollment, cancelled, reason), clock)
         if status == "exited":
-            db.execute(
-                "UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id = ? "
-                "AND answered_at IS NULL AND expires_at > ?",
-                [clocks.now_iso(clock), enrollment["id"], clocks.now_iso(clock)],
-            )
-        data = {
-            "sequence": enrollment["sequence"],
-            "enrollment_id": enrollment["id"],
-            "reason": reason,
-        }
-        if event is not None:
-            data["event_id"] = event.id
-        record_event(
-            db,
-            enrollment["contact_id"],
-            "sequence.completed" if status == "completed" else "sequence.exited",
-            clock=clock,
-            data=data,
-            source="engine",
-        )
+            _expire_keywords(db, [enrollment["id"]], clock)
+        _record(db, _ended_event(enrollment, status, reason, event), clock)
     log.info("enrollment %s %s", enrollment["id"], status)
     return True
+
+
+def _record(db, new: NewEvent, clock) -> Event:
+    return record_event(
+        db, new.contact_id, new.type, clock=clock, data=new.data, source=new.source
+    )
+
+
+def _cancelled_event(enrollment, cancelled: dict[str, Any], reason: str) -> NewEvent:
+    """``step.cancelled`` for a queued step of an enrollment that ended."""
+    return NewEvent(
+        enrollment["contact_id"],
+        "step.cancelled",
+        {
+            "sequence": enrollment["sequence"],
+            "step": cancelled["step_index"] + 1,
+            "label": cancelled["step_label"],
+            "kind": cancelled["kind"],
+            "due_step_id": cancelled["id"],
+            "enrollment_id": enrollment["id"],
+            "reason": reason,
+        },
+        source="engine",
+    )
+
+
+def _ended_event(
+    enrollment, status: str, reason: str, event: Event | None = None
+) -> NewEvent:
+    """``sequence.completed`` or ``sequence.exited``, and why."""
+    data = {
+        "sequence": enrollment["sequence"],
+        "enrollment_id": enrollment["id"],
+        "reason": reason,
+    }
+    if event is not None:
+        data["event_id"] = event.id
+    return NewEvent(
+        enrollment["contact_id"],
+        "sequence.completed" if status == "completed" else "sequence.exited",
+        data,
+        source="engine",
+    )
+
+
+def _expire_keywords(db, enrollment_ids: list[int], clock) -> None:
+    """Reply keywords offered by enrollments that exited no longer count."""
+    now = clocks.now_iso(clock)
+    marks = ",".join("?" * len(enrollment_ids))
+    db.conn.execute(
+        f"UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id IN ({marks}) "
+        "AND answered_at IS NULL AND expires_at > ?",
+        [now, *enrollment_ids, now],
+    )
 
 
 def end_enrollments(
@@ -822,63 +843,21 @@ def end_enrollments(
             f"WHERE id IN ({marks})",
             [status, now, reason, *ending_ids],
         )
-        cancelled = db.conn.execute(
-            f"""
-            UPDATE due_steps
-            SET status = 'cancelled', finished_at = ?, last_error = ?,
-                lease_until = NULL
-            WHERE enrollment_id IN ({marks}) AND status IN ('pending', 'claimed')
-            RETURNING id, enrollment_id, step_index, step_label, kind
-            """,
-            [now, reason, *ending_ids],
-        ).fetchall()
+        cancelled = queue.cancel_live_many(db, ending_ids, clock=clock, reason=reason)
         by_id = {row["id"]: row for row in ending}
         record_events(
             db,
             [
-                NewEvent(
-                    by_id[enrollment_id]["contact_id"],
-                    "step.cancelled",
-                    {
-                        "sequence": by_id[enrollment_id]["sequence"],
-                        "step": step_index + 1,
-                        "label": step_label,
-                        "kind": kind,
-                        "due_step_id": due_step_id,
-                        "enrollment_id": enrollment_id,
-                        "reason": reason,
-                    },
-                    source="engine",
-                )
-                for due_step_id, enrollment_id, step_index, step_label, kind in (
-                    cancelled
-                )
+                _cancelled_event(by_id[row["enrollment_id"]], row, reason)
+                for row in cancelled
             ],
             clock=clock,
         )
         if status == "exited":
-            db.conn.execute(
-                "UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id IN "
-                f"({marks}) AND answered_at IS NULL AND expires_at > ?",
-                [now, *ending_ids, now],
-            )
+            _expire_keywords(db, ending_ids, clock)
         record_events(
             db,
-            [
-                NewEvent(
-                    row["contact_id"],
-                    "sequence.completed"
-                    if status == "completed"
-                    else "sequence.exited",
-                    {
-                        "sequence": row["sequence"],
-                        "enrollment_id": row["id"],
-                        "reason": reason,
-                    },
-                    source="engine",
-                )
-                for row in ending
-            ],
+            [_ended_event(row, status, reason) for row in ending],
             clock=clock,
         )
     log.info("%d enrollments %s", len(ending), status)

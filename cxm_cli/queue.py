@@ -198,16 +198,26 @@ def cancel_live(db, enrollment_id: int, *, clock, reason: str) -> list[dict[str,
     A step a runner is sending right now is cancelled too: the runner's finish
     then fails and it records nothing more.
     """
+    return cancel_live_many(db, [enrollment_id], clock=clock, reason=reason)
+
+
+def cancel_live_many(
+    db, enrollment_ids: list[int], *, clock, reason: str
+) -> list[dict[str, Any]]:
+    """:func:`cancel_live` for many enrollments, with one statement."""
+    if not enrollment_ids:
+        return []
+    marks = ", ".join("?" for _ in enrollment_ids)
     # One statement is atomic on its own: no transaction of its own needed.
     cursor = db.execute(
-        """
+        f"""
         UPDATE due_steps
         SET status = 'cancelled', finished_at = ?, last_error = ?,
             lease_until = NULL
-        WHERE enrollment_id = ? AND status IN ('pending', 'claimed')
-        RETURNING id, sequence, step_index, step_label, kind
+        WHERE enrollment_id IN ({marks}) AND status IN ('pending', 'claimed')
+        RETURNING id, enrollment_id, sequence, step_index, step_label, kind
         """,
-        [clocks.now_iso(clock), reason, enrollment_id],
+        [clocks.now_iso(clock), reason, *enrollment_ids],
     )
     columns = [column[0] for column in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
