@@ -171,10 +171,12 @@ def _readable(row: dict[str, Any]) -> dict[str, Any]:
     return readable
 
 
-def _outbox_files_of(workspace, contact_id: int) -> list[Path]:
+def _outbox_files_of(
+    workspace, contact_id: int, *, partial: bool = False
+) -> list[Path]:
     from cxm_cli.channels.outbox import contact_files
 
-    return contact_files(workspace, contact_id)
+    return contact_files(workspace, contact_id, partial=partial)
 
 
 @dataclass
@@ -385,7 +387,7 @@ def _text_columns(db, table: str) -> list[str]:
 
 def _delete_outbox_files(workspace, contact_id: int, patterns) -> int:
     deleted = 0
-    for path in _outbox_files_of(workspace, contact_id):
+    for path in _outbox_files_of(workspace, contact_id, partial=True):
         path.unlink()
         deleted += 1
     folder = workspace.outbox_dir / str(contact_id)

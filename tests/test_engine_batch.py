@@ -53,9 +53,12 @@ def _leads(db, clock, count: int) -> list[int]:
 
 
 def _outbox_files(workspace) -> Counter:
-    """Outbox files per contact (named ``<contact_id>-msg-<message_id>``)."""
+    """Outbox message files per contact (``<contact_id>-msg-<message_id>``);
+    hidden temporary files a killed write left are not messages."""
     return Counter(
-        path.name.partition("-")[0] for path in workspace.outbox_dir.rglob("*.*")
+        path.name.partition("-")[0]
+        for path in workspace.outbox_dir.rglob("*.*")
+        if not path.name.startswith(".")
     )
 
 

@@ -43,18 +43,22 @@ def contact_folder(workspace, contact_id: int | None) -> Path:
     return workspace.outbox_dir / f"{first}-{first + CONTACTS_PER_FOLDER - 1}"
 
 
-def contact_files(workspace, contact_id: int) -> list[Path]:
+def contact_files(workspace, contact_id: int, *, partial: bool = False) -> list[Path]:
     """One contact's outbox files, oldest first (by message id, then time).
 
     Files written before the shared folders, in ``outbox/<contact_id>/``,
-    are included.
+    are included. ``partial`` adds the hidden temporary files of writes a
+    killed runner left unfinished (they hold the message too: erasure needs
+    them).
     """
     folder = contact_folder(workspace, contact_id)
     files = sorted(folder.glob(f"{int(contact_id)}-*")) if folder.is_dir() else []
+    if partial and folder.is_dir():
+        files += sorted(folder.glob(f".{int(contact_id)}-*.tmp"))
     old = workspace.outbox_dir / str(int(contact_id))
     if old.is_dir():
         files = sorted(path for path in old.rglob("*") if path.is_file()) + files
-    return [path for path in files if not path.name.startswith(".")]
+    return [path for path in files if partial or not path.name.startswith(".")]
 
 
 class OutboxChannel:
