@@ -28,10 +28,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from cxm_cli import clock as clocks
 from cxm_cli import queue
 from cxm_cli.caps import recent_sends
 from cxm_cli.channels import get_channel
@@ -303,16 +302,13 @@ class SendBatch:
         )
 
     def _renew_claims(self, step_ids: list[int]) -> set[int]:
-        lease_until = clocks.iso(
-            self.clock.now() + timedelta(seconds=self.settings.step_lease_seconds)
+        return queue.renew_claims(
+            self.db,
+            step_ids,
+            self.runner_id,
+            clock=self.clock,
+            lease_seconds=self.settings.step_lease_seconds,
         )
-        marks = ", ".join("?" for _ in step_ids)
-        rows = self.db.execute(
-            f"UPDATE due_steps SET lease_until = ? WHERE id IN ({marks}) "
-            "AND status = 'claimed' AND claimed_by = ? RETURNING id",
-            [lease_until, *step_ids, self.runner_id],
-        ).fetchall()
-        return {row[0] for row in rows}
 
     def _start_sends(self, plans: list[PlannedSend]) -> dict[int, Future]:
         """Phase 2 for idempotent channels: the provider calls, side by side.

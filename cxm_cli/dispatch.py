@@ -764,15 +764,7 @@ def finish_sent_steps(workspace, db, clock, runner_id: str, sent: list[SentStep]
     many-events forms), then each enrollment moves on. A step whose claim was
     lost is left to its new owner, as :func:`apply_outcome` does.
     """
-    marks = ", ".join("?" for _ in sent)
-    held = {
-        row[0]
-        for row in db.execute(
-            f"SELECT id FROM due_steps WHERE id IN ({marks}) AND status = 'claimed' "
-            "AND claimed_by = ?",
-            [*(item.row["id"] for item in sent), runner_id],
-        ).fetchall()
-    }
+    held = queue.claimed_of(db, [item.row["id"] for item in sent], runner_id)
     kept = []
     for item in sent:
         item.result.detail = item.outcome.detail
@@ -786,12 +778,7 @@ def finish_sent_steps(workspace, db, clock, runner_id: str, sent: list[SentStep]
     if not kept:
         return
 
-    now = clocks.now_iso(clock)
-    db.conn.executemany(
-        "UPDATE due_steps SET status = 'done', finished_at = ?, lease_until = NULL "
-        "WHERE id = ? AND status = 'claimed' AND claimed_by = ?",
-        [(now, item.row["id"], runner_id) for item in kept],
-    )
+    queue.finish_done(db, [item.row["id"] for item in kept], runner_id, clock=clock)
     record_events(
         db,
         [_step_sent_event(item) for item in kept],

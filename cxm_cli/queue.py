@@ -122,13 +122,40 @@ def renew_claim(
     db, step_id: int, runner_id: str, *, clock, lease_seconds: float = 300
 ) -> bool:
     """Extend a claim before slow work; False when the claim was lost."""
-    lease_until = clocks.iso(clock.now() + timedelta(seconds=lease_seconds))
-    cursor = db.execute(
-        "UPDATE due_steps SET lease_until = ? WHERE id = ? AND status = 'claimed' "
-        "AND claimed_by = ?",
-        [lease_until, step_id, runner_id],
+    held = renew_claims(
+        db, [step_id], runner_id, clock=clock, lease_seconds=lease_seconds
     )
-    return cursor.rowcount == 1
+    return step_id in held
+
+
+def renew_claims(
+    db, step_ids: list[int], runner_id: str, *, clock, lease_seconds: float = 300
+) -> set[int]:
+    """:func:`renew_claim` for many steps; the ids whose claims still stand."""
+    if not step_ids:
+        return set()
+    lease_until = clocks.iso(clock.now() + timedelta(seconds=lease_seconds))
+    marks = ", ".join("?" for _ in step_ids)
+    rows = db.conn.execute(
+        f"UPDATE due_steps SET lease_until = ? WHERE id IN ({marks}) "
+        "AND status = 'claimed' AND claimed_by = ? RETURNING id",
+        [lease_until, *step_ids, runner_id],
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def claimed_of(db, step_ids: list[int], runner_id: str) -> set[int]:
+    """Which of these steps ``runner_id`` still holds (:func:`still_claimed`
+    for many)."""
+    if not step_ids:
+        return set()
+    marks = ", ".join("?" for _ in step_ids)
+    rows = db.conn.execute(
+        f"SELECT id FROM due_steps WHERE id IN ({marks}) AND status = 'claimed' "
+        "AND claimed_by = ?",
+        [*step_ids, runner_id],
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def keep_claim(
@@ -166,6 +193,16 @@ def finish(
         [status, clocks.now_iso(clock), error, step_id, runner_id],
     )
     return cursor.rowcount == 1
+
+
+def finish_done(db, step_ids: list[int], runner_id: str, *, clock) -> None:
+    """:func:`finish` as done for many steps whose claims were checked."""
+    now = clocks.now_iso(clock)
+    db.conn.executemany(
+        "UPDATE due_steps SET status = 'done', finished_at = ?, lease_until = NULL "
+        "WHERE id = ? AND status = 'claimed' AND claimed_by = ?",
+        [(now, step_id, runner_id) for step_id in step_ids],
+    )
 
 
 def release(
