@@ -9,6 +9,7 @@ as one red line and a non-zero exit code; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ class CxmGroup(TyperGroup):
             self._report(ctx, busy, cause=exc)
         except CxmError as exc:
             self._report(ctx, exc, cause=exc)
+        except BrokenPipeError:
+            # The reader stopped early (`cxm contacts list | head`): it has
+            # what it wanted. Point stdout at nothing so the flush at exit
+            # cannot fail again, and end quietly.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
 
     @staticmethod
     def _report(ctx: typer.Context, error: CxmError, *, cause: BaseException):

@@ -40,7 +40,10 @@ sqlite-utils query "$workspace/data/cxm.db" --table \
      from messages m where m.direction = 'outbound' order by m.id"
 
 heading "What is scheduled next (cxm due --within 4d, first lines)"
-cxm due --within 4d | head -n 8
+# Through a file rather than a pipe: under pipefail, a command that `head`
+# stops reading early would fail the demo.
+cxm due --within 4d > "$workspace/due.txt"
+head -n 8 "$workspace/due.txt"
 
 heading "One contact's timeline (cxm timeline maria.lopez@example.com)"
 cxm timeline maria.lopez@example.com
