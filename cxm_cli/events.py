@@ -32,7 +32,7 @@ KNOWN_TYPES = {
     "lead.created": "a new contact entered cxm",
     "contact.merged": "another record was merged into this contact",
     "contact.imported": "a contact came from an opt-out/bounce list or an import "
-    "of existing contacts (--existing-contacts): not a lead",
+    "of existing contacts (--existing-contacts, cxm's own export): not a lead",
     "contact.updated": "fields changed by an import or by hand",
     "form.submitted": "a web or lead form was filled in",
     "appointment.booked": "an appointment was booked",

@@ -1,4 +1,5 @@
-"""`cxm contacts export`: spreadsheet-safe, and back through import unchanged."""
+"""`cxm contacts export`: spreadsheet-safe; back through import, the same
+workspace is unchanged and a new one gets existing contacts, not new leads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 
 from cxm_cli.importing import ImportOptions, import_file
 from cxm_cli.importing.export import export_contacts, spreadsheet_safe
+from cxm_cli.runner import run_once
 from cxm_cli.workspace import init_workspace, load_workspace
 from tests.conftest import CORPUS_DIR, REPO_DIR
 
@@ -24,12 +26,15 @@ def fill(workspace, db, clock, tmp_path):
         encoding="utf-8",
     )
     import_file(workspace, db, tricky, clock=clock, options=options)
+    files = list(_opt_outs_and_bounces(tmp_path))
     for name in (
         "08b-mailchimp-unsubscribed_members_export.csv",
         "12-square-customers-export.csv",
     ):
         if (CORPUS_DIR / name).exists():
-            import_file(workspace, db, CORPUS_DIR / name, clock=clock, options=options)
+            files.append(CORPUS_DIR / name)
+    for path in files:
+        import_file(workspace, db, path, clock=clock, options=options)
 
 
 def export_text(db, format="csv") -> str:
@@ -113,7 +118,7 @@ def test_a_new_workspace_keeps_the_leads_original_date(workspace, db, clock, tmp
         other = load_workspace(tmp_path / f"new-{format}")
         other_db = other.open_db()
         import_file(other, other_db, path, clock=clock, options=ImportOptions())
-        assert _lead_times(other_db) == {
+        assert _lead_times(other_db, "contact.imported") == {
             "rosa@example.com": original,
             "pat@example.com": imported_at,
         }
@@ -122,12 +127,13 @@ def test_a_new_workspace_keeps_the_leads_original_date(workspace, db, clock, tmp
         assert again["rosa@example.com"]["created_at"] == original
 
 
-def _lead_times(db) -> dict[str, str]:
-    """Each lead's created_time (lead.created), by email."""
+def _lead_times(db, event_type: str = "lead.created") -> dict[str, str]:
+    """Each contact's created_time (from lead.created or another type), by email."""
     return dict(
         db.execute(
             "SELECT c.email, json_extract(e.data, '$.created_time') FROM events e"
-            " JOIN contacts c ON c.id = e.contact_id WHERE e.type = 'lead.created'"
+            " JOIN contacts c ON c.id = e.contact_id WHERE e.type = ?",
+            [event_type],
         ).fetchall()
     )
 
@@ -141,14 +147,142 @@ def _by_email(text: str, format: str) -> dict[str, dict]:
 
 
 def _comparable(text: str, format: str) -> list[dict]:
-    """Export records without the columns that name this workspace's rows."""
+    """Export records without the columns that name this workspace's rows or
+    files: a consent's source in a new workspace is the import of the export."""
     if format == "csv":
         rows = list(csv.DictReader(io.StringIO(text)))
     else:
         rows = [json.loads(line) for line in text.splitlines()]
     for row in rows:
-        row.pop("cxm_id", None)
+        for column in ("cxm_id", "email_consent_source", "sms_consent_source"):
+            row.pop(column, None)
     return rows
+
+
+def _opt_outs_and_bounces(tmp_path):
+    """A list with a dated opt-out and a plain lead; a Mailchimp cleaned file."""
+    leads = tmp_path / "optouts.csv"
+    leads.write_text(
+        "Name,Email,Phone,Opt Out\n"
+        "Olga Out,olga@example.com,+13125550191,2025-11-03T09:30:00Z\n"
+        "Pia Plain,pia@example.com,+13125550192,\n",
+        encoding="utf-8",
+    )
+    cleaned = tmp_path / "cleaned_members_export.csv"
+    cleaned.write_text(
+        "Email Address,First Name,Last Name,Phone Number,MEMBER_RATING,"
+        "OPTIN_TIME,CONFIRM_TIME,CLEAN_TIME,LEID,EUID\n"
+        "bea@example.com,Bea,Bounce,+13125550193,2,2024-01-05 10:00:00,,"
+        "2025-06-01 08:00:00,123,abc\n",
+        encoding="utf-8",
+    )
+    return leads, cleaned
+
+
+def test_a_new_workspace_gets_existing_contacts_and_messages_nobody(
+    workspace, db, clock, tmp_path
+):
+    # Second trial, finding 4: exported contacts became new leads in a new
+    # workspace (new-lead texts, a bouncing address emailed, opt-outs redated).
+    leads, cleaned = _opt_outs_and_bounces(tmp_path)
+    import_file(workspace, db, leads, clock=clock, options=ImportOptions())
+    import_file(workspace, db, cleaned, clock=clock, options=ImportOptions())
+    opted_out_at = "2025-11-03T09:30:00.000000Z"
+    assert _consents(db)["olga@example.com"] == {
+        "email": ("opted_out", opted_out_at),
+        "sms": ("opted_out", opted_out_at),
+    }
+    clock.advance(days=30)
+
+    for format in ("csv", "jsonl"):
+        exported = _by_email(export_text(db, format), format)
+        olga = exported["olga@example.com"]
+        assert olga["email_opted_out_at"] == "2025-11-03T09:30:00Z"
+        assert olga["sms_opted_out_at"] == "2025-11-03T09:30:00Z"
+        assert olga["email_consent_source"] == "import:optouts.csv"
+        bouncing = exported["bea@example.com"]["bouncing_emails"]
+        assert bouncing in ("bea@example.com", ["bea@example.com"])
+        assert not exported["pia@example.com"].get("bouncing_emails")
+
+        path = tmp_path / f"export.{format}"
+        path.write_text(export_text(db, format), encoding="utf-8")
+        other, other_db = _new_workspace(tmp_path / f"new-{format}")
+        summary = import_file(
+            other, other_db, path, clock=clock, options=ImportOptions()
+        )
+        assert (summary.format, summary.created, summary.enrolled) == ("cxm", 3, 0)
+
+        types = [r[0] for r in other_db.execute("SELECT type FROM events")]
+        assert "lead.created" not in types and types.count("contact.imported") == 3
+        assert _consents(other_db)["olga@example.com"] == {
+            "email": ("opted_out", opted_out_at),
+            "sms": ("opted_out", opted_out_at),
+        }
+        assert _email_statuses(other_db) == {
+            "olga@example.com": "ok",
+            "pia@example.com": "ok",
+            "bea@example.com": "bouncing",
+        }
+
+        run_once(other, other_db, clock)
+        clock.advance(days=5)
+        run_once(other, other_db, clock)
+        assert _outbound(other_db) == []
+        other_db.close()
+
+
+def test_an_export_can_still_be_imported_as_new_leads(workspace, db, clock, tmp_path):
+    # --map cxm_id=ignore: the rows are new leads and get the new-lead
+    # follow-up, while opt-outs and bounces still hold.
+    leads, cleaned = _opt_outs_and_bounces(tmp_path)
+    import_file(workspace, db, leads, clock=clock, options=ImportOptions())
+    import_file(workspace, db, cleaned, clock=clock, options=ImportOptions())
+    path = tmp_path / "export.csv"
+    path.write_text(export_text(db), encoding="utf-8")
+
+    other, other_db = _new_workspace(tmp_path / "as-leads")
+    options = ImportOptions(mapping=["cxm_id=ignore"])
+    summary = import_file(other, other_db, path, clock=clock, options=options)
+    assert summary.enrolled == 3
+    run_once(other, other_db, clock)
+    sent = _outbound(other_db)
+    other_db.close()
+
+    assert ("pia@example.com", "email") in sent and ("pia@example.com", "sms") in sent
+    assert ("bea@example.com", "sms") in sent
+    assert ("bea@example.com", "email") not in sent
+    assert not [who for who, _ in sent if who == "olga@example.com"]
+
+
+def _new_workspace(root):
+    init_workspace(root)
+    other = load_workspace(root)
+    return other, other.open_db()
+
+
+def _consents(db) -> dict[str, dict]:
+    by_email: dict[str, dict] = {}
+    for email, channel, status, changed_at in db.execute(
+        "SELECT c.email, s.channel, s.status, s.changed_at FROM consents s"
+        " JOIN contacts c ON c.id = s.contact_id"
+    ):
+        by_email.setdefault(email, {})[channel] = (status, changed_at)
+    return by_email
+
+
+def _email_statuses(db) -> dict[str, str]:
+    return dict(db.execute("SELECT email, status FROM contact_emails").fetchall())
+
+
+def _outbound(db) -> list[tuple[str, str]]:
+    """(contact's email, channel) of every outbound message, sent or not."""
+    return [
+        tuple(row)
+        for row in db.execute(
+            "SELECT c.email, m.channel FROM messages m"
+            " JOIN contacts c ON c.id = m.contact_id WHERE m.direction = 'outbound'"
+        )
+    ]
 
 
 def test_cli_export_to_file(cli, tmp_path):

@@ -903,3 +903,199 @@ def test_cli_counts_rejected_rows_in_words(cli, tmp_path, bad_rows, says):
     result = cli("leads", "import", str(path))
 
     assert f"{says} rejected, written to" in result.stderr
+
+
+# ------------------------------------ rejects: only regular files, never clobbered
+
+BAD_ROWS = "Name,Email\nA,a@example.com\nB,bad\n"
+
+
+def test_cli_rejects_onto_a_fifo_is_refused_before_anything_is_imported(cli, tmp_path):
+    import os
+    import stat
+
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    fifo = tmp_path / "rejects.fifo"
+    os.mkfifo(fifo)
+
+    result = cli("leads", "import", str(path), "--rejects", str(fifo))
+
+    assert result.exit_code == 1
+    assert f"{fifo}: it is a named pipe, not a regular file" in result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert cli("contacts", "list", "--json").json() == []
+    assert cli("leads", "batches", "--json").json() == []
+
+
+def test_rejects_onto_a_symlink_is_refused_and_its_target_kept(
+    workspace, db, clock, tmp_path
+):
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    target = write(tmp_path / "precious.csv", "keep me\n")
+    link = tmp_path / "r.csv"
+    link.symlink_to(target)
+
+    with pytest.raises(InputError, match="it is a symbolic link"):
+        run_import(workspace, db, clock, path, rejects_path=link)
+
+    assert link.is_symlink() and target.read_text() == "keep me\n"
+    assert contacts(db) == []
+    assert db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == 0
+
+
+def test_an_explicit_rejects_file_is_replaced(workspace, db, clock, tmp_path):
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    rejects = write(tmp_path / "mine.csv", "old\n")
+
+    summary = run_import(workspace, db, clock, path, rejects_path=rejects)
+
+    assert summary.rejects_path == str(rejects)
+    assert "bad" in rejects.read_text() and "old" not in rejects.read_text()
+
+
+def test_rejects_that_became_a_fifo_during_the_import_are_not_written_into_it(
+    workspace, db, clock, tmp_path
+):
+    import os
+    import stat
+
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    rejects = tmp_path / "r.csv"
+
+    def make_fifo(*_):
+        if not rejects.exists():
+            os.mkfifo(rejects)
+
+    with pytest.raises(InputError, match="it is a named pipe") as caught:
+        run_import(workspace, db, clock, path, rejects_path=rejects, progress=make_fifo)
+
+    assert stat.S_ISFIFO(os.lstat(rejects).st_mode)
+    kept_in = caught.value.message.rsplit("they are in ", 1)[1]
+    assert "B,bad" in Path(kept_in).read_text()
+
+
+def test_the_default_rejects_file_never_replaces_an_earlier_one(cli, tmp_path):
+    first = write(tmp_path / "t.csv", "Name,Email\nA,a@example.com\nB,\nC,\n")
+    second = write(tmp_path / "t.jsonl", '{"name": "D"}\n')
+    assert cli("leads", "import", str(first)).exit_code == 0
+    earlier = (tmp_path / "t.rejects.csv").read_text()
+
+    result = cli("leads", "import", str(second), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["rejects_path"] == str(tmp_path / "t.rejects-batch-2.csv")
+    assert (tmp_path / "t.rejects.csv").read_text() == earlier
+    assert "no email or phone" in (tmp_path / "t.rejects-batch-2.csv").read_text()
+    batches = cli("leads", "batches", "--json").json()
+    assert batches[0]["rejects_path"] == str(tmp_path / "t.rejects-batch-2.csv")
+
+
+def test_the_default_rejects_name_steps_past_anything_there(
+    workspace, db, clock, tmp_path
+):
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    (tmp_path / "l.rejects.csv").mkdir()
+    write(tmp_path / "l.rejects-batch-1.csv", "someone else's\n")
+
+    summary = import_file(workspace, db, path, clock=clock, options=ImportOptions())
+
+    assert summary.rejects_path == str(tmp_path / "l.rejects-batch-1-2.csv")
+    assert (tmp_path / "l.rejects-batch-1.csv").read_text() == "someone else's\n"
+
+
+def test_a_default_rejects_file_appearing_during_the_import_is_kept(
+    workspace, db, clock, tmp_path
+):
+    path = write(tmp_path / "l.csv", BAD_ROWS)
+    default = tmp_path / "l.rejects.csv"
+
+    def appear(*_):
+        if not default.exists():
+            default.write_text("written meanwhile\n")
+
+    with pytest.raises(InputError, match="appeared during the import"):
+        import_file(
+            workspace, db, path, clock=clock, options=ImportOptions(progress=appear)
+        )
+
+    assert default.read_text() == "written meanwhile\n"
+    assert len(contacts(db)) == 1  # the import itself was saved
+
+
+def test_stdin_rejects_never_replace_a_file_of_the_same_batch_name(cli, workspace):
+    earlier = workspace.data_dir / "rejects-stdin-batch-1.csv"
+    earlier.write_text("from another database\n")
+
+    result = cli("leads", "import", "-", "--json", input=b"Name,Email\nNo Contact,\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["rejects_path"] == str(
+        workspace.data_dir / "rejects-stdin-batch-1-2.csv"
+    )
+    assert earlier.read_text() == "from another database\n"
+
+
+def test_cli_dry_run_makes_no_rejects_folders(cli, tmp_path):
+    rejects = tmp_path / "dryrun-dir" / "sub" / "r.csv"
+
+    result = cli("leads", "import", str(SAMPLE), "--dry-run", "--rejects", str(rejects))
+
+    assert result.exit_code == 0, result.stderr
+    assert "2 rows would be rejected" in result.stderr
+    assert not (tmp_path / "dryrun-dir").exists()
+
+
+# ------------------------------------------------------------ a missing header row
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [
+        ("Ann,ann@example.com,312-555-0100\nBob,bob@example.com,312-555-0101\n", 2),
+        ("Ann Lee,(312) 555-0100\nBob Day,(312) 555-0101\n", 2),
+        ("+1 312 555 0100;Ann\n+1 312 555 0101;Bob\n", 1),
+    ],
+)
+def test_cli_a_file_without_a_header_row_is_refused(cli, tmp_path, text, cell):
+    path = write(tmp_path / "people.csv", text)
+
+    result = cli("leads", "import", str(path))
+
+    assert result.exit_code == 1
+    assert (
+        f"{path}: the first row looks like a person, not column names (cell {cell}"
+        in result.stderr
+    )
+    assert "add a header row" in result.stderr
+    assert cli("contacts", "list", "--json").json() == []
+    assert cli("leads", "batches", "--json").json() == []
+
+
+def test_cli_headerless_stdin_is_named_and_format_imports_it_anyway(cli, tmp_path):
+    text = b"Ann,ann@example.com\nBob,bob@example.com\n"
+    refused = cli("leads", "import", "-", input=text)
+    assert refused.exit_code == 1
+    assert "stdin: the first row looks like a person" in refused.stderr
+
+    forced = cli("leads", "import", "-", "--format", "generic", input=text)
+    assert forced.exit_code == 0, forced.stderr
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "E-mail 1 - Value,Phone 1 - Value",
+        "Phone,Name",
+        "Email,Phone,Name",
+        "Customer,Contact,Notes",
+        "ID,2026-03-01,Total",
+        "Name,Email,info@example.com",
+        "Telefon,Vorname",
+    ],
+)
+def test_real_header_rows_are_not_taken_for_people(
+    workspace, db, clock, tmp_path, header
+):
+    path = write(tmp_path / "h.csv", f"{header}\n")
+    summary = run_import(workspace, db, clock, path)
+    assert summary.records == 0

@@ -264,3 +264,186 @@ def test_killed_import_leaves_the_workspace_unchanged(workspace, tmp_path):
     )
     assert not (tmp_path / "big.rejects.csv").exists()
     db.close()
+
+
+# ------------------------------------------- what later activity blocks an undo
+
+
+def contact_id_of(db, email: str) -> int:
+    return db.execute(
+        "SELECT contact_id FROM contact_emails WHERE email = ?", [email]
+    ).fetchone()[0]
+
+
+def test_undo_batch_two_then_batch_one(workspace, db, clock, tmp_path):
+    first = write(tmp_path / "a1.csv", "Email,Name\nana@example.com,Ana\n")
+    second = write(
+        tmp_path / "a2.csv",
+        "Email,Name,Company\nana@example.com,Ana,Lima Bakery\nbo@example.com,Bo,\n",
+    )
+    one = run(workspace, db, clock, first)
+    two = run(workspace, db, clock, second)
+    assert (two.created, two.updated) == (1, 1)
+
+    clock.advance(minutes=1)
+    assert undo_batch(db, two.batch_id, clock=clock).reverted_contacts == 1
+    result = undo_batch(db, one.batch_id, clock=clock)
+
+    assert result.removed_contacts == 1 and result.kept == []
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 0
+    assert [b["status"] for b in list_batches(db)] == ["undone", "undone"]
+
+
+def test_undo_of_an_earlier_batch_names_the_later_one(workspace, db, clock, tmp_path):
+    one = run(workspace, db, clock, write(tmp_path / "a1.csv", "Email\nana@x.org\n"))
+    two = run(
+        workspace,
+        db,
+        clock,
+        write(tmp_path / "a2.csv", "Email,Company\nana@x.org,Lima Bakery\n"),
+    )
+    assert two.updated == 1
+
+    with pytest.raises(CxmError, match=f"import batch {two.batch_id}: undo that"):
+        undo_batch(db, one.batch_id, clock=clock)
+
+
+ENGINE_BOOKKEEPING = [
+    ("sequence.exited", "engine", {"sequence": "new-lead", "reason": "replied"}),
+    ("sequence.completed", "engine", {"sequence": "new-lead"}),
+    ("step.skipped", "runner", {"sequence": "new-lead", "reason": "no phone"}),
+    ("step.deferred", "runner", {"sequence": "new-lead", "reason": "quiet hours"}),
+    ("step.failed", "runner", {"sequence": "new-lead", "reason": "provider down"}),
+    ("stage.changed", "rule", {"pipeline": "sales", "to": "contacted", "by": "rule:1"}),
+    ("stage.changed", "sequence", {"pipeline": "sales", "to": "nurture"}),
+    ("contact.updated", "import", {"undone_batch": 7, "fields": []}),
+    ("tag.added", "runner", {"tag": "nurtured"}),
+]
+
+ACTIVITY = [
+    ("message.sent", "runner", {"channel": "sms", "automated": True}),
+    ("step.sent", "runner", {"sequence": "new-lead", "step": "first-text"}),
+    ("message.received", "sms", {"channel": "sms"}),
+    ("form.submitted", "web", {"form": "contact"}),
+    ("appointment.booked", "cli", {"starts_at": "2026-03-09T15:00:00Z"}),
+    ("invoice.paid", "cli", {"amount": 120}),
+    ("review.received", "import", {"platform": "google", "rating": 5}),
+    ("stage.changed", "cli", {"pipeline": "sales", "to": "won", "by": "cli"}),
+    ("contact.updated", "cli", {"fields": ["company"]}),
+    ("tag.added", "cli", {"tag": "vip"}),
+]
+
+
+@pytest.mark.parametrize(("type_", "source", "data"), ENGINE_BOOKKEEPING)
+def test_engine_bookkeeping_does_not_block_an_undo(
+    workspace, db, clock, tmp_path, type_, source, data
+):
+    summary = run(workspace, db, clock, write(tmp_path / "a.csv", "Email\na@x.org\n"))
+    clock.advance(minutes=5)
+    record_event(
+        db, contact_id_of(db, "a@x.org"), type_, clock=clock, data=data, source=source
+    )
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+
+    assert result.removed_contacts == 1 and result.kept == []
+
+
+@pytest.mark.parametrize(("type_", "source", "data"), ACTIVITY)
+def test_what_the_person_or_staff_did_blocks_an_undo(
+    workspace, db, clock, tmp_path, type_, source, data
+):
+    summary = run(workspace, db, clock, write(tmp_path / "a.csv", "Email\na@x.org\n"))
+    clock.advance(minutes=5)
+    record_event(
+        db, contact_id_of(db, "a@x.org"), type_, clock=clock, data=data, source=source
+    )
+
+    with pytest.raises(CxmError, match=rf"later activity \({type_} at"):
+        undo_batch(db, summary.batch_id, clock=clock)
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 1
+
+
+def test_cli_import_then_a_run_that_sent_nothing_can_be_undone(
+    cli, workspace, clock, tmp_path
+):
+    # 23:00 in Chicago: every first step waits for the morning.
+    clock.set("2026-03-03T05:00:00Z")
+    path = write(tmp_path / "a.csv", "Name,Email,Phone\nAna,ana@x.org,312-555-0142\n")
+    assert cli("leads", "import", str(path)).exit_code == 0
+
+    ran = cli("run", "--once")
+
+    assert ran.exit_code == 0, ran.stderr
+    db = workspace.open_db()
+    try:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+        after = [row[0] for row in db.execute("SELECT type FROM events WHERE id > 2")]
+    finally:
+        db.close()
+    assert after and all(t.startswith(("step.", "sequence.")) for t in after)
+
+    undo = cli("leads", "undo", "1", "--json")
+
+    assert undo.exit_code == 0, undo.stderr
+    assert undo.json()["removed_contacts"] == 1
+    assert cli("contacts", "list", "--json").json() == []
+
+
+def test_keep_blocked_marks_the_batch_partly_undone(cli, workspace, clock, tmp_path):
+    path = write(tmp_path / "a.csv", "Email\nana@x.org\nbo@x.org\n")
+    assert cli("leads", "import", str(path)).exit_code == 0
+    db = workspace.open_db()
+    try:
+        ana = contact_id_of(db, "ana@x.org")
+        clock.advance(minutes=5)
+        record_event(db, ana, "message.received", clock=clock, data={})
+    finally:
+        db.close()
+
+    result = cli("leads", "undo", "1", "--keep-blocked", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["status"] == "partly undone"
+    assert result.json()["removed_contacts"] == 1
+    batches = cli("leads", "batches", "--json").json()
+    assert [b["status"] for b in batches] == ["partly undone"]
+    assert "partly undone" in cli("leads", "batches").stdout
+    again = cli("leads", "undo", "1", "--keep-blocked")
+    assert again.exit_code == 1 and "partly undone" in again.stderr
+    assert [c["id"] for c in cli("contacts", "list", "--json").json()] == [ana]
+
+
+def test_keep_blocked_refuses_a_batch_where_nothing_can_be_undone(
+    workspace, db, clock, tmp_path
+):
+    path = write(tmp_path / "a.csv", "Email\nana@x.org\nbo@x.org\n")
+    summary = run(workspace, db, clock, path)
+    clock.advance(minutes=5)
+    for email in ("ana@x.org", "bo@x.org"):
+        record_event(db, contact_id_of(db, email), "message.received", clock=clock)
+
+    with pytest.raises(CxmError, match="nothing can be undone"):
+        undo_batch(db, summary.batch_id, clock=clock, keep_blocked=True)
+
+    assert [b["status"] for b in list_batches(db)] == ["complete"]
+    assert db.execute("SELECT COUNT(*) FROM contacts").fetchone()[0] == 2
+
+
+def test_an_opt_out_after_the_import_is_the_reason_given(
+    workspace, db, clock, tmp_path
+):
+    from cxm_cli.contacts import set_consent
+
+    path = write(tmp_path / "a.csv", "Email,Phone\nana@x.org,312-555-0142\nbo@x.org,\n")
+    summary = run(workspace, db, clock, path)
+    ana = contact_id_of(db, "ana@x.org")
+    clock.advance(minutes=5)
+    record_event(db, ana, "message.received", clock=clock, data={"channel": "sms"})
+    set_consent(db, ana, "sms", "opted_out", clock=clock, source="sms")
+
+    result = undo_batch(db, summary.batch_id, clock=clock)
+
+    assert result.removed_contacts == 1
+    assert result.kept == [{"contact_id": ana, "reason": OPT_OUT_KEPT}]
+    assert [b["status"] for b in list_batches(db)] == ["undone"]

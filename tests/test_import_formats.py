@@ -706,3 +706,11 @@ def test_salesforce_contact_report(workspace, db, clock, tmp_path):
     contact = db.execute("SELECT company, region, source FROM contacts").fetchone()
     assert tuple(contact) == ("Berg Dental", "IL", "Referral")
     assert custom_of(db, "lena@example.com")["Contact ID"] == "0035g00000AbCdE"
+
+
+def test_consent_columns_alone_never_make_a_list_a_cxm_export():
+    from cxm_cli.importing.formats import detect_layout
+
+    plain = ["Name", "Emails", "Phones", "SMS Consent", "Email Consent"]
+    assert detect_layout(plain).name != "cxm"
+    assert detect_layout(["cxm_id", *plain]).name == "cxm"

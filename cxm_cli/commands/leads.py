@@ -254,7 +254,10 @@ def undo_command(
     batch: Annotated[str, typer.Argument(help="Batch id (see: cxm leads batches).")],
     keep_blocked: Annotated[
         bool,
-        typer.Option(help="Undo what nothing depends on; keep and list the rest."),
+        typer.Option(
+            help="Undo what nothing depends on; keep and list the rest "
+            "(the batch becomes 'partly undone')."
+        ),
     ] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
@@ -268,6 +271,7 @@ def undo_command(
     result = undo_batch(s.db, batch, clock=s.clock, keep_blocked=keep_blocked)
     data = {
         "batch_id": result.batch_id,
+        "status": result.status,
         "removed_contacts": result.removed_contacts,
         "reverted_contacts": result.reverted_contacts,
         "kept": result.kept,

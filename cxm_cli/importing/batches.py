@@ -3,9 +3,12 @@
 Undo removes the contacts a batch created and reverts the fields and
 identifiers it changed on existing contacts. It refuses, naming the contacts
 and the reason, where later activity depends on the batch: a created contact
-that has since been messaged or has other new events, or a field someone has
-changed again since the import. A created contact that is opted out or
-bouncing is always kept and reported: undo never removes an opt-out.
+the person, the staff or a later import did something with (a message either
+way, a form, a booking, a payment, a manual stage move, ...), or a field
+someone has changed again since the import. The engine's own bookkeeping
+(sequence and step decisions, automatic stage moves) and an undo's own
+records are no such activity. A created contact that is opted out or bouncing
+is always kept and reported: undo never removes an opt-out.
 """
 
 from __future__ import annotations
@@ -28,6 +31,25 @@ IMPORT_EVENT_TYPES = (
     "appointment.cancelled",
     "tag.added",
 )
+
+# Sources of stage.changed events no person caused: a pipeline rule
+# ("rule:N") or a sequence's move_stage step ("sequence:NAME").
+AUTOMATIC_MOVE_SOURCES = ("rule", "sequence")
+
+# Later events on a created contact that do not block its removal: what the
+# engine wrote about its own work (sequence.*, step.* but a sent step,
+# automatic stage moves, a sequence step's tags) and what an undo of another
+# batch wrote.
+_NOT_ACTIVITY = (
+    "(type LIKE 'sequence.%'"
+    " OR (type LIKE 'step.%' AND type != 'step.sent')"
+    " OR (type = 'stage.changed' AND source IN (SELECT value FROM json_each(?)))"
+    " OR (type IN ('tag.added', 'tag.removed') AND source = 'runner')"
+    " OR (type = 'contact.updated'"
+    "   AND json_extract(data, '$.undone_batch') IS NOT NULL))"
+)
+
+PARTLY_UNDONE = "partly undone"
 
 
 def start_batch(
@@ -89,6 +111,7 @@ class UndoResult:
     removed_contacts: int = 0
     reverted_contacts: int = 0
     kept: list[dict] = field(default_factory=list)  # what could not be undone, why
+    status: str = "undone"  # or "partly undone": --keep-blocked kept some
 
 
 def undo_batch(
@@ -105,7 +128,12 @@ def undo_batch(
         if batch is None:
             raise NotFound(f"no import batch {batch_id}", hint="see: cxm leads batches")
         if batch["status"] != "complete":
-            raise CxmError(f"batch {batch_id} is {batch['status']}, nothing to undo")
+            already = (
+                "what is left of it is kept"
+                if batch["status"] == PARTLY_UNDONE
+                else "nothing to undo"
+            )
+            raise CxmError(f"batch {batch_id} is {batch['status']}, {already}")
 
         last_event = batch["last_event_id"] or 0
         first_event = batch["first_event_id"] or 0
@@ -116,25 +144,33 @@ def undo_batch(
             )
         )
         result = UndoResult(batch_id)
-        blocked = _blockers(db, changes, last_event)
+        # Opt-outs first: such a contact is kept whatever else happened to it,
+        # and that is the reason to give.
+        opted_out = _opted_out_created(db, batch_id)
+        opted_out_ids = {k["contact_id"] for k in opted_out}
+        blocked = _blockers(db, changes, last_event, skip=opted_out_ids)
         if blocked and not keep_blocked:
-            sample = "; ".join(
-                f"contact {b['contact_id']}: {b['reason']}" for b in blocked[:5]
-            )
-            more = f" (and {len(blocked) - 5} more)" if len(blocked) > 5 else ""
             raise CxmError(
-                f"batch {batch_id} cannot be undone: {sample}{more}",
+                f"batch {batch_id} cannot be undone: {_listed(blocked)}",
                 hint="undo the rest with --keep-blocked, or leave the batch as it is",
             )
-        blocked_ids = {b["contact_id"] for b in blocked}
-        opted_out = _opted_out_created(db, batch_id, blocked_ids)
         result.kept = blocked + opted_out
-        kept_ids = blocked_ids | {k["contact_id"] for k in opted_out}
+        kept_ids = opted_out_ids | {b["contact_id"] for b in blocked}
+        undoable = [
+            change
+            for change in changes
+            if change["contact_id"] not in kept_ids
+            and _exists(db, change["contact_id"])
+        ]
+        if blocked and not undoable:
+            raise CxmError(
+                f"batch {batch_id}: nothing can be undone, every contact it "
+                f"touched is kept: {_listed(result.kept)}",
+                hint="leave the batch as it is",
+            )
 
-        for change in changes:
+        for change in undoable:
             contact_id = change["contact_id"]
-            if contact_id in kept_ids or not _exists(db, contact_id):
-                continue
             if change["action"] == "created":
                 db.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
                 result.removed_contacts += 1
@@ -151,9 +187,12 @@ def undo_batch(
             " (SELECT value FROM json_each(?))",
             [batch_id, dumps(sorted(kept_ids))],
         )
+        # Opt-outs are kept by every undo; contacts kept for later activity
+        # (--keep-blocked) leave part of the batch in place.
+        result.status = PARTLY_UNDONE if blocked else "undone"
         db.conn.execute(
-            "UPDATE import_batches SET status = 'undone', undone_at = ? WHERE id = ?",
-            [clocks.now_iso(clock), batch_id],
+            "UPDATE import_batches SET status = ?, undone_at = ? WHERE id = ?",
+            [result.status, clocks.now_iso(clock), batch_id],
         )
     log.info(
         "undid batch %s: %d removed, %d reverted, %d kept",
@@ -172,7 +211,13 @@ def _exists(db, contact_id: int) -> bool:
     )
 
 
-def _opted_out_created(db, batch_id: int, blocked_ids: set[int]) -> list[dict]:
+def _listed(kept: list[dict]) -> str:
+    sample = "; ".join(f"contact {k['contact_id']}: {k['reason']}" for k in kept[:5])
+    more = f" (and {len(kept) - 5} more)" if len(kept) > 5 else ""
+    return sample + more
+
+
+def _opted_out_created(db, batch_id: int) -> list[dict]:
     """Contacts the batch created that are opted out or bouncing: undo keeps
     them, since deleting one would let a later import bring the person back
     with nothing to stop a message."""
@@ -197,32 +242,23 @@ def _opted_out_created(db, batch_id: int, blocked_ids: set[int]) -> list[dict]:
             else "address bouncing: an undo never removes a suppression",
         }
         for row in rows
-        if row["contact_id"] not in blocked_ids
     ]
 
 
-def _blockers(db, changes: list[dict], last_event: int) -> list[dict]:
+def _blockers(
+    db, changes: list[dict], last_event: int, *, skip: set[int]
+) -> list[dict]:
     blocked: list[dict] = []
-    seen: set[int] = set()
+    seen: set[int] = set(skip)
     for change in changes:
         contact_id = change["contact_id"]
         if contact_id in seen or not _exists(db, contact_id):
             continue
         if change["action"] == "created":
-            later = fetch_one(
-                db,
-                "SELECT type, at FROM events WHERE contact_id = ? AND id > ?"
-                " ORDER BY id LIMIT 1",
-                [contact_id, last_event],
-            )
-            if later:
+            reason = _later_activity(db, contact_id, last_event)
+            if reason:
                 seen.add(contact_id)
-                blocked.append(
-                    {
-                        "contact_id": contact_id,
-                        "reason": f"later activity ({later['type']} at {later['at']})",
-                    }
-                )
+                blocked.append({"contact_id": contact_id, "reason": reason})
             continue
         after = loads(change["after"], {})
         current = (
@@ -240,6 +276,42 @@ def _blockers(db, changes: list[dict], last_event: int) -> list[dict]:
                 )
                 break
     return blocked
+
+
+def _later_activity(db, contact_id: int, last_event: int) -> str | None:
+    """Why a contact the batch created must stay, or None: the first thing
+    since the batch that the person or the staff did, or that went out to the
+    person."""
+    later = fetch_one(
+        db,
+        "SELECT id, type, at FROM events WHERE contact_id = ? AND id > ?"
+        f" AND NOT {_NOT_ACTIVITY} ORDER BY id LIMIT 1",
+        [contact_id, last_event, dumps(list(AUTOMATIC_MOVE_SOURCES))],
+    )
+    if later:
+        by_batch = fetch_one(
+            db,
+            "SELECT id FROM import_batches WHERE status = 'complete'"
+            " AND ? BETWEEN first_event_id AND last_event_id",
+            [later["id"]],
+        )
+        if by_batch:
+            return (
+                f"later activity ({later['type']} by import batch {by_batch['id']}:"
+                " undo that batch first)"
+            )
+        return f"later activity ({later['type']} at {later['at']})"
+    # A message row is written before the provider is called: one left
+    # 'sending' by a crash may have reached the person.
+    message = fetch_one(
+        db,
+        "SELECT id, status, at FROM messages WHERE contact_id = ?"
+        " AND status != 'failed' ORDER BY id LIMIT 1",
+        [contact_id],
+    )
+    if message:
+        return f"later activity (message {message['id']} {message['status']})"
+    return None
 
 
 # Limitation: on a contact that existed before the batch, undo reverts what the

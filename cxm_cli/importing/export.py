@@ -1,9 +1,11 @@
-"""Exporting contacts to CSV or JSON Lines that import back unchanged.
+"""Exporting contacts to CSV or JSON Lines that ``cxm leads import`` reads back.
 
-The columns are those of the ``cxm`` layout, so ``cxm leads import`` reads an
-export without flags. CSV cells that a spreadsheet would run as a formula
-(starting with ``=``, ``+``, ``-`` or ``@``) get Excel's ``'`` text guard,
-which the importer strips again.
+The columns are those of the ``cxm`` layout, so an export imports without
+flags: into the same workspace it changes nothing; into a new one its rows are
+existing contacts (``contact.imported``, no new-lead follow-up), with each
+opt-out at its own time and bouncing addresses still bouncing. CSV cells that
+a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-`` or
+``@``) get Excel's ``'`` text guard, which the importer strips again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import TextIO
 
+from cxm_cli import clock as clocks
 from cxm_cli.errors import InputError
 from cxm_cli.store import loads
 
@@ -30,10 +33,16 @@ COLUMNS = [
     "region",
     "email_consent",
     "sms_consent",
+    "email_opted_out_at",
+    "sms_opted_out_at",
+    "email_consent_source",
+    "sms_consent_source",
+    "bouncing_emails",
     "created_at",
     "custom",
 ]
 MULTI = " ::: "
+_NO_CONSENT = ("", None, None)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -61,14 +70,12 @@ def contact_records(db, *, tag: str | None = None) -> Iterator[dict]:
 def _record(db, contact: dict) -> dict:
     contact_id = contact["id"]
     conn = db.conn
-    emails = [
-        r[0]
-        for r in conn.execute(
-            "SELECT email FROM contact_emails WHERE contact_id = ?"
-            " ORDER BY is_primary DESC, id",
-            [contact_id],
-        )
-    ]
+    email_rows = conn.execute(
+        "SELECT email, status FROM contact_emails WHERE contact_id = ?"
+        " ORDER BY is_primary DESC, id",
+        [contact_id],
+    ).fetchall()
+    emails = [email for email, _ in email_rows]
     phones = []
     for phone, extension, kind in conn.execute(
         "SELECT phone, extension, kind FROM contact_phones WHERE contact_id = ?"
@@ -84,11 +91,14 @@ def _record(db, contact: dict) -> dict:
             [contact_id],
         )
     ]
-    consent = dict(
-        conn.execute(
-            "SELECT channel, status FROM consents WHERE contact_id = ?", [contact_id]
-        ).fetchall()
-    )
+    consent = {
+        channel: (status, source, changed_at)
+        for channel, status, source, changed_at in conn.execute(
+            "SELECT channel, status, source, changed_at FROM consents"
+            " WHERE contact_id = ?",
+            [contact_id],
+        )
+    }
     # The lead's own date (the source's created time), not the day it was
     # imported here: the importer reads this column back as the lead's
     # created_time, so a new workspace keeps the original date. An existing
@@ -109,16 +119,29 @@ def _record(db, contact: dict) -> dict:
         "source": contact["source"] or "",
         "timezone": contact["timezone"] or "",
         "region": contact["region"] or "",
-        "email_consent": consent.get("email", ""),
-        "sms_consent": consent.get("sms", ""),
+        "email_consent": consent.get("email", _NO_CONSENT)[0],
+        "sms_consent": consent.get("sms", _NO_CONSENT)[0],
+        "email_opted_out_at": _opted_out_at(consent.get("email")),
+        "sms_opted_out_at": _opted_out_at(consent.get("sms")),
+        "email_consent_source": consent.get("email", _NO_CONSENT)[1] or "",
+        "sms_consent_source": consent.get("sms", _NO_CONSENT)[1] or "",
+        "bouncing_emails": [e for e, status in email_rows if status == "bouncing"],
         "created_at": created_time or contact["created_at"],
         "custom": loads(contact["custom"], {}),
     }
 
 
-# Limitation: consent is exported as its current status only (not when or
-# where it was given) and an email's bouncing status is not exported, so a
-# round trip into a new workspace dates opt-outs to the import.
+def _opted_out_at(consent: tuple | None) -> str:
+    """When an opt-out was made, to the second: the importer reads a date in
+    an opt-out column as the time of the opt-out."""
+    if consent is None or consent[0] != "opted_out" or not consent[2]:
+        return ""
+    return clocks.parse(consent[2]).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Limitation: an opt-in is exported as its status and source only; imported
+# into a new workspace it is dated to the import (the cxm layout reads times
+# for opt-outs only).
 def export_contacts(
     db, out: TextIO, *, format: str = "csv", tag: str | None = None
 ) -> int:

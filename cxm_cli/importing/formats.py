@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from cxm_cli.errors import InputError
+from cxm_cli.importing.consent_columns import consent_role
 from cxm_cli.importing.values import phone_kind
 
 # A role says what a column holds: (field, argument). Fields are documented in
@@ -38,8 +39,9 @@ FIELDS = {
     "email_opt_out": "yes or a date = opted out of email",
     "sms_opt_out": "yes or a date = opted out of SMS (and voicemail drops)",
     "opt_out": "yes or a date = opted out of email and SMS",
-    "email_opt_in": "yes = agreed to email marketing",
-    "sms_opt_in": "yes = agreed to SMS marketing",
+    "email_opt_in": "yes = agreed to email marketing; no = opted out of email",
+    "sms_opt_in": "yes = agreed to SMS marketing; no = opted out of SMS",
+    "opt_in": "yes = agreed to email and SMS marketing; no = opted out of both",
     "custom": "kept as a custom field (the default for unknown columns)",
     "ignore": "not imported",
 }
@@ -65,6 +67,8 @@ class Layout:
     # the header must hold as well, so plain name/email/phone columns never
     # pick a vendor's layout (its source name and date zone).
     min_distinctive: int = 2
+    # A column the header must have, whatever else matches.
+    required: str | None = None
     columns: dict[str, Role] = field(default_factory=dict)
     patterns: tuple[tuple[re.Pattern, str], ...] = ()
     # "form.submitted" / "appointment.booked": one timeline event per record.
@@ -837,17 +841,33 @@ LAYOUTS: list[Layout] = [
             "sms_consent",
             "custom",
         ),
-        min_markers=3,
-        # cxm_id is cxm's own; its JSON Lines export leaves empty keys out.
+        # cxm_id is cxm's own; its JSON Lines export leaves empty keys out, so
+        # a contact with only an email has just cxm_id and emails.
+        min_markers=2,
         min_distinctive=1,
+        # Consent columns alone are any list's: only cxm writes cxm_id.
+        required="cxm_id",
         columns=_columns(
             {
-                "cxm_id": ("ignore", None),
+                # A row with a cxm id is a contact a workspace already had:
+                # imported as an existing contact, never as a new lead
+                # (--map cxm_id=ignore imports the file as new leads).
+                "cxm_id": ("cxm_id", None),
                 "emails": ("email", None),
                 "phones": ("phone", "tagged"),
                 "tags": ("tags", "multi"),
                 "email_consent": ("consent", "email"),
                 "sms_consent": ("consent", "sms"),
+                # A date in an opt-out column is the time of the opt-out.
+                "email_opted_out_at": ("email_opt_out", None),
+                "sms_opted_out_at": ("sms_opt_out", None),
+                # Limitation: a consent's source is exported for the record
+                # but not imported; the new workspace's is the import.
+                "email_consent_source": ("ignore", None),
+                "sms_consent_source": ("ignore", None),
+                # Limitation: a row with any bouncing address imports all of
+                # its addresses as bouncing (the importer marks whole rows).
+                "bouncing_emails": ("bouncing", None),
                 "created_at": ("created", None),
                 "custom": ("custom_json", None),
             }
@@ -915,6 +935,8 @@ def detect_layout(headers: list[str]) -> Layout:
         distinctive = layout.distinctive_keys()
         if not distinctive:
             continue
+        if layout.required and compact(layout.required) not in keys:
+            continue
         found = len(markers & keys)
         if found < min(layout.min_markers, len(markers)):
             continue
@@ -928,6 +950,13 @@ def detect_layout(headers: list[str]) -> Layout:
 
 
 _QUESTION_EXCLUDE = ("opt", "status", "subscri", "consent", "marketing", "verif")
+
+# Layouts that know no vendor's columns: their consent columns are recognised
+# by the words in the header (``consent_role``), whatever the wording.
+# Limitation: a vendor layout's or a form export's (Typeform, Google Forms)
+# unknown columns are not read by their words: "Can we text you?" in a form,
+# or an "SMS Unsubscribed" column in a HubSpot file, stays a custom field.
+HEADER_RULE_LAYOUTS = {"generic", "jsonl"}
 
 
 def question_role(key: str) -> Role | None:
@@ -963,6 +992,10 @@ def role_for(layout: Layout, header: str, overrides: dict[str, Role]) -> Role:
         if role[0] == "phone" and role[1] is None:
             return ("phone", phone_kind(header))
         return role
+    if layout.name in HEADER_RULE_LAYOUTS:
+        role = consent_role(header)
+        if role is not None:
+            return role
     if layout.questions:
         role = question_role(key)
         if role is not None:
@@ -988,6 +1021,8 @@ def parse_map_options(values: list[str] | None) -> dict[str, Role]:
             argument = "auto"
         elif target == "phone":
             argument = phone_kind(column)
+        elif target in ("email_opt_in", "sms_opt_in", "opt_in"):
+            argument = "strict"  # the user says it is a consent column: "no" counts
         overrides[compact(column)] = (target, argument)
     return overrides
 

@@ -17,6 +17,8 @@ import contextlib
 import csv
 import logging
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from cxm_cli.importing.formats import (
     detect_layout,
     get_layout,
     parse_map_options,
+    role_for,
 )
 from cxm_cli.importing.merge import ON_CONFLICT, ContactMerger
 from cxm_cli.importing.pipeline import Mapped, SourceSpec, mapped_chunks, use_worker
@@ -147,6 +150,8 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
         header, layout = _header_and_layout(spec, options.format)
         _check_map_columns(options.mapping, header, spec.name)
         leading = rejects_columns(header)
+        if header is not None and not options.format and not options.mapping:
+            _check_header_is_not_a_person(header[leading:], layout, spec.name)
 
         summary = ImportSummary(
             batch_id=None,
@@ -175,9 +180,16 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
                 f"{spec.name} is a rejects file: its row, column and reason "
                 "columns are not imported"
             )
+        chosen = options.rejects_path is not None
         rejects_path = options.rejects_path or _rejects_location(workspace, input_file)
-        _check_rejects_path(Path(rejects_path), Path(input_file.path))
-        rejects = _RejectsFile(rejects_path, header, drop=leading)
+        _check_rejects_path(Path(rejects_path), Path(input_file.path), chosen=chosen)
+        rejects = _RejectsFile(
+            rejects_path,
+            header,
+            drop=leading,
+            replace=chosen,
+            dry_run=options.dry_run,
+        )
         chunks = mapped_chunks(
             spec,
             settings,
@@ -269,20 +281,27 @@ def _check_map_columns(mapping: list[str], header: list[str] | None, name) -> No
             )
 
 
-def _check_rejects_path(path: Path, input_path: Path) -> None:
+def _check_rejects_path(path: Path, input_path: Path, *, chosen: bool) -> None:
     """Refuse a rejects location that cannot be written before any row is
     imported: finding out after the commit would leave the rejected rows
-    nowhere."""
+    nowhere.
+
+    A ``--rejects`` file the user ``chosen`` replaces a regular file there,
+    but never a folder, symbolic link, device, pipe or socket. The default
+    location never replaces anything (see :func:`_unused_name`).
+    """
     hint = "choose another file with --rejects FILE.csv"
-    if path.is_dir():
-        raise InputError(
-            f"cannot write rejected rows to {path}: it is a folder", hint=hint
-        )
-    if path.exists() and path.resolve() == input_path.resolve():
-        raise InputError(
-            f"cannot write rejected rows to {path}: it is the file being imported",
-            hint=hint,
-        )
+    if chosen:
+        what = _not_a_regular_file(path)
+        if what:
+            raise InputError(
+                f"cannot write rejected rows to {path}: it is {what}", hint=hint
+            )
+        if path.exists() and path.resolve() == input_path.resolve():
+            raise InputError(
+                f"cannot write rejected rows to {path}: it is the file being imported",
+                hint=hint,
+            )
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # missing folders are made on the first reject
@@ -296,6 +315,65 @@ def _check_rejects_path(path: Path, input_path: Path) -> None:
             f"cannot write rejected rows to {path}: {folder} is not writable",
             hint=hint,
         )
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """What is at ``path`` if it is something a rejects file must not replace
+    (the link itself for a symbolic link, not what it points to); None when
+    nothing or a regular file is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # nothing there (or no way there: the folder checks say why)
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "a device, not a regular file"
+
+
+# A first row holding an address or a number, and no column name cxm knows,
+# is a person: a file saved without its header row.
+_EMAIL_CELL = re.compile(r"[^\s@,;<>\"]+@[^\s@,;<>\"]+\.[A-Za-z]{2,}")
+_PHONE_CELL = re.compile(r"\+?[\d\s().\-/]+")
+_DATE_CELL = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
+
+
+def _check_header_is_not_a_person(header: list[str], layout, name: str) -> None:
+    """Refuse a CSV whose first row is a person rather than column names:
+    read as the header it would lose that person and misread every row."""
+    first: tuple[int, str] | None = None
+    for number, cell in enumerate(header, 1):
+        kind = _person_value(cell)
+        if kind:
+            first = first or (number, kind)
+        elif cell.strip() and role_for(layout, cell, {})[0] != "custom":
+            return  # a known column name: a header after all
+    if first is None:
+        return
+    number, kind = first
+    raise InputError(
+        f"{name}: the first row looks like a person, not column names "
+        f"(cell {number} is {kind})",
+        hint="add a header row naming the columns (for example Name,Email,Phone); "
+        "if that row is the header, pass --format or --map to import it as it is",
+    )
+
+
+def _person_value(cell: str) -> str | None:
+    text = cell.strip()
+    if _EMAIL_CELL.fullmatch(text):
+        return "an email address"
+    if _DATE_CELL.fullmatch(text) or not _PHONE_CELL.fullmatch(text):
+        return None
+    digits = sum(ch.isdigit() for ch in text)
+    return "a phone number" if 7 <= digits <= 15 else None
 
 
 def _run(db, chunks, summary, rejects, clock, options, size, layout):
@@ -326,7 +404,7 @@ def _run(db, chunks, summary, rejects, clock, options, size, layout):
             clock=clock,
         )
         summary.batch_id = batch_id
-        rejects.path = Path(str(rejects.path).replace("{batch}", str(batch_id)))
+        rejects.name_for_batch(batch_id)
         merger = ContactMerger(
             db,
             clock,
@@ -529,18 +607,38 @@ class _RejectsFile:
 
     Written to a temporary file beside the final one and renamed into place
     only after the import committed, so an interrupted import leaves no
-    rejects file claiming rows were dealt with.
+    rejects file claiming rows were dealt with. A file the user named
+    (``replace``) takes the place of a regular file there; the default
+    location never replaces anything. A dry run writes nothing, not even a
+    folder.
     """
 
-    def __init__(self, path: Path, header: list[str] | None, *, drop: int = 0):
+    def __init__(
+        self,
+        path: Path,
+        header: list[str] | None,
+        *,
+        drop: int = 0,
+        replace: bool = True,
+        dry_run: bool = False,
+    ):
         self.path = Path(path)
         self.header = header[drop:] if header is not None else None
         self.drop = drop  # leading columns of an imported rejects file
+        self.replace = replace
+        self.dry_run = dry_run
         self._handle = None
         self._writer = None
         self._temp: str | None = None
 
+    def name_for_batch(self, batch_id: int) -> None:
+        """The final name, once the batch has an id ({batch} in the path)."""
+        path = Path(str(self.path).replace("{batch}", str(batch_id)))
+        self.path = path if self.replace else _unused_name(path, batch_id)
+
     def add(self, reject: Reject, cells: list[str] | None) -> None:
+        if self.dry_run:
+            return
         if self._writer is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -564,15 +662,41 @@ class _RejectsFile:
             self._handle.close()
             try:
                 os.chmod(self._temp, 0o644)
-                os.replace(self._temp, self.path)
+                self._move_into_place()
             except OSError as exc:  # checked before the import; changed since
+                reason = exc.strerror or str(exc)
                 raise InputError(
                     f"the import was saved, but its rejected rows could not be "
-                    f"moved to {self.path} ({exc.strerror}); they are in "
-                    f"{self._temp}"
+                    f"moved to {self.path} ({reason}); they are in {self._temp}"
                 ) from exc
             self._handle = self._writer = self._temp = None
         return self.path
+
+    def _move_into_place(self) -> None:
+        # Checked again: what is there may have changed during the import.
+        what = _not_a_regular_file(self.path)
+        if what:
+            raise OSError(f"it is {what} now")
+        if self.replace:
+            os.replace(self._temp, self.path)
+            return
+        # A hard link fails where anything exists, so a file that appeared
+        # meanwhile is never replaced.
+        try:
+            os.link(self._temp, self.path)
+        except FileExistsError:
+            raise OSError("a file of that name appeared during the import") from None
+        except OSError:
+            # Limitation: where hard links are not supported (some mounted
+            # drives) a file that appears between this check and the rename
+            # is replaced.
+            if os.path.lexists(self.path):
+                raise OSError(
+                    "a file of that name appeared during the import"
+                ) from None
+            os.replace(self._temp, self.path)
+            return
+        os.unlink(self._temp)
 
     def discard(self) -> None:
         if self._handle is not None:
@@ -580,6 +704,22 @@ class _RejectsFile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
             self._handle = self._writer = self._temp = None
+
+
+def _unused_name(path: Path, batch_id: int) -> Path:
+    """``path``, or when something is there already (an earlier import's
+    rejects) the same name with the batch id: a default never replaces."""
+    if not os.path.lexists(path):
+        return path
+    stem = path.name.removesuffix(".csv")
+    tag = f"batch-{batch_id}"
+    base = stem if tag in stem else f"{stem}-{tag}"
+    candidate = path.with_name(f"{base}.csv")
+    number = 2
+    while os.path.lexists(candidate):
+        candidate = path.with_name(f"{base}-{number}.csv")
+        number += 1
+    return candidate
 
 
 def known_layout_names() -> list[str]:

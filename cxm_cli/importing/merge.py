@@ -313,8 +313,9 @@ class ContactMerger:
             # event, so no lead sequence, pipeline stage or lead count fires.
             event_type = "contact.imported"
             data = {"suppressed": True, "source": source, "batch_id": self.batch_id}
-        elif self.existing:
-            # Nor is a list of existing customers, vendors or friends.
+        elif self.existing or lead.existing:
+            # Nor is a list of existing customers, vendors or friends, nor
+            # cxm's own export of a workspace's contacts.
             # Limitation: the events of event-style exports (form.submitted,
             # appointment.booked) are still recorded for them, so sequences
             # and stages those trigger still start (the summary counts them).

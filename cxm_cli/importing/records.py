@@ -17,11 +17,14 @@ from importlib import resources
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cxm_cli import clock as clocks
-from cxm_cli.importing.formats import Layout, Role, role_for
+from cxm_cli.importing.consent_columns import looks_consent
+from cxm_cli.importing.formats import HEADER_RULE_LAYOUTS, Layout, Role, role_for
 from cxm_cli.importing.values import (
     EMPTY_DATES,
     DateValue,
+    PhoneResult,
     clean_cell,
+    consent_flag,
     country_code,
     is_placeholder,
     normalise_email,
@@ -53,6 +56,26 @@ OPT_OUT_CHANNELS = {
     "sms_opt_out": ("sms",),
     "opt_out": ("email", "sms"),
 }
+# Consent columns and the channels they grant (or, read strictly, refuse).
+OPT_IN_CHANNELS = {
+    "email_opt_in": ("email",),
+    "sms_opt_in": ("sms",),
+    "opt_in": ("email", "sms"),
+}
+# What separates two phones in one cell. Tried one at a time, so a "/" inside
+# a number ("030/1234567") only splits when every part is a phone on its own.
+_PHONE_SEPARATORS = (
+    re.compile(r"\s*[\r\n]+\s*"),
+    re.compile(r"\s*;\s*"),
+    re.compile(r"\s+(?:or|and)\s+", re.IGNORECASE),
+    re.compile(r"\s*&\s*"),
+    re.compile(r"\s*,\s*"),
+    re.compile(r"\s+/\s+"),
+    re.compile(r"\s*/\s*"),
+)
+_ANY_PHONE_SEPARATOR = re.compile(r"\s*(?:[\r\n;,&/]|\s(?:or|and)\s)\s*", re.IGNORECASE)
+# Between two emails in one cell: ";", ",", "/", "&", "|", "or", spaces.
+_EMAIL_SEPARATOR = re.compile(r"\s+(?:or|and)\s+|[;,\s/&|]+", re.IGNORECASE)
 
 
 @dataclass
@@ -83,6 +106,9 @@ class Lead:
     # unsubscribed and cleaned exports), not as someone who asked for contact:
     # a contact made from it is kept to honour the opt-out, but is no new lead.
     suppression: bool = False
+    # A row of cxm's own export: a contact some workspace already had, so it
+    # is imported as an existing contact (contact.imported), no new lead.
+    existing: bool = False
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     record_key: str | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, text)
@@ -127,6 +153,8 @@ class RecordMapper:
         self.has_unsubscribe = False
         self.has_clean = False
         self.has_optin = False
+        # Consent-looking columns kept as custom fields, already pointed out.
+        self._consent_hinted: set[str] = set()
 
     def prepare(self, headers: list[str]) -> None:
         """Fix the roles for a header row (CSV) so each record reuses them."""
@@ -274,10 +302,8 @@ class RecordMapper:
                     lead.custom.setdefault(header, value)
             elif kind in OPT_OUT_CHANNELS:
                 self._opt_out(lead, header, value, kind, opt_out_dates)
-            elif kind in ("email_opt_in", "sms_opt_in"):
-                channel = kind.split("_")[0]
-                if truthy(value) and channel not in lead.consent:
-                    lead.consent[channel] = ("opted_in", None)
+            elif kind in OPT_IN_CHANNELS:
+                self._opt_in(lead, header, value, kind, argument)
             elif kind == "email_status":
                 status = value.strip().lower()
                 if status in ("unsubscribed", "opted out", "opted_out"):
@@ -289,6 +315,14 @@ class RecordMapper:
                 if value in ("opted_in", "opted_out"):
                     if value == "opted_out" or argument not in lead.consent:
                         lead.consent[argument] = (value, None)
+                else:
+                    # Not cxm's own words: a plain list's "SMS Consent" column
+                    # (same header); "no" there is an opt-out.
+                    self._opt_in(lead, header, value, f"{argument}_opt_in", "strict")
+            elif kind == "cxm_id":
+                lead.existing = True
+            elif kind == "bouncing":  # cxm's export: its bouncing addresses
+                lead.bouncing = True
             elif kind == "custom_json":
                 lead.custom.update(_json_object(value))
             elif kind == "money":
@@ -341,7 +375,9 @@ class RecordMapper:
             column, reason = problems[0] if problems else ("", "no email or phone")
             if problems:
                 reason = f"no usable email or phone: {reason}"
-            return Reject(number, column, reason, lead.warnings)
+            return Reject(
+                number, column, one_line(reason), _one_line_all(lead.warnings)
+            )
 
         self._names(lead, names)
         self._consent_and_times(lead, dates, opt_out_dates)
@@ -354,7 +390,33 @@ class RecordMapper:
         for tag in settings.tags:
             if tag not in lead.tags:
                 lead.tags.append(tag)
+        self._hint_consent_columns(lead, cells)
+        lead.warnings = _one_line_all(lead.warnings)
         return lead
+
+    def _hint_consent_columns(self, lead: Lead, cells) -> None:
+        """One warning per file for each column that looks like consent but is
+        kept as a custom field, so an opt-out is never ignored in silence."""
+        # Limitation: it is a row warning on the first imported record with a
+        # value in that column, not a file-level note (those come from the
+        # pipeline); past the summary's 200 warning samples it is only counted.
+        if self.settings.layout.name not in HEADER_RULE_LAYOUTS:
+            return
+        for header, (kind, _), _ in cells:
+            if kind != "custom" or header in self._consent_hinted:
+                continue
+            if not looks_consent(header):
+                continue
+            self._consent_hinted.add(header)
+            lead.warnings.append(
+                (
+                    header,
+                    f"column {header!r} looks like consent but is kept as a "
+                    "custom field; if it holds opt-outs, import again with "
+                    f'--map "{header}=sms_opt_out" (or email_opt_out, opt_out, '
+                    "sms_opt_in, email_opt_in)",
+                )
+            )
 
     def _date(self, header: str, value: str) -> DateValue:
         settings = self.settings
@@ -400,8 +462,12 @@ class RecordMapper:
             if result.email not in lead.emails:
                 lead.emails.append(result.email)
 
-        for value, header, argument in raw_phones:
-            result = normalise_phone(value, region)
+        phone_parts = [
+            (part, result, header, argument)
+            for value, header, argument in raw_phones
+            for part, result in _phone_parts(value, region)
+        ]
+        for _value, result, header, argument in phone_parts:
             if result.e164 is None:
                 problem = result.problem
                 if unknown_country:
@@ -464,6 +530,37 @@ class RecordMapper:
                 lead.custom.setdefault(header, value)
         for channel in OPT_OUT_CHANNELS[kind]:
             lead.consent[channel] = ("opted_out", None)
+
+    def _opt_in(self, lead, header, value, kind, argument) -> None:
+        """A consent column's cell. Read strictly (a consent column found by
+        its header words, or named with --map), a "no" is an opt-out: the safe
+        side for texting laws. A vendor's own column keeps its reading: yes is
+        an opt-in, anything else says nothing."""
+        channels = OPT_IN_CHANNELS[kind]
+        if argument != "strict":
+            if truthy(value):
+                for channel in channels:
+                    lead.consent.setdefault(channel, ("opted_in", None))
+            return
+
+        flag = consent_flag(value)
+        if flag is None and self._date(header, value).day is not None:
+            flag = True  # the day they agreed
+        if flag is True:
+            for channel in channels:
+                lead.consent.setdefault(channel, ("opted_in", None))
+        elif flag is False:
+            for channel in channels:
+                lead.consent[channel] = ("opted_out", None)
+        else:
+            lead.warnings.append(
+                (
+                    header,
+                    f"consent value {value!r} not understood: no consent "
+                    "recorded (map the column or fix the value)",
+                )
+            )
+            lead.custom.setdefault(header, value)
 
     def _consent_and_times(
         self,
@@ -552,13 +649,51 @@ def _split_multi(value: str, *, emails: bool) -> list[str]:
     )
     out: list[str] = []
     for part in parts:
-        if emails and part.count("@") > 1 and re.search(r"[;,\s]", part):
-            out.extend(p for p in re.split(r"[;,\s]+", part) if p)
+        if emails and part.count("@") > 1 and _EMAIL_SEPARATOR.search(part):
+            out.extend(p for p in _EMAIL_SEPARATOR.split(part) if p)
         elif not emails and ";" in part:
             out.extend(p.strip() for p in part.split(";") if p.strip())
         elif part:
             out.append(part)
     return out
+
+
+def _phone_parts(value: str, region: str) -> list[tuple[str, PhoneResult]]:
+    """The phones in one cell: itself when it is one number, else its parts
+    ("312-555-0101, 312-555-0102", "... or ...", one per line), first first."""
+    whole = normalise_phone(value, region)
+    if whole.e164 is not None or whole.damaged:
+        return [(value, whole)]
+    if not _ANY_PHONE_SEPARATOR.search(value.strip()):
+        return [(value, whole)]
+
+    for separator in _PHONE_SEPARATORS:
+        parts = [part for part in separator.split(value.strip()) if part.strip()]
+        if len(parts) < 2:
+            continue
+        results = [(part, normalise_phone(part, region)) for part in parts]
+        if all(result.e164 for _, result in results):
+            return results
+    # No one separator splits it into phones only: keep the usable ones and
+    # name the rest.
+    # Limitation: a number written with dial pauses ("555-0101,,12") or a
+    # number and its note joined by "&" loses the part that is not a phone.
+    parts = [part for part in _ANY_PHONE_SEPARATOR.split(value.strip()) if part]
+    results = [(part, normalise_phone(part, region)) for part in parts]
+    if any(result.e164 for _, result in results):
+        return results
+    return [(value, whole)]
+
+
+def one_line(text: str) -> str:
+    """A warning or reason on one terminal line: line breaks shown as ``\\n``."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
+
+
+def _one_line_all(warnings: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(one_line(column), one_line(text)) for column, text in warnings]
 
 
 def _unique_keys(headers: list[str]) -> list[str]:

@@ -913,3 +913,47 @@ def opt_out_flag(value: str) -> bool | None:
     if text in NOT_OPTED_OUT_WORDS:
         return False
     return None
+
+
+# Words a consent column ("SMS Consent", "Accepts Marketing") says yes or no
+# with; "no" there means the person declined, the safe reading an opt-out.
+CONSENT_GIVEN_WORDS = TRUE_WORDS | {
+    "subscribed",
+    "subscribe",
+    "opted in",
+    "opt in",
+    "optin",
+    "optedin",
+    "agreed",
+    "accepted",
+    "granted",
+    "given",
+    "consented",
+}
+CONSENT_REFUSED_WORDS = (FALSE_WORDS - {""}) | {
+    "declined",
+    "not subscribed",
+    "unsubscribed",
+    "unsubscribe",
+    "opted out",
+    "opt out",
+    "optout",
+    "optedout",
+    "refused",
+    "denied",
+    "revoked",
+    "withdrawn",
+    "never subscribed",
+    "stop",
+    "stopped",
+}
+
+
+def consent_flag(value: str) -> bool | None:
+    """True / False for a consent column's cell; None when it says neither."""
+    text = " ".join(value.strip().lower().replace("-", " ").replace("_", " ").split())
+    if text in CONSENT_GIVEN_WORDS:
+        return True
+    if text in CONSENT_REFUSED_WORDS:
+        return False
+    return None

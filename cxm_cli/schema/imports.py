@@ -19,7 +19,7 @@ def batches_changes_duplicates(db):
             file TEXT NOT NULL,            -- the path as given, or "stdin"
             format TEXT NOT NULL,          -- layout name (google, meta-lead-ads, ...)
             encoding TEXT,
-            status TEXT NOT NULL,          -- complete | undone
+            status TEXT NOT NULL,          -- complete | undone | partly undone
             records INTEGER NOT NULL DEFAULT 0,
             created INTEGER NOT NULL DEFAULT 0,
             updated INTEGER NOT NULL DEFAULT 0,
