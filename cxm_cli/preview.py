@@ -301,6 +301,8 @@ def engine_status(workspace, db, clock) -> dict[str, Any]:
         )
     }
     last_run = fetch_one(db, "SELECT * FROM runner_runs ORDER BY id DESC LIMIT 1")
+    if last_run is not None and not last_run["finished_at"]:
+        _unfinished_run(db, last_run)
     lease = lease_status(db, clock=clock)
     sequence_set = load_sequences(workspace)
     return {
@@ -318,3 +320,20 @@ def engine_status(workspace, db, clock) -> dict[str, Any]:
             "with_problems": sorted(sequence_set.invalid),
         },
     }
+
+
+def _unfinished_run(db, run: dict[str, Any]) -> None:
+    """A run with no finish recorded: still going (its counts so far, which
+    the runner writes only between passes), or killed (its process is gone)."""
+    from cxm_cli.runner import runner_alive
+
+    run["state"] = "running" if runner_alive(run["runner"]) else "stopped"
+    counts = dict(
+        db.execute(
+            "SELECT status, COUNT(*) FROM due_steps WHERE claimed_by = ? "
+            "AND status IN ('done', 'failed') GROUP BY status",
+            [run["runner"]],
+        ).fetchall()
+    )
+    run["steps_done"] = max(run["steps_done"] or 0, counts.get("done", 0))
+    run["steps_failed"] = max(run["steps_failed"] or 0, counts.get("failed", 0))

@@ -166,6 +166,16 @@ def recover_dead_claims(db) -> int:
     return freed
 
 
+def runner_alive(runner_id: str) -> bool:
+    """Whether the runner with this id may still be running: its process is
+    alive, or it runs on another machine (which cannot be asked)."""
+    host, _, rest = str(runner_id).partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    return _pid_alive(int(pid_text))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

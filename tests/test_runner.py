@@ -535,3 +535,29 @@ def test_daemon_outlasts_a_writer_holding_the_database(workspace):
 
     assert errors == []
     assert [r.outcome for r in results] == ["sent", "sent"]
+
+
+def test_status_tells_a_killed_run_from_a_running_one(workspace, db, clock, cli):
+    import socket
+
+    from cxm_cli.preview import engine_status
+
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    contact_id = make_contact(db, clock)
+    emit(db, clock, contact_id, "lead.created")
+    run(workspace, db, clock)
+    # A run whose process is gone, that got as far as finishing that step.
+    dead = f"{socket.gethostname()}:{2**22 + 12345}:dead"
+    db.execute(
+        "INSERT INTO runner_runs (runner, mode, pid, started_at) "
+        "VALUES (?, 'daemon', ?, ?)",
+        [dead, 2**22 + 12345, clocks.now_iso(clock)],
+    )
+    db.execute("UPDATE due_steps SET claimed_by = ? WHERE status = 'done'", [dead])
+
+    last = engine_status(workspace, db, clock)["last_run"]
+    shown = cli("status")
+
+    assert last["state"] == "stopped" and last["steps_done"] == 2
+    assert "stopped without finishing" in shown.stdout
+    assert "(2 done" in shown.stdout

@@ -303,7 +303,8 @@ def status_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] = F
         "failed steps (last 24h)": status["failed_last_24h"],
         "active enrollments": status["enrollments"]["active"],
         "last run": (
-            f"{last['mode']} {last['started_at']} -> {last['finished_at'] or 'running'}"
+            f"{last['mode']} {last['started_at']} -> "
+            f"{last['finished_at'] or _unfinished(last)}"
             f" ({last['steps_done']} done, {last['steps_failed']} failed)"
             if last
             else "never"
@@ -319,3 +320,9 @@ def status_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] = F
         or "none",
     }
     emit(rows, as_json=False)
+
+
+def _unfinished(run: dict) -> str:
+    if run.get("state") == "stopped":
+        return "stopped without finishing (killed?)"
+    return "running"
