@@ -10,6 +10,7 @@ A condition is a mapping; every test in it must hold::
       custom.budget: {gte: 5000}     # a custom field, with an operator
       event.service: implants        # the trigger event's data
       segment: lapsed-patients       # a saved segment
+      has: phone                     # a phone a text can go to (or: email)
       any:                           # at least one of these conditions
         - has: phone
         - tag: vip
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxm_cli.contacts import contact_tags
+from cxm_cli.messaging import ConsentRefused, consent_facts
 from cxm_cli.store import fetch_one
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ SIMPLE_KEYS = {
     "source": "the contact's source is this (or one of these)",
     "stage": "the contact's current stage is this (or one of these)",
     "pipeline": "limits `stage` to one pipeline",
-    "has": "the contact has a phone and/or email",
+    "has": "the contact has a phone a text can go to and/or an email that can "
+    "be sent to",
     "segment": "the contact is in this saved segment",
     "happened": "an event of this type happened (since enrolment, in a sequence)",
     "not_happened": "no event of this type happened",
@@ -137,6 +140,7 @@ class ConditionContext:
     clock: Any = None
     _tags: list[str] | None = None
     _stages: dict[str, str] | None = None
+    _reachable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def tags(self) -> set[str]:
@@ -149,6 +153,21 @@ class ConditionContext:
         if self._stages is None:
             self._stages = current_stages(self.db, self.contact["id"])
         return self._stages
+
+    def reachable(self, channel: str) -> bool:
+        """Whether a message on ``channel`` ("phone" means sms) may go to the
+        contact: the send path's own consent check, so a branch on ``has:
+        phone`` never picks a text that would then be refused."""
+        if channel not in self._reachable:
+            send_channel = "sms" if channel == "phone" else channel
+            facts = consent_facts(self.db, [self.contact], (send_channel,))
+            try:
+                facts.check(self.contact, send_channel)
+            except ConsentRefused:
+                self._reachable[channel] = False
+            else:
+                self._reachable[channel] = True
+        return self._reachable[channel]
 
 
 def evaluate(condition: dict[str, Any] | None, ctx: ConditionContext) -> bool:
@@ -191,7 +210,7 @@ def _test(key: str, value: Any, condition: dict, ctx: ConditionContext) -> bool:
     if key == "pipeline":
         return "stage" in condition or str(value) in ctx.stages
     if key == "has":
-        return all(ctx.contact.get(name) for name in _names(value))
+        return all(ctx.reachable(name) for name in _names(value))
     if key == "segment":
         return _in_segment(ctx, str(value))
     if key in ("happened", "not_happened"):

@@ -84,6 +84,8 @@ class Identity:
     email: str | None
     phone: str | None
     warnings: list[str] = field(default_factory=list)
+    # "312-555-0193 x5" is a switchboard line: kept, so it is never texted.
+    extension: str | None = None
 
 
 def check_identity(
@@ -108,7 +110,7 @@ def check_identity(
         raise InputError(f"give {email_field} or {phone_field} to name the person")
 
     email_problem = phone_problem = None
-    checked_email = checked_phone = None
+    checked_email = checked_phone = extension = None
     warnings: list[str] = []
     if email_text:
         result = normalise_email(email_text)
@@ -120,6 +122,7 @@ def check_identity(
     if phone_text:
         result = normalise_phone(phone_text, workspace.phone_region)
         checked_phone, phone_problem = result.e164, result.problem
+        extension = result.extension
 
     if email_problem and phone_problem:
         raise InputError(
@@ -138,7 +141,9 @@ def check_identity(
         warnings.append(f"{email_field} dropped: {email_problem}")
     if phone_problem:
         warnings.append(f"{phone_field} dropped: {phone_problem}")
-    return Identity(checked_email, checked_phone, warnings)
+    return Identity(
+        checked_email, checked_phone, warnings, extension if checked_phone else None
+    )
 
 
 def check_event_data(
@@ -400,6 +405,7 @@ def _contact(workspace, db, clock, reference, identity, name, first, last, sourc
         clock,
         email=email,
         phone=phone,
+        extension=identity.extension,
         first_name=first,
         last_name=last,
         display_name=name,

@@ -463,6 +463,7 @@ def create_minimal_contact(
     *,
     email: str | None = None,
     phone: str | None = None,
+    extension: str | None = None,
     first_name: str | None = None,
     last_name: str | None = None,
     display_name: str | None = None,
@@ -472,7 +473,8 @@ def create_minimal_contact(
     """Create a contact from what an inbound message or web form tells us.
 
     Records ``lead.created`` so the contact has an origin on its timeline and
-    the new-lead sequences see them like any other lead.
+    the new-lead sequences see them like any other lead. ``extension``: the
+    phone's, if it has one (a switchboard line: never texted).
     """
     now = clocks.now_iso(clock)
     name = display_name or " ".join(p for p in (first_name, last_name) if p) or None
@@ -507,6 +509,7 @@ def create_minimal_contact(
             {
                 "contact_id": contact_id,
                 "phone": phone,
+                "extension": extension or None,
                 "kind": "mobile" if source == "inbound_sms" else None,
                 "is_primary": 1,
                 "created_at": now,

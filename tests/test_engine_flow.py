@@ -190,3 +190,79 @@ def test_shipped_reminder_r_answer_sends_the_rebooking_text(db, workspace, clock
     task = [d for t, d in timeline(db, contact_id, "step.") if d.get("kind") == "task"]
     # No staff address in a fresh workspace: the task says so instead of failing.
     assert task[0]["reason"].startswith("no staff address")
+
+
+def test_shipped_new_lead_nudges_by_email_when_no_phone_can_take_a_text(
+    db, workspace, clock
+):
+    from cxm_cli.contacts import set_consent
+    from cxm_cli.runner import run_once
+
+    clock.set("2026-03-02T15:00:00Z")  # Monday 09:00 CST
+    switchboard, opted_out, textable = (
+        make_contact(
+            db,
+            clock,
+            email=f"{name}@example.com",
+            phone=f"+1312555019{index}",
+            timezone="America/Chicago",
+        )
+        for index, name in enumerate(["switchboard", "optedout", "textable"])
+    )
+    with write_transaction(db):
+        # The only phone is a switchboard line, as "312-555-0190 x5" is stored.
+        db.execute(
+            "UPDATE contact_phones SET extension = '5' WHERE contact_id = ?",
+            [switchboard],
+        )
+        set_consent(db, opted_out, "sms", "opted_out", clock=clock, source="form")
+    for contact_id in (switchboard, opted_out, textable):
+        emit(db, clock, contact_id, "lead.created", source="web")
+
+    run_once(workspace, db, clock)
+    clock.set("2026-03-03T15:05:00Z")  # a day later, Tuesday 09:05 CST
+    run_once(workspace, db, clock)
+
+    def templates(contact_id):
+        return [(m["channel"], m["template"]) for m in outbound(db, contact_id)]
+
+    for contact_id in (switchboard, opted_out):
+        assert templates(contact_id) == [
+            ("email", "new-lead-email"),
+            ("email", "nudge-email"),
+        ]
+    assert templates(textable) == [
+        ("sms", "new-lead-text"),
+        ("email", "new-lead-email"),
+        ("sms", "nudge-text"),
+    ]
+
+
+def test_has_means_a_message_could_go_there(db, workspace, clock):
+    from cxm_cli.conditions import ConditionContext, evaluate
+    from cxm_cli.contacts import get_contact, set_consent
+
+    plain, bouncing, no_email_consent, fax_only = (
+        make_contact(db, clock, email=f"{name}@example.com", phone=f"+1512555020{i}")
+        for i, name in enumerate(["plain", "bouncing", "noemail", "fax"])
+    )
+    with write_transaction(db):
+        db.execute(
+            "UPDATE contact_emails SET status = 'bouncing' WHERE contact_id = ?",
+            [bouncing],
+        )
+        set_consent(
+            db, no_email_consent, "email", "opted_out", clock=clock, source="staff"
+        )
+        db.execute(
+            "UPDATE contact_phones SET kind = 'fax' WHERE contact_id = ?", [fax_only]
+        )
+
+    def holds(contact_id, condition):
+        contact = get_contact(db, contact_id)
+        return evaluate(condition, ConditionContext(db, workspace, contact))
+
+    assert holds(plain, {"has": ["phone", "email"]})
+    assert not holds(bouncing, {"has": "email"}) and holds(bouncing, {"has": "phone"})
+    assert not holds(no_email_consent, {"has": "email"})
+    assert not holds(fax_only, {"has": "phone"}) and holds(fax_only, {"has": "email"})

@@ -288,3 +288,38 @@ def test_a_phone_shared_by_two_contacts_is_refused(cli, db, clock):
     assert "belongs to several contacts" in result.stderr
     assert f"{first}, {second}" in result.stderr
     assert count(db, "events WHERE type = 'form.submitted'") == 0
+
+
+def test_a_phone_with_an_extension_keeps_it_and_is_never_texted(
+    cli, db, workspace, clock
+):
+    from cxm_cli.runner import run_once
+
+    result = cli(
+        "events",
+        "emit",
+        "form.submitted",
+        "--phone",
+        "312-555-0193 x5",
+        "--name",
+        "Ext Guy",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    contact_id = result.json()["contact_id"]
+    phones = list(
+        db.query(
+            "SELECT phone, extension FROM contact_phones WHERE contact_id = ?",
+            [contact_id],
+        )
+    )
+    assert phones == [{"phone": "+13125550193", "extension": "5"}]
+
+    # The new-lead sequence starts with a text: a switchboard line gets none.
+    run_once(workspace, db, clock)
+    assert count(db, "messages WHERE channel = 'sms'") == 0
+    skipped = db.execute(
+        "SELECT COUNT(*) FROM events WHERE contact_id = ? AND type = 'step.skipped'",
+        [contact_id],
+    ).fetchone()[0]
+    assert skipped >= 1

@@ -489,3 +489,36 @@ def test_a_phone_shared_by_two_contacts_names_nobody(served, db, clock):
     with_id = post_event(served, {"type": "form.submitted", "contact_id": first})
     assert with_id.status_code == 201 and with_id.json()["contact_id"] == first
     assert db.execute(events).fetchone()[0] == 2
+
+
+def test_a_form_phone_with_an_extension_keeps_it_and_is_not_textable(served, db, clock):
+    from cxm_cli.contacts import get_contact
+    from cxm_cli.messaging import ConsentRefused, check_consent
+
+    known = make_contact(db, clock, email="known@example.com", phone=None)
+    new = post_event(
+        served,
+        {"type": "form.submitted", "contact": {"phone": "+1 312 555 0194 ext. 7"}},
+    )
+    added = post_event(
+        served,
+        {
+            "type": "form.submitted",
+            "contact": {"email": "known@example.com", "phone": "312-555-0195 x12"},
+        },
+    )
+
+    assert new.status_code == 201, new.text
+    assert added.status_code == 201 and added.json()["contact_id"] == known
+    phones = {
+        row["contact_id"]: (row["phone"], row["extension"])
+        for row in db.query("SELECT * FROM contact_phones")
+    }
+    assert phones == {
+        new.json()["contact_id"]: ("+13125550194", "7"),
+        known: ("+13125550195", "12"),
+    }
+    for contact_id in phones:
+        with pytest.raises(ConsentRefused) as refused:
+            check_consent(db, get_contact(db, contact_id), "sms")
+        assert refused.value.reason == "no_address"

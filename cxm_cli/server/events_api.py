@@ -225,7 +225,7 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
     # phone it did not have yet is added.
     found = match_person(db, email, phone, phone_field="contact.phone")
     if found:
-        _add_missing_phone(db, clock, found["id"], phone)
+        _add_missing_phone(db, clock, found["id"], phone, identity.extension)
         return found["id"], False
 
     name = person.get("name")
@@ -234,6 +234,7 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
         clock,
         email=email,
         phone=phone,
+        extension=identity.extension,
         first_name=_text(person.get("first_name")),
         last_name=_text(person.get("last_name")),
         display_name=_text(name),
@@ -242,7 +243,9 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
     return contact_id, True
 
 
-def _add_missing_phone(db, clock, contact_id: int, phone: str | None) -> None:
+def _add_missing_phone(
+    db, clock, contact_id: int, phone: str | None, extension: str | None = None
+) -> None:
     if not phone:
         return
     known = fetch_one(
@@ -255,6 +258,7 @@ def _add_missing_phone(db, clock, contact_id: int, phone: str | None) -> None:
             {
                 "contact_id": contact_id,
                 "phone": phone,
+                "extension": extension,
                 "is_primary": 0,
                 "created_at": clocks.now_iso(clock),
             }
