@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cxm_cli import clock as clocks
@@ -32,7 +32,9 @@ CHANNELS = ("email", "sms")
 class ConsentRefused(CxmError):
     """The contact may not be messaged on this channel.
 
-    ``reason`` is ``opted_out``, ``suppressed``, ``bouncing`` or ``no_address``.
+    ``reason`` is ``opted_out``, ``number_opted_out`` (a text to a phone
+    another contact holding it opted out of), ``suppressed``, ``bouncing`` or
+    ``no_address``.
     """
 
     def __init__(self, message: str, *, reason: str, hint: str | None = None):
@@ -87,6 +89,8 @@ class ConsentFacts:
     suppressed: set[str]  # identifier hashes of the contacts' addresses
     email_status: dict[str, str]
     channels: tuple[str, ...] = CHANNELS  # the suppression list was read for
+    # phone -> contacts holding it (as a textable number) who opted out of SMS
+    number_opt_outs: dict[str, set[int]] = field(default_factory=dict)
 
     def is_opted_out(self, contact_id: int, channel: str) -> bool:
         return (contact_id, channel) in self.opted_out
@@ -138,6 +142,17 @@ class ConsentFacts:
             raise ConsentRefused(
                 f"contact {contact_id} has no {what}", reason="no_address"
             )
+
+        if channel == "sms":
+            # Carriers and people alike treat an opt-out as the number's: a
+            # household member who said "no texts" on an import, by STOP or
+            # through the provider must not be texted through someone else.
+            others = sorted(self.number_opt_outs.get(address, set()) - {contact_id})
+            if others:
+                raise ConsentRefused(
+                    f"this number opted out of texts (shared with contact {others[0]})",
+                    reason="number_opted_out",
+                )
 
         if contacts.identifier_hash(address) in self.suppressed:
             raise ConsentRefused(
@@ -195,6 +210,13 @@ def consent_facts(
             address = facts.address(contact, channel)
             if address:
                 addresses.add(address)
+    if "sms" in channels:
+        facts.number_opt_outs = _number_opt_outs(
+            conn,
+            sorted(
+                {facts.address(contact, "sms") for contact in contact_rows} - {None}
+            ),
+        )
     hashes = sorted({contacts.identifier_hash(address) for address in addresses})
     if hashes:
         facts.suppressed = {
@@ -219,6 +241,33 @@ def consent_facts(
         ):
             email_status[row[0]] = row[1]
     return facts
+
+
+def _number_opt_outs(conn, phones: list[str]) -> dict[str, set[int]]:
+    """Who opted out of SMS among every holder of these phones.
+
+    A holder is a contact with the number on a phone row without an
+    extension, or only on its contact row when it has no phone rows (the
+    same numbers :meth:`ConsentFacts.address` would text).
+    """
+    found: dict[str, set[int]] = {}
+    for start in range(0, len(phones), 400):
+        chunk = phones[start : start + 400]
+        marks = ", ".join("?" for _ in chunk)
+        for phone, holder in conn.execute(
+            "SELECT p.phone, p.contact_id FROM contact_phones p "
+            "JOIN consents c ON c.contact_id = p.contact_id "
+            "AND c.channel = 'sms' AND c.status = 'opted_out' "
+            f"WHERE p.phone IN ({marks}) AND COALESCE(TRIM(p.extension), '') = '' "
+            "UNION SELECT k.phone, k.id FROM contacts k "
+            "JOIN consents c ON c.contact_id = k.id "
+            "AND c.channel = 'sms' AND c.status = 'opted_out' "
+            f"WHERE k.phone IN ({marks}) AND NOT EXISTS "
+            "(SELECT 1 FROM contact_phones q WHERE q.contact_id = k.id)",
+            [*chunk, *chunk],
+        ):
+            found.setdefault(phone, set()).add(holder)
+    return found
 
 
 def render_for(

@@ -74,7 +74,7 @@ def test_merge_keeps_every_event_identifier_and_opt_out(workspace, db, clock, tm
         "INSERT INTO consents (contact_id, channel, status, source, changed_at)"
         " VALUES (2, 'email', 'opted_out', 'test', '2026-03-01T00:00:00.000000Z')"
     )
-    events_before = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    events_before = {r[0] for r in db.execute("SELECT id FROM events")}
 
     merged = merge_contacts(db, 1, 2, clock=clock)
 
@@ -91,7 +91,15 @@ def test_merge_keeps_every_event_identifier_and_opt_out(workspace, db, clock, tm
     assert consent_status(db, 1, "email") == "opted_out"
     types = [r[0] for r in db.execute("SELECT type FROM events WHERE contact_id = 1")]
     assert "message.received" in types and types[-1] == "contact.merged"
-    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == events_before + 1
+    after = {r[0]: r[1] for r in db.execute("SELECT id, type FROM events")}
+    assert events_before <= set(after)
+    # New: the merge itself, and Mia's new-lead stopped by the reply to the
+    # other record (finding 6) with its queued step.
+    assert sorted(after[i] for i in set(after) - events_before) == [
+        "contact.merged",
+        "sequence.exited",
+        "step.cancelled",
+    ]
     data = json.loads(
         db.execute("SELECT data FROM events WHERE type = 'contact.merged'").fetchone()[
             0
@@ -226,3 +234,86 @@ def test_merge_moves_a_sequence_only_the_merged_contact_is_in(workspace, db, clo
         ("other", "active"),
         ("third", "active"),
     ]
+
+
+def _new_lead(db, contact_id) -> tuple:
+    return tuple(
+        db.execute(
+            "SELECT status, end_reason FROM enrollments WHERE contact_id = ?"
+            " AND sequence = 'new-lead' ORDER BY id",
+            [contact_id],
+        ).fetchone()
+    )
+
+
+def test_a_reply_under_the_merged_record_stops_the_kept_ones_follow_up(
+    workspace, db, clock, tmp_path
+):
+    # Finding 6: Ann and Zed share a phone; Zed replied, which ended his
+    # new-lead; after the merge Ann's must not nudge the person who answered.
+    from tests.support.engine import outbound, run
+
+    load(
+        workspace,
+        db,
+        clock,
+        tmp_path,
+        "Name,Email,Phone\n"
+        "Ann Lee,ann@example.com,(312) 555-0101\n"
+        "Zed Lee,zed@example.com,(312) 555-0101\n",
+    )
+    ids = {r[1]: r[0] for r in db.execute("SELECT id, email FROM contacts")}
+    ann, zed = ids["ann@example.com"], ids["zed@example.com"]
+    run(workspace, db, clock)
+    clock.advance(hours=2)
+    reply = record_event(
+        db,
+        zed,
+        "message.received",
+        clock=clock,
+        data={"channel": "sms", "text": "yes please call me"},
+    )
+    assert _new_lead(db, zed) == ("exited", "replied")
+    assert _new_lead(db, ann) == ("active", None)
+    [anns] = db.execute(
+        "SELECT id FROM enrollments WHERE contact_id = ? AND status = 'active'", [ann]
+    ).fetchone()
+
+    merge_contacts(db, ann, zed, clock=clock)
+
+    assert _new_lead(db, ann) == ("exited", "replied")
+    [exited] = [
+        d
+        for t, d in timeline(db, ann)
+        if t == "sequence.exited" and d["enrollment_id"] == anns
+    ]
+    assert exited["reason"] == "replied"
+    assert exited["event_id"] == reply.id
+    sent_before = len(outbound(db, ann))  # both records' first messages
+    clock.advance(days=4)
+    assert preview_due(workspace, db, clock, contact_id=ann) == []
+    run(workspace, db, clock)
+    assert len(outbound(db, ann)) == sent_before
+
+
+def test_merge_applies_exit_rules_both_ways_and_only_after_enrolment(
+    workspace, db, clock
+):
+    only_sequences(workspace, new_lead=FOLLOW_UP + "exit:\n  - replied\n")
+    pat = make_contact(db, clock, first_name="Pat", email="pat@example.com")
+    sam = make_contact(db, clock, first_name="Sam", email="sam@example.com")
+    # Pat's reply came before Sam's enrolment: it does not stop Sam's.
+    record_event(db, pat, "message.received", clock=clock, data={"channel": "sms"})
+    clock.advance(minutes=5)
+    emit(db, clock, sam, "lead.created")
+    merge_contacts(db, pat, sam, clock=clock)
+    assert _enrollments(db) == [(pat, "new-lead", "active", None)]
+
+    # Now the other way round: Ana (kept) replied after Bea (merged) enrolled.
+    ana = make_contact(db, clock, first_name="Ana", email="ana@example.com")
+    bea = make_contact(db, clock, first_name="Bea", email="bea@example.com")
+    emit(db, clock, bea, "lead.created")
+    clock.advance(minutes=5)
+    record_event(db, ana, "message.received", clock=clock, data={"channel": "sms"})
+    merge_contacts(db, ana, bea, clock=clock)
+    assert _enrollments(db)[-1] == (ana, "new-lead", "exited", "replied")

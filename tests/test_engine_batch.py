@@ -410,3 +410,43 @@ def test_a_batch_texts_the_phone_a_single_send_would(db, workspace, clock):
     assert outbound(db, no_textable) == []
     skipped = [d for t, d in timeline(db, no_textable) if t == "step.skipped"]
     assert "no phone that can take texts" in skipped[0]["reason"]
+
+
+def test_a_batch_does_not_text_a_number_its_other_holder_opted_out_of(
+    db, workspace, clock, tmp_path
+):
+    # Finding 7: the import's "do not text" is Ann's, and the number is hers.
+    from cxm_cli.importing import ImportOptions, import_file
+    from cxm_cli.preview import preview_due
+
+    only_sequences(workspace, hello=TEXT)
+    for name, rows in (
+        ("first", "Ann,ann@example.com,(312) 555-0101,Y\n"),
+        (
+            "second",
+            "Zed,zed@example.com,(312) 555-0101,\n"
+            "Dee,dee@example.com,(312) 555-0199,\n",
+        ),
+    ):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("Name,Email,Phone,Do Not Text?\n" + rows, encoding="utf-8")
+        options = ImportOptions(rejects_path=tmp_path / f"{name}.rejects.csv")
+        import_file(workspace, db, path, clock=clock, options=options)
+    ids = {
+        row["email"]: row["id"] for row in db.query("SELECT id, email FROM contacts")
+    }
+    ann, zed, dee = (ids[f"{n}@example.com"] for n in ("ann", "zed", "dee"))
+
+    previews = {row["contact_id"]: row for row in preview_due(workspace, db, clock)}
+    assert "this number opted out of texts" in previews[zed]["why"]
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {ann: "skipped", zed: "skipped", dee: "sent"}
+    assert outbound(db, zed) == [] and outbound(db, ann) == []
+    assert [m["address"] for m in outbound(db)] == ["+13125550199"]
+    skipped = [d for t, d in timeline(db, zed) if t == "step.skipped"]
+    assert skipped[0]["reason"] == (
+        f"this number opted out of texts (shared with contact {ann})"
+    )

@@ -447,3 +447,89 @@ def test_an_opt_out_after_the_import_is_the_reason_given(
     assert result.removed_contacts == 1
     assert result.kept == [{"contact_id": ana, "reason": OPT_OUT_KEPT}]
     assert [b["status"] for b in list_batches(db)] == ["undone"]
+
+
+# ------------------------------------- contacts merged or erased since the import
+
+
+def test_undo_refuses_a_batch_whose_only_contact_was_merged_away(
+    cli, workspace, tmp_path
+):
+    # Finding 9: the merge left nothing of the batch to remove, and undo said
+    # "undone, removed 0" and marked the batch undone.
+    write(tmp_path / "a.csv", "Email,Phone\nann@x.org,312-555-0101\n")
+    write(tmp_path / "b.csv", "Email,Phone\nzed@x.org,312-555-0101\n")
+    for name in ("a.csv", "b.csv"):
+        assert cli("leads", "import", str(tmp_path / name)).exit_code == 0
+    assert cli("contacts", "merge", "ann@x.org", "zed@x.org").exit_code == 0
+
+    plain = cli("leads", "undo", "2")
+    keeping = cli("leads", "undo", "2", "--keep-blocked")
+
+    assert plain.exit_code == 1
+    assert "contact 2: merged into contact 1 since the import" in plain.stderr
+    assert keeping.exit_code == 1 and "nothing can be undone" in keeping.stderr
+    assert "merged into contact 1" in keeping.stderr
+    batches = cli("leads", "batches", "--json").json()
+    assert [b["status"] for b in batches] == ["complete", "complete"]
+    assert [c["id"] for c in cli("contacts", "list", "--json").json()] == [1]
+
+
+def test_keep_blocked_undoes_the_rest_and_names_the_merged_contact(
+    workspace, db, clock, tmp_path
+):
+    from cxm_cli.importing.duplicates import merge_contacts
+
+    run(workspace, db, clock, write(tmp_path / "a.csv", "Email\nann@x.org\n"))
+    path = write(tmp_path / "b.csv", "Email\nzed@x.org\nbo@x.org\nal@x.org\n")
+    summary = run(workspace, db, clock, path)
+    ann, zed, bo, al = (
+        contact_id_of(db, e) for e in ("ann@x.org", "zed@x.org", "bo@x.org", "al@x.org")
+    )
+    clock.advance(minutes=5)
+    merge_contacts(db, bo, zed, clock=clock)  # zed into bo, then bo into ann
+    merge_contacts(db, ann, bo, clock=clock)
+
+    with pytest.raises(CxmError, match=f"contact {zed}: merged into contact {ann}"):
+        undo_batch(db, summary.batch_id, clock=clock)
+    result = undo_batch(db, summary.batch_id, clock=clock, keep_blocked=True)
+
+    assert result.removed_contacts == 1
+    assert result.status == "partly undone"
+    assert [(k["contact_id"], k["reason"]) for k in result.kept] == [
+        (zed, f"merged into contact {ann} since the import"),
+        (bo, f"merged into contact {ann} since the import"),
+    ]
+    remaining = [r[0] for r in db.execute("SELECT id FROM contacts ORDER BY id")]
+    assert remaining == [ann] and al not in remaining
+    assert [b["status"] for b in list_batches(db)] == ["partly undone", "complete"]
+
+
+def test_an_erased_contact_is_reported_as_no_longer_existing(
+    workspace, db, clock, tmp_path
+):
+    from cxm_cli.privacy import erase_contact
+
+    summary = run(workspace, db, clock, write(tmp_path / "a.csv", "Email\nann@x.org\n"))
+    erase_contact(workspace, db, contact_id_of(db, "ann@x.org"), clock=clock)
+
+    # The erasure took the batch's record of her along: only the count is left.
+    for keep_blocked in (False, True):
+        with pytest.raises(CxmError, match="the 1 contact it created was erased"):
+            undo_batch(db, summary.batch_id, clock=clock, keep_blocked=keep_blocked)
+
+    assert [b["status"] for b in list_batches(db)] == ["complete"]
+
+
+def test_a_contact_merged_then_erased_no_longer_exists(workspace, db, clock, tmp_path):
+    from cxm_cli.importing.duplicates import merge_contacts
+    from cxm_cli.privacy import erase_contact
+
+    path = write(tmp_path / "a.csv", "Email\nann@x.org\nzed@x.org\n")
+    summary = run(workspace, db, clock, path)
+    ann, zed = contact_id_of(db, "ann@x.org"), contact_id_of(db, "zed@x.org")
+    merge_contacts(db, ann, zed, clock=clock)
+    erase_contact(workspace, db, ann, clock=clock)  # and the merge's record
+
+    with pytest.raises(CxmError, match=f"contact {zed}: no longer exists"):
+        undo_batch(db, summary.batch_id, clock=clock, keep_blocked=True)

@@ -11,8 +11,14 @@ import json
 
 import pytest
 
-from cxm_cli.contacts import change_consent, consent_status, opt_out_phone
+from cxm_cli.contacts import (
+    change_consent,
+    consent_status,
+    get_contact,
+    opt_out_phone,
+)
 from cxm_cli.inbound import create_minimal_contact, record_inbound, record_status
+from cxm_cli.messaging import ConsentRefused, check_consent
 from cxm_cli.runner import run_once
 from cxm_cli.store import write_transaction
 
@@ -220,6 +226,34 @@ def test_start_does_not_undo_a_persons_own_opt_out(workspace, db, clock, househo
     record_inbound(workspace, db, clock, channel="sms", text="START", contact_id=teen)
     assert consent_status(db, teen, "sms") == "opted_in"
     assert consent_status(db, parent, "sms") == "opted_out"
+    # The parent's own opt-out still holds the number: the teen's consent is
+    # back, yet nothing is texted to the phone they share.
+    with pytest.raises(ConsentRefused, match=f"shared with contact {parent}"):
+        check_consent(db, get_contact(db, teen), "sms")
+
+
+def test_a_holders_own_opt_out_stops_texts_to_the_shared_number(
+    workspace, db, clock, cli, household
+):
+    parent, teen, other = household
+    change_consent(db, parent, "sms", "opted_out", clock=clock, source="cli")
+
+    refused = cli("reply", str(teen), "--channel", "sms", "--text", "hi")
+
+    assert refused.exit_code != 0
+    assert f"this number opted out of texts (shared with contact {parent})" in (
+        refused.stderr
+    )
+    assert consent_status(db, teen, "sms") is None
+    for _ in range(3):
+        clock.advance(days=1)
+        run_once(workspace, db, clock)
+    assert texts_after(db, parent, "2000-01-01") == 0
+    assert texts_after(db, teen, "2000-01-01") == 0
+    assert texts_after(db, other, "2000-01-01") > 0
+    # Email is the person's own and still reaches the teen.
+    sent = cli("reply", str(teen), "--channel", "email", "--text", "hi")
+    assert sent.exit_code == 0, sent.stderr
 
 
 def test_someone_new_on_an_opted_out_phone_is_not_texted(

@@ -540,3 +540,59 @@ def test_voicemail_drop_goes_through_the_same_checks(
     with pytest.raises(ConsentRefused):
         drop_voicemail(workspace, db, clock, contact_id, "https://example.test/vm.mp3")
     assert len(sms_provider.calls) == 1
+
+
+def test_a_number_one_holder_opted_out_of_is_texted_for_no_one(
+    workspace, db, clock, sms_provider
+):
+    # Finding 7: Ann said "do not text" on an import; Zed has her number.
+    workspace = sms_provider.configure(workspace)
+    ann = make_contact(db, clock, first_name="Ann", email="ann@example.com")
+    zed = make_contact(db, clock, first_name="Zed", email="zed@example.com")
+    set_consent(db, ann, "sms", "opted_out", clock=clock, source="import")
+
+    with pytest.raises(ConsentRefused) as refused:
+        send_message(workspace, db, clock, zed, "sms", template="nudge-text")
+    assert refused.value.reason == "number_opted_out"
+    assert str(refused.value) == (
+        f"this number opted out of texts (shared with contact {ann})"
+    )
+    with pytest.raises(ConsentRefused, match="this number opted out of texts"):
+        drop_voicemail(workspace, db, clock, zed, "https://example.test/vm.mp3")
+    assert sms_provider.requests == [] and sms_provider.calls == []
+    assert _messages(db, zed) == []
+    # Zed's own consent is untouched, and email still reaches him.
+    assert not is_opted_out(db, zed, "sms")
+    assert send_message(workspace, db, clock, zed, "email", template="still-interested")
+
+    # Zed's other, unshared mobile is texted instead of the shared number.
+    _phones(
+        db,
+        clock,
+        zed,
+        ("+15125550101", "mobile", None, 1),
+        ("+15125550177", "home", None, 0),
+    )
+    with pytest.raises(ConsentRefused, match=f"shared with contact {ann}"):
+        send_message(workspace, db, clock, zed, "sms", template="nudge-text")
+    _phones(db, clock, zed, ("+15125550177", "mobile", None, 1))
+    sent = send_message(workspace, db, clock, zed, "sms", template="nudge-text")
+    assert sent.address == "+15125550177"
+
+    # Ann opting back in frees the number.
+    _phones(db, clock, zed, ("+15125550101", "mobile", None, 1))
+    set_consent(db, ann, "sms", "opted_in", clock=clock, source="test")
+    sent = send_message(workspace, db, clock, zed, "sms", template="nudge-text")
+    assert sent.address == "+15125550101"
+
+
+def test_an_opt_out_on_an_extension_does_not_block_the_main_line(workspace, db, clock):
+    # Someone reached at the number's extension 12 never held the line itself.
+    office = make_contact(db, clock, first_name="Omar", email="omar@example.com")
+    _phones(db, clock, office, ("+15125550101", "work", "12", 1))
+    set_consent(db, office, "sms", "opted_out", clock=clock, source="import")
+    owner = make_contact(db, clock, first_name="Ana", email="ana@example.com")
+
+    sent = send_message(workspace, db, clock, owner, "sms", template="nudge-text")
+
+    assert sent.address == "+15125550101"

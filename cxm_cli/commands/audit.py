@@ -152,6 +152,11 @@ def audit(
         source=source,
         region=region,
     )
+    # An audit of exports may run outside any workspace; the check still
+    # finds one around the output path.
+    workspace_root = None if files.given() else s.workspace.root
+    if out is not None:
+        check_writable(out, workspace_root=workspace_root)
     if files.given():
         report, warnings = audit_exports(
             files, request, clock=s.clock, business_name=name, keep=keep_workspace
@@ -168,7 +173,7 @@ def audit(
         warn(message)
     if len(warnings) > WARNINGS_SHOWN:
         warn(f"{len(warnings) - WARNINGS_SHOWN} more warnings (see --json)")
-    _output(report, out, kind, as_json)
+    _output(report, out, kind, as_json, workspace_root)
 
 
 def _out_kind(out: Path | None) -> str | None:
@@ -183,7 +188,13 @@ def _out_kind(out: Path | None) -> str | None:
     return kind
 
 
-def _output(report: dict, out: Path | None, kind: str | None, as_json: bool) -> None:
+def _output(
+    report: dict,
+    out: Path | None,
+    kind: str | None,
+    as_json: bool,
+    workspace_root: Path | None = None,
+) -> None:
     from cxm_cli.audit.render_html import render_html
     from cxm_cli.audit.render_md import render_markdown
     from cxm_cli.audit.render_terminal import print_audit
@@ -197,7 +208,7 @@ def _output(report: dict, out: Path | None, kind: str | None, as_json: bool) -> 
             import json
 
             text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-        write_text_file(out, text)
+        write_text_file(out, text, workspace_root=workspace_root)
         say(f"wrote {out} ({len(report['findings'])} findings)")
 
     if as_json:

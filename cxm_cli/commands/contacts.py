@@ -94,10 +94,10 @@ def export_command(
     """
     from cxm_cli.importing.export import export_contacts
 
-    db = state(ctx).db
+    s = state(ctx)
     if output is None:
-        count = export_contacts(db, sys.stdout, format=format, tag=tag)
+        count = export_contacts(s.db, sys.stdout, format=format, tag=tag)
     else:
-        with open_for_writing(output, "--output") as handle:
-            count = export_contacts(db, handle, format=format, tag=tag)
+        with open_for_writing(output, "--output", s.workspace.root) as handle:
+            count = export_contacts(s.db, handle, format=format, tag=tag)
     say(f"exported {count} contacts" + (f" to {output}" if output else ""))

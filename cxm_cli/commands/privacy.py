@@ -11,7 +11,7 @@ import typer
 from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state, warn
 from cxm_cli.commands.contacts import contacts_app
 from cxm_cli.errors import InputError
-from cxm_cli.outfiles import write_text_file
+from cxm_cli.outfiles import check_writable, write_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -91,13 +91,15 @@ def export_data(
     from cxm_cli.privacy import export_data as export
 
     s = state(ctx)
+    if output is not None:
+        check_writable(output, "--output", s.workspace.root)
     person = resolve_contact(s.workspace, s.db, contact)
     data = export(s.workspace, s.db, person["id"], clock=s.clock)
     if output is None:
         print_json(data)
         return
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    write_text_file(output, text + "\n", "--output")
+    write_text_file(output, text + "\n", "--output", s.workspace.root)
     say(f"wrote everything held about contact {person['id']} to {output}")
 
 

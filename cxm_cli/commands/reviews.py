@@ -158,12 +158,12 @@ def report(
     """
     from cxm_cli.reviews.report import build_report, render_html, terminal_chart
 
-    if out is not None:
-        check_writable(out)
     s = state(ctx)
+    if out is not None:
+        check_writable(out, workspace_root=s.workspace.root)
     data = build_report(s.workspace, s.db, s.clock, since=_since(since))
     if out is not None:
-        write_text_file(out, render_html(data))
+        write_text_file(out, render_html(data), workspace_root=s.workspace.root)
         say(f"wrote {out}")
     if as_json:
         print_json(data)
@@ -188,13 +188,13 @@ def audit_trail(
     """
     from cxm_cli.reviews.trail import trail_csv, trail_rows, trail_summary
 
-    if out is not None:
-        check_writable(out)
     s = state(ctx)
+    if out is not None:
+        check_writable(out, workspace_root=s.workspace.root)
     rows = trail_rows(s.db, since=_since(since))
     summary = trail_summary(rows)
     if out is not None:
-        write_text_file(out, trail_csv(rows))
+        write_text_file(out, trail_csv(rows), workspace_root=s.workspace.root)
         say(f"wrote {len(rows)} rows to {out}")
     if as_json:
         print_json({"summary": summary, "requests": rows})

@@ -5,7 +5,9 @@ identifiers it changed on existing contacts. It refuses, naming the contacts
 and the reason, where later activity depends on the batch: a created contact
 the person, the staff or a later import did something with (a message either
 way, a form, a booking, a payment, a manual stage move, ...), or a field
-someone has changed again since the import. The engine's own bookkeeping
+someone has changed again since the import, or a contact it created or
+changed that has since been merged into another or erased (what the batch
+wrote about it lives on elsewhere, or is gone). The engine's own bookkeeping
 (sequence and step decisions, automatic stage moves) and an undo's own
 records are no such activity. A created contact that is opted out or bouncing
 is always kept and reported: undo never removes an opt-out.
@@ -148,7 +150,9 @@ def undo_batch(
         # and that is the reason to give.
         opted_out = _opted_out_created(db, batch_id)
         opted_out_ids = {k["contact_id"] for k in opted_out}
-        blocked = _blockers(db, changes, last_event, skip=opted_out_ids)
+        blocked = _gone(db, changes) + _blockers(
+            db, changes, last_event, skip=opted_out_ids
+        )
         if blocked and not keep_blocked:
             raise CxmError(
                 f"batch {batch_id} cannot be undone: {_listed(blocked)}",
@@ -157,15 +161,20 @@ def undo_batch(
         result.kept = blocked + opted_out
         kept_ids = opted_out_ids | {b["contact_id"] for b in blocked}
         undoable = [
-            change
-            for change in changes
-            if change["contact_id"] not in kept_ids
-            and _exists(db, change["contact_id"])
+            change for change in changes if change["contact_id"] not in kept_ids
         ]
+        erased = _erased_since(batch, changes)
         if blocked and not undoable:
             raise CxmError(
                 f"batch {batch_id}: nothing can be undone, every contact it "
                 f"touched is kept: {_listed(result.kept)}",
+                hint="leave the batch as it is",
+            )
+        if erased and not changes:
+            raise CxmError(
+                f"batch {batch_id}: nothing can be undone, the {erased} "
+                f"contact{'' if erased == 1 else 's'} it created "
+                f"{'was' if erased == 1 else 'were'} erased since the import",
                 hint="leave the batch as it is",
             )
 
@@ -181,27 +190,87 @@ def undo_batch(
                 result.reverted_contacts += 1
 
         # A kept contact keeps its timeline events, so the records that say
-        # they are there stay too (importing the file again adds none twice).
+        # they are there stay too (importing the file again adds none twice);
+        # a merge moved those of a merged contact to the one it went into.
+        holders = {k["merged_into"] for k in blocked if "merged_into" in k}
         db.conn.execute(
             "DELETE FROM import_records WHERE batch_id = ? AND contact_id NOT IN"
             " (SELECT value FROM json_each(?))",
-            [batch_id, dumps(sorted(kept_ids))],
+            [batch_id, dumps(sorted(kept_ids | holders))],
         )
-        # Opt-outs are kept by every undo; contacts kept for later activity
-        # (--keep-blocked) leave part of the batch in place.
+        # Opt-outs are kept by every undo; contacts kept for later activity or
+        # merged away since (--keep-blocked) leave part of the batch in place.
         result.status = PARTLY_UNDONE if blocked else "undone"
         db.conn.execute(
             "UPDATE import_batches SET status = ?, undone_at = ? WHERE id = ?",
             [result.status, clocks.now_iso(clock), batch_id],
         )
     log.info(
-        "undid batch %s: %d removed, %d reverted, %d kept",
+        "undid batch %s: %d removed, %d reverted, %d kept, %d erased before",
         batch_id,
         result.removed_contacts,
         result.reverted_contacts,
         len(result.kept),
+        erased,
     )
     return result
+
+
+def _erased_since(batch: dict, changes: list[dict]) -> int:
+    """How many contacts the batch created were erased since: an erasure
+    deletes the person's records of the import too, so only the count is left.
+
+    Limitation: an undo that removes the rest of a batch does not list the
+    contacts of it erased meanwhile (no id is left to name); it only logs
+    their number.
+    """
+    created = {c["contact_id"] for c in changes if c["action"] == "created"}
+    return max(0, (batch["created"] or 0) - len(created))
+
+
+def _gone(db, changes: list[dict]) -> list[dict]:
+    """Contacts the batch created or changed that no longer exist: merged
+    into another contact (which holds what the batch wrote) or erased since.
+    Nothing of them can be undone, which is said rather than passed over."""
+    gone: list[dict] = []
+    seen: set[int] = set()
+    for change in changes:
+        contact_id = change["contact_id"]
+        if contact_id in seen or _exists(db, contact_id):
+            continue
+        seen.add(contact_id)
+        into = _merged_into(db, contact_id)
+        if into is None:
+            gone.append({"contact_id": contact_id, "reason": "no longer exists"})
+            continue
+        gone.append(
+            {
+                "contact_id": contact_id,
+                "reason": f"merged into contact {into} since the import",
+                "merged_into": into,
+            }
+        )
+    return sorted(gone, key=lambda k: k["contact_id"])
+
+
+def _merged_into(db, contact_id: int) -> int | None:
+    """The contact that now holds ``contact_id``'s record, following later
+    merges of the contact it was merged into; None when it was not merged."""
+    holder = None
+    followed = {contact_id}
+    while True:
+        row = db.conn.execute(
+            "SELECT contact_id FROM events WHERE type = 'contact.merged'"
+            " AND json_extract(data, '$.merged_contact') = ?"
+            " ORDER BY id DESC LIMIT 1",
+            [contact_id],
+        ).fetchone()
+        if row is None or row[0] is None or row[0] in followed:
+            return holder
+        holder = contact_id = row[0]
+        if _exists(db, holder):
+            return holder
+        followed.add(holder)
 
 
 def _exists(db, contact_id: int) -> bool:

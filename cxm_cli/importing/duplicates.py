@@ -15,15 +15,16 @@ from collections import defaultdict
 
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import consent_status, get_contact, set_consent
-from cxm_cli.engine import exit_enrollment
+from cxm_cli.engine import active_enrollments, apply_exit_rules, exit_enrollment
 from cxm_cli.errors import InputError
-from cxm_cli.events import record_event
+from cxm_cli.events import Event, hook_workspace, record_event
 from cxm_cli.importing.values import (
     display_name,
     fold_name,
     is_variant_of,
     name_quality,
 )
+from cxm_cli.sequences import load_sequences
 from cxm_cli.store import dumps, write_transaction
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,9 @@ def merge_contacts(
     already has. Opt-outs of either contact apply to the merged one. A
     sequence the kept contact was already in (active, left or finished) is not
     started again: the merged contact's active enrollment in it is exited.
+    Each side's events meet the other side's active enrollments' exit rules,
+    as if recorded on one contact: a reply under either record stops the
+    follow-ups of both.
     """
     if keep_id == other_id:
         raise InputError("cannot merge a contact into itself")
@@ -173,6 +177,7 @@ def merge_contacts(
         }
         fields = _merged_fields(keep, other)
         exited = _exit_sequences_already_joined(db, keep_id, other_id, clock=clock)
+        sides = _sides(db, keep_id, other_id)
 
         for table, column in _referencing_columns(db):
             if table in ("contact_emails", "contact_phones", "likely_duplicates"):
@@ -206,6 +211,7 @@ def merge_contacts(
                 " WHERE contact_id = ? AND phone = ?",
                 [keep_id, fields["phone"]],
             )
+        _apply_exit_rules_across(db, keep_id, sides, clock=clock)
         for channel, status in opted.items():
             if (
                 status == "opted_out"
@@ -269,6 +275,85 @@ def _exit_sequences_already_joined(
             reason=f"merged into contact {keep_id}, who was already in this sequence",
         )
     return [enrollment["sequence"] for enrollment in joined]
+
+
+def _sides(db, keep_id: int, other_id: int) -> dict[int, tuple[set[int], set[int]]]:
+    """Per contact of the merge: ids of its active enrollments and its events."""
+    sides = {}
+    for contact_id in (keep_id, other_id):
+        enrollments = db.conn.execute(
+            "SELECT id FROM enrollments WHERE contact_id = ? AND status = 'active'",
+            [contact_id],
+        )
+        events = db.conn.execute(
+            "SELECT id FROM events WHERE contact_id = ?", [contact_id]
+        )
+        sides[contact_id] = ({row[0] for row in enrollments}, {r[0] for r in events})
+    return sides
+
+
+# Limitation: an exit rule's `when:` is checked against the merged contact as
+# it is now, not as it was when the event happened; and a reply keyword (C to
+# confirm) sent under one record is not answered again for the other's steps.
+def _apply_exit_rules_across(
+    db, keep_id: int, sides: dict[int, tuple[set[int], set[int]]], *, clock
+) -> None:
+    """Let each contact's events stop the other one's active enrollments.
+
+    The engine saw the merged contact's reply (or booking) only against that
+    contact's own sequences; the kept contact's follow-up would go on nudging
+    the person who answered. Each event of one side that some exit rule stops
+    on, at or after an enrollment of the other side began, is put to that
+    enrollment's exit rules as an event of the kept contact, oldest first.
+    """
+    workspace = hook_workspace(db)
+    if workspace is None:
+        return  # a database outside a workspace has no sequences
+    sequence_set = load_sequences(workspace)
+    exit_types = sorted(
+        {
+            event_type
+            for sequence in sequence_set.sequences.values()
+            for rule in sequence.exits
+            for event_type in rule.types
+        }
+    )
+    side_of_enrollment = {
+        enrollment_id: contact_id
+        for contact_id, (enrollments, _) in sides.items()
+        for enrollment_id in enrollments
+    }
+    side_of_event = {
+        event_id: contact_id
+        for contact_id, (_, events) in sides.items()
+        for event_id in events
+    }
+    if not exit_types or not side_of_enrollment:
+        return
+
+    marks = ", ".join("?" for _ in exit_types)
+    stopping = [
+        Event.from_row(row)
+        for row in db.query(
+            "SELECT id, contact_id, type, at, data, source FROM events"
+            f" WHERE contact_id = ? AND type IN ({marks}) ORDER BY at, id",
+            [keep_id, *exit_types],
+        )
+        if row["id"] in side_of_event
+    ]
+    for event in stopping:
+        side = side_of_event[event.id]
+        # Read again each time: an earlier event may have ended some of them.
+        enrollments = [
+            enrollment
+            for enrollment in active_enrollments(db, keep_id)
+            if side_of_enrollment.get(enrollment["id"], side) != side
+            and (enrollment["enrolled_at"] or "") <= event.at
+        ]
+        if enrollments:
+            apply_exit_rules(
+                db, workspace, sequence_set, event, clock, enrollments=enrollments
+            )
 
 
 def _move_identifiers(db, keep: dict, other: dict) -> dict:

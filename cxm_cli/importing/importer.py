@@ -48,6 +48,7 @@ from cxm_cli.importing.reader import (
 )
 from cxm_cli.importing.records import MapperSettings, Reject
 from cxm_cli.importing.vcard import is_vcard
+from cxm_cli.outfiles import refuse_workspace_file, workspace_file_at
 from cxm_cli.store import write_transaction
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,12 @@ def import_file(workspace, db, path_or_stream, *, clock, options: ImportOptions)
             )
         chosen = options.rejects_path is not None
         rejects_path = options.rejects_path or _rejects_location(workspace, input_file)
-        _check_rejects_path(Path(rejects_path), Path(input_file.path), chosen=chosen)
+        _check_rejects_path(
+            Path(rejects_path),
+            Path(input_file.path),
+            chosen=chosen,
+            workspace_root=workspace.root,
+        )
         rejects = _RejectsFile(
             rejects_path,
             header,
@@ -281,16 +287,20 @@ def _check_map_columns(mapping: list[str], header: list[str] | None, name) -> No
             )
 
 
-def _check_rejects_path(path: Path, input_path: Path, *, chosen: bool) -> None:
+def _check_rejects_path(
+    path: Path, input_path: Path, *, chosen: bool, workspace_root: Path
+) -> None:
     """Refuse a rejects location that cannot be written before any row is
     imported: finding out after the commit would leave the rejected rows
     nowhere.
 
     A ``--rejects`` file the user ``chosen`` replaces a regular file there,
-    but never a folder, symbolic link, device, pipe or socket. The default
-    location never replaces anything (see :func:`_unused_name`).
+    but never one of the workspace's own files (its database, settings,
+    sequences, templates), a folder, symbolic link, device, pipe or socket.
+    The default location never replaces anything (see :func:`_unused_name`).
     """
     hint = "choose another file with --rejects FILE.csv"
+    refuse_workspace_file(path, f"cannot write rejected rows to {path}", workspace_root)
     if chosen:
         what = _not_a_regular_file(path)
         if what:
@@ -595,10 +605,15 @@ def _rejects_location(workspace, input_file) -> Path:
     path = Path(input_file.path)
     beside = path.with_name(f"{path.stem}.rejects.csv")
     writable_bits = path.parent.stat().st_mode & 0o222
-    if writable_bits and os.access(path.parent, os.W_OK):
+    if (
+        writable_bits
+        and os.access(path.parent, os.W_OK)
+        and not workspace_file_at(beside, workspace.root)
+    ):
         return beside
-    # A read-only folder (a shared export, a mounted drive): keep it in the
-    # workspace instead, under a name that still says which file it was.
+    # A read-only folder (a shared export, a mounted drive) or one the
+    # workspace keeps for itself (sequences/, templates/): keep it in data/
+    # instead, under a name that still says which file it was.
     return workspace.data_dir / f"{path.stem}.rejects.csv"
 
 
