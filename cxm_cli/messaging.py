@@ -433,8 +433,6 @@ def send_message(
     Raises ConsentRefused, TemplateError, ConfigError (channel misconfigured,
     nothing recorded) or ChannelError (recorded as failed).
     """
-    if channel not in CHANNELS:
-        raise InputError(f"unknown channel {channel!r}; use email or sms")
     contact = contacts.get_contact(db, contact_id)
     prepared = prepare_message(
         workspace,

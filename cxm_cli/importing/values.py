@@ -907,10 +907,16 @@ NOT_OPTED_OUT_WORDS = FALSE_WORDS | {
 def opt_out_flag(value: str) -> bool | None:
     """True / False for an opt-out column's cell; None when it says neither
     (a date, or a word this list does not know)."""
+    return _word_flag(value, OPT_OUT_WORDS, NOT_OPTED_OUT_WORDS)
+
+
+def _word_flag(value: str, yes: set[str], no: set[str]) -> bool | None:
+    """True when the cell's words are one of ``yes``, False for ``no``, else
+    None; case, hyphens, underscores and spacing do not matter."""
     text = " ".join(value.strip().lower().replace("-", " ").replace("_", " ").split())
-    if text in OPT_OUT_WORDS:
+    if text in yes:
         return True
-    if text in NOT_OPTED_OUT_WORDS:
+    if text in no:
         return False
     return None
 
@@ -951,9 +957,4 @@ CONSENT_REFUSED_WORDS = (FALSE_WORDS - {""}) | {
 
 def consent_flag(value: str) -> bool | None:
     """True / False for a consent column's cell; None when it says neither."""
-    text = " ".join(value.strip().lower().replace("-", " ").replace("_", " ").split())
-    if text in CONSENT_GIVEN_WORDS:
-        return True
-    if text in CONSENT_REFUSED_WORDS:
-        return False
-    return None
+    return _word_flag(value, CONSENT_GIVEN_WORDS, CONSENT_REFUSED_WORDS)
