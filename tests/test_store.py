@@ -60,3 +60,38 @@ def test_every_foreign_key_can_find_its_children_by_index(tmp_path):
                 unindexed.append(f"{table}.{key[3]}")
     db.close()
     assert unindexed == []
+
+
+def test_contact_ids_are_never_handed_out_twice(tmp_path):
+    """A contact merged away or erased leaves its id behind for good: outbox
+    files, signed links and logs name contacts by id."""
+    path = tmp_path / "cxm.db"
+    old = open_database(path, migrate=False)
+    MIGRATION_SETS[0].apply(old, stop_before="0003_contact_ids_never_reused")
+    for name in ("Ana Lima", "Bo Reyes"):
+        old.execute(
+            "INSERT INTO contacts (display_name, custom, created_at, updated_at) "
+            "VALUES (?, '{}', 'x', 'x')",
+            [name],
+        )
+    old.execute(
+        "INSERT INTO events (contact_id, type, at, data, recorded_at) "
+        "VALUES (2, 'lead.created', 'x', '{}', 'x')"
+    )
+    old.close()
+
+    db = open_database(path)
+    rows = [tuple(row) for row in db.execute("SELECT id, display_name FROM contacts")]
+    assert rows == [(1, "Ana Lima"), (2, "Bo Reyes")]
+    assert db.execute("SELECT contact_id FROM events").fetchone()[0] == 2
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+    db.execute("DELETE FROM contacts WHERE id = 2")
+    new_id = db.execute(
+        "INSERT INTO contacts (display_name, custom, created_at, updated_at) "
+        "VALUES ('Cy New', '{}', 'x', 'x')"
+    ).lastrowid
+    assert new_id == 3
+    # The deleted contact's events went with it (the foreign keys still act).
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    db.close()

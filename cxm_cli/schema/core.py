@@ -132,3 +132,51 @@ def foreign_key_indexes(db):
             ON messages (event_id);
         """
     )
+
+
+@migrations(name="0003_contact_ids_never_reused", transactional=False)
+def contact_ids_never_reused(db):
+    # A contact id names outbox files, signed links and log lines; SQLite
+    # hands a deleted highest id (a contact merged away or erased) to the next
+    # new contact unless the table is AUTOINCREMENT, which only a rebuild can
+    # add. SQLite's documented way: foreign keys off, rebuild in a
+    # transaction, check the keys, foreign keys on again. Runs again safely
+    # if interrupted before it was recorded.
+    conn = db.conn
+    [table_sql] = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'contacts'"
+    ).fetchone()
+    if "AUTOINCREMENT" in table_sql.upper():
+        return
+    new_sql = table_sql.replace("CREATE TABLE contacts", "CREATE TABLE contacts_new", 1)
+    new_sql = new_sql.replace(
+        "id INTEGER PRIMARY KEY", "id INTEGER PRIMARY KEY AUTOINCREMENT", 1
+    )
+    if "AUTOINCREMENT" not in new_sql:
+        raise RuntimeError("contacts table: id column not found for AUTOINCREMENT")
+    index_sql = [
+        row[0]
+        for row in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'contacts' AND sql IS NOT NULL"
+        )
+    ]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(new_sql)
+            conn.execute("INSERT INTO contacts_new SELECT * FROM contacts")
+            conn.execute("DROP TABLE contacts")
+            conn.execute("ALTER TABLE contacts_new RENAME TO contacts")
+            for statement in index_sql:
+                conn.execute(statement)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"foreign keys broken by the rebuild: {broken[:3]}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
