@@ -31,8 +31,13 @@ OWN_FILES = {
     "data/cxm.db-wal": "database (its write-ahead log)",
     "data/cxm.db-shm": "database (its shared-memory index)",
     "data/cxm.db-journal": "database (its rollback journal)",
+    "data/secret_key": "key that signs its links",
 }
-OWN_FOLDERS = {"sequences": "sequences", "templates": "templates"}
+OWN_FOLDERS = {
+    "sequences": "sequences",
+    "templates": "templates",
+    "data/outbox": "outbox (the record of sent messages)",
+}
 
 
 def workspace_file_at(path: Path, workspace_root: Path | None = None) -> str | None:
@@ -78,8 +83,8 @@ def refuse_workspace_file(
         raise InputError(
             f"{label}: it is {own}; cxm never writes an output there",
             hint="choose another file: cxm.toml, .env, data/cxm.db (and its "
-            "-wal, -shm, -journal) and all of sequences/ and templates/ are "
-            "the workspace's own",
+            "-wal, -shm, -journal), data/secret_key and all of sequences/, "
+            "templates/ and data/outbox/ are the workspace's own",
         )
 
 
@@ -147,9 +152,8 @@ def _own_part(relative: Path) -> str | None:
     for name, what in OWN_FILES.items():
         if key == name.casefold():
             return f"the workspace's own {what}"
-    first = relative.parts[0].casefold() if relative.parts else ""
     for name, what in OWN_FOLDERS.items():
-        if first == name:
+        if key == name or key.startswith(name + "/"):
             return f"in the workspace's own {what} folder"
     return None
 

@@ -27,6 +27,8 @@ OWN = [
     "sequences/new-lead.yaml",
     "sequences/brand-new.yaml",
     "templates/welcome.email.md",
+    "data/secret_key",
+    "data/outbox/0-999/1-msg-000000001.json",
 ]
 
 
