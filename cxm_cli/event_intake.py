@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import change_consent, find_contact
+from cxm_cli.contacts import change_consent, find_contact, get_contact
 from cxm_cli.errors import CxmError, InputError, NotFound
 from cxm_cli.events import record_event
 from cxm_cli.importing.values import normalise_email, normalise_phone, parse_money
@@ -216,9 +216,11 @@ def parse_contact_id(value: Any, field_name: str = "contact_id") -> int:
 def match_person(db, email: str | None, phone: str | None, *, phone_field: str):
     """The contact a checked email or phone names, or None for a new person.
 
-    An email names one person. A phone shared by several contacts (a
-    household) names nobody in particular, so it is refused rather than the
-    event landing on whichever of them came first.
+    An email names one person. A phone names its holder only as the importer
+    matches: when the event gives no email, or the holder has none (a new
+    email on a household phone is a new person). A phone shared by several
+    such contacts names nobody in particular, so it is refused rather than
+    the event landing on whichever of them came first.
     """
     from cxm_cli.inbound import contact_by_address
 
@@ -228,9 +230,11 @@ def match_person(db, email: str | None, phone: str | None, *, phone_field: str):
     owners = [
         row["contact_id"]
         for row in db.query(
-            "SELECT DISTINCT contact_id FROM contact_phones WHERE phone = ? "
-            "ORDER BY contact_id",
-            [phone],
+            "SELECT DISTINCT p.contact_id FROM contact_phones p "
+            "WHERE p.phone = ? AND (? IS NULL OR NOT EXISTS (SELECT 1 FROM "
+            "contact_emails e WHERE e.contact_id = p.contact_id)) "
+            "ORDER BY p.contact_id",
+            [phone, email],
         )
     ]
     if len(owners) > 1:
@@ -239,7 +243,7 @@ def match_person(db, email: str | None, phone: str | None, *, phone_field: str):
             f"{phone_field} {phone} belongs to several contacts ({ids})",
             hint="name the contact by id or email instead",
         )
-    return contact_by_address(db, phone=phone) if owners else None
+    return get_contact(db, owners[0]) if owners else None
 
 
 def parse_amount(value: Any) -> tuple[int | float, str | None]:

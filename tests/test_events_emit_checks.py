@@ -323,3 +323,41 @@ def test_a_phone_with_an_extension_keeps_it_and_is_never_texted(
         [contact_id],
     ).fetchone()[0]
     assert skipped >= 1
+
+
+def test_a_new_email_on_a_known_phone_is_a_new_person(cli, db, clock):
+    from tests.support.fixtures import make_contact
+
+    xena = make_contact(db, clock, email="xena@example.com", phone="+13125550301")
+    no_email = make_contact(db, clock, email=None, phone="+13125550302")
+
+    other = cli(
+        "events",
+        "emit",
+        "form.submitted",
+        "--email",
+        "other@example.com",
+        "--phone",
+        "312-555-0301",
+        "--name",
+        "Other Person",
+        "--json",
+    )
+    same = cli(
+        "events",
+        "emit",
+        "form.submitted",
+        "--email",
+        "zoe@example.com",
+        "--phone",
+        "312-555-0302",
+        "--json",
+    )
+
+    assert other.exit_code == 0, other.stderr
+    created = other.json()["contact_id"]
+    assert created != xena
+    assert db["contacts"].get(created)["email"] == "other@example.com"
+    # A phone whose holder has no email is the same person, as on import.
+    assert same.exit_code == 0, same.stderr
+    assert same.json()["contact_id"] == no_email
