@@ -309,3 +309,38 @@ def test_cli_export_into_a_missing_folder_is_one_clear_error(cli, tmp_path):
     assert result.exit_code == 1
     assert f"--output {out}: the folder {out.parent} does not exist" in result.stderr
     assert not isinstance(result.exception, FileNotFoundError)
+
+
+def test_a_number_another_holder_opted_out_of_stays_blocked_in_a_new_workspace(
+    workspace, db, clock, tmp_path
+):
+    # Ann opted out of texts; Bob shares her phone. Only Bob is exported.
+    household = tmp_path / "household.csv"
+    household.write_text(
+        "Name,Email,Phone,Do Not Text,Tags\n"
+        "Ann Roe,ann@example.com,(312) 555-0101,yes,\n"
+        "Bob Roe,bob@example.com,(312) 555-0101,,vip\n",
+        encoding="utf-8",
+    )
+    import_file(workspace, db, household, clock=clock, options=ImportOptions())
+    vip = io.StringIO()
+    export_contacts(db, vip, tag="vip")
+    path = tmp_path / "vip.csv"
+    path.write_text(vip.getvalue(), encoding="utf-8")
+    everyone = tmp_path / "everyone.csv"
+    everyone.write_text(export_text(db), encoding="utf-8")
+
+    # Back into the same workspace: nothing changes (Ann blocks it here).
+    again = import_file(workspace, db, everyone, clock=clock, options=ImportOptions())
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+
+    other, other_db = _new_workspace(tmp_path / "bob-only")
+    options = ImportOptions(mapping=["cxm_id=ignore"])
+    import_file(other, other_db, path, clock=clock, options=options)
+    run_once(other, other_db, clock)
+    texts = [row for row in _outbound(other_db) if row[1] == "sms"]
+    bob = _consents(other_db)["bob@example.com"]
+    other_db.close()
+
+    assert texts == []
+    assert bob["sms"][0] == "opted_out"

@@ -37,6 +37,7 @@ COLUMNS = [
     "sms_opted_out_at",
     "email_consent_source",
     "sms_consent_source",
+    "sms_number_opted_out",
     "bouncing_emails",
     "created_at",
     "custom",
@@ -126,9 +127,30 @@ def _record(db, contact: dict) -> dict:
         "email_consent_source": consent.get("email", _NO_CONSENT)[1] or "",
         "sms_consent_source": consent.get("sms", _NO_CONSENT)[1] or "",
         "bouncing_emails": [e for e, status in email_rows if status == "bouncing"],
+        "sms_number_opted_out": _number_opted_out(conn, contact_id),
         "created_at": created_time or contact["created_at"],
         "custom": loads(contact["custom"], {}),
     }
+
+
+def _number_opted_out(conn, contact_id: int) -> str:
+    """When another holder of one of the contact's phones opted out of texts
+    (so no text reaches that number through this contact either), else "".
+
+    Exported so a workspace the contact moves to without that holder still
+    never texts the number.
+    """
+    [when] = conn.execute(
+        "SELECT min(c.changed_at) FROM contact_phones mine"
+        " JOIN contact_phones theirs ON theirs.phone = mine.phone"
+        " AND theirs.contact_id != mine.contact_id"
+        " AND COALESCE(theirs.extension, '') = ''"
+        " JOIN consents c ON c.contact_id = theirs.contact_id"
+        " AND c.channel = 'sms' AND c.status = 'opted_out'"
+        " WHERE mine.contact_id = ? AND COALESCE(mine.extension, '') = ''",
+        [contact_id],
+    ).fetchone()
+    return when or ""
 
 
 def _opted_out_at(consent: tuple | None) -> str:

@@ -868,6 +868,7 @@ LAYOUTS: list[Layout] = [
                 # Limitation: a row with any bouncing address imports all of
                 # its addresses as bouncing (the importer marks whole rows).
                 "bouncing_emails": ("bouncing", None),
+                "sms_number_opted_out": ("number_opt_out", None),
                 "created_at": ("created", None),
                 "custom": ("custom_json", None),
             }

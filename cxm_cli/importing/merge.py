@@ -173,6 +173,38 @@ class ContactMerger:
         )
         return [row[0] for row in self.conn.execute(sql, phones)]
 
+    def _keep_number_blocked(self, contact_id: int, lead: Lead) -> bool:
+        """cxm's export says a phone of this contact had opted out of texts
+        under another holder there: unless a holder here blocks it already,
+        the contact is opted out of texts, so the number stays blocked."""
+        if (
+            not lead.number_opted_out
+            or consent_status(self.db, contact_id, "sms") == "opted_out"
+        ):
+            return False
+        blocked_here = self.conn.execute(
+            "SELECT 1 FROM contact_phones mine JOIN contact_phones theirs"
+            " ON theirs.phone = mine.phone AND theirs.contact_id != mine.contact_id"
+            " JOIN consents c ON c.contact_id = theirs.contact_id"
+            " AND c.channel = 'sms' AND c.status = 'opted_out'"
+            " WHERE mine.contact_id = ? LIMIT 1",
+            [contact_id],
+        ).fetchone()
+        if blocked_here:
+            return False
+        return set_consent(
+            self.db,
+            contact_id,
+            "sms",
+            "opted_out",
+            clock=self.clock,
+            source="shared_phone",
+            detail={
+                "batch_id": self.batch_id,
+                "reason": "this number had opted out of texts where it was exported",
+            },
+        )
+
     def _opted_out_phones(self, phones: list[str]) -> list[str]:
         if not self.check_phone_opt_outs:
             return []
@@ -290,7 +322,13 @@ class ContactMerger:
             )
 
         stopped_phones = self._opted_out_phones([p.e164 for p in lead.phones])
-        plain = not (lead.consent or lead.suppression or lead.events or stopped_phones)
+        plain = not (
+            lead.consent
+            or lead.suppression
+            or lead.events
+            or stopped_phones
+            or lead.number_opted_out
+        )
         if not plain:
             self.flush()
         # Consent before lead.created, so a sequence the lead triggers already
@@ -308,6 +346,7 @@ class ContactMerger:
             )
         for phone in stopped_phones:
             inherit_phone_opt_out(self.db, contact_id, phone, clock=self.clock)
+        self._keep_number_blocked(contact_id, lead)
         if lead.suppression:
             # An unsubscribe or bounce list is no list of new leads: a different
             # event, so no lead sequence, pipeline stage or lead count fires.
@@ -417,6 +456,7 @@ class ContactMerger:
             changed_consent |= inherit_phone_opt_out(
                 self.db, contact_id, phone, clock=self.clock
             )
+        changed_consent |= self._keep_number_blocked(contact_id, lead)
         changed_bounce = self._mark_bouncing(contact_id, lead) if not skip else False
         changed_events = False if skip else self._record_lead_events(contact_id, lead)
 

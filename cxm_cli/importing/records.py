@@ -109,6 +109,9 @@ class Lead:
     # A row of cxm's own export: a contact some workspace already had, so it
     # is imported as an existing contact (contact.imported), no new lead.
     existing: bool = False
+    # cxm's export: a phone of this contact had opted out of texts under
+    # another contact there (a household number), so it stays blocked.
+    number_opted_out: bool = False
     events: list[tuple[str, str | None, dict]] = field(default_factory=list)
     record_key: str | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (column, text)
@@ -323,6 +326,8 @@ class RecordMapper:
                 lead.existing = True
             elif kind == "bouncing":  # cxm's export: its bouncing addresses
                 lead.bouncing = True
+            elif kind == "number_opt_out":  # cxm's export: a blocked number
+                lead.number_opted_out = True
             elif kind == "custom_json":
                 lead.custom.update(_json_object(value))
             elif kind == "money":
