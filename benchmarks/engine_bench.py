@@ -121,7 +121,26 @@ def engine_only(steps: int) -> float:
     return steps / seconds
 
 
-def throughput(steps: int) -> dict[str, float]:
+def throughput(steps: int, repeats: int = 3) -> dict[str, float]:
+    """Both rates, each the best of ``repeats`` rounds (engine, then bare, on
+    a fresh workspace each round): on a shared machine a round can lose half
+    its speed to another process, and the best round is the one least
+    disturbed. Every round's ratio is kept too."""
+    rounds = [_throughput_round(steps) for _ in range(repeats)]
+    engine_rate = max(engine for engine, _ in rounds)
+    bare_rate = max(bare for _, bare in rounds)
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        "engine_per_second": engine_rate,
+        "bare_per_second": bare_rate,
+        "ratio": engine_rate / bare_rate,
+        "round_ratios": [engine / bare for engine, bare in rounds],
+        "silent_per_second": max(engine_only(steps) for _ in range(repeats)),
+    }
+
+
+def _throughput_round(steps: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         workspace = make_workspace(Path(folder))
         db = workspace.open_db()
@@ -160,15 +179,7 @@ def throughput(steps: int) -> dict[str, float]:
             conn.execute("COMMIT")
         bare_seconds = time.perf_counter() - started
         db.close()
-    engine_rate = steps / engine_seconds
-    bare_rate = steps / bare_seconds
-    return {
-        "steps": steps,
-        "engine_per_second": engine_rate,
-        "bare_per_second": bare_rate,
-        "ratio": engine_rate / bare_rate,
-        "silent_per_second": engine_only(steps),
-    }
+    return steps / engine_seconds, steps / bare_seconds
 
 
 def latency(leads: int) -> dict[str, float]:
@@ -230,14 +241,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--leads", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    figures = throughput(args.steps)
+    figures = throughput(args.steps, args.repeats)
     print(
         f"throughput: {figures['steps']} texts through the outbox channel: "
         f"{figures['engine_per_second']:.0f} steps/s; bare claim-and-complete "
         f"UPDATEs on the same table: {figures['bare_per_second']:.0f}/s; ratio "
-        f"{figures['ratio']:.3f}x (target >= 0.25x)"
+        f"{figures['ratio']:.3f}x (target >= 0.25x; best of {figures['repeats']} "
+        "rounds each, round ratios "
+        + ", ".join(f"{ratio:.3f}" for ratio in figures["round_ratios"])
+        + ")"
     )
     silent_ratio = figures["silent_per_second"] / figures["bare_per_second"]
     print(

@@ -145,6 +145,8 @@ def _sent_times(
     due_step_id,
     recent=None,
 ):
+    if recent is not None and not recent and not planned:
+        return []  # most contacts: nothing sent in the last week
     if recent is not None:
         low, high, own = clocks.iso(since), clocks.iso(until), due_step_id or -2
         rows = sorted(

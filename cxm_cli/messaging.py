@@ -74,6 +74,9 @@ def check_consent(db, contact: dict[str, Any], channel: str) -> str:
     return consent_facts(db, [contact], (channel,)).check(contact, channel)
 
 
+_UNKNOWN = object()
+
+
 @dataclass
 class ConsentFacts:
     """What the consent check needs to know about some contacts.
@@ -91,11 +94,23 @@ class ConsentFacts:
     channels: tuple[str, ...] = CHANNELS  # the suppression list was read for
     # phone -> contacts holding it (as a textable number) who opted out of SMS
     number_opt_outs: dict[str, set[int]] = field(default_factory=dict)
+    _addresses: dict[tuple, str | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def is_opted_out(self, contact_id: int, channel: str) -> bool:
         return (contact_id, channel) in self.opted_out
 
     def address(self, contact: dict[str, Any], channel: str) -> str | None:
+        # A batch asks for each contact's address several times (its
+        # checks, the suppression read, the recheck): sort its rows once.
+        key = (contact["id"], channel, contact.get("email"), contact.get("phone"))
+        found = self._addresses.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._addresses[key] = self._address(contact, channel)
+        return found
+
+    def _address(self, contact: dict[str, Any], channel: str) -> str | None:
         contact_id = contact["id"]
         if channel == "email":
             main = contact.get("email") or ""
@@ -701,6 +716,8 @@ def record_sending(
         left = _left_sending(db, due_step_id, outbound.channel) if reuse else None
         if left is not None:
             message_id = left
+            # The dead runner may have handed it to the channel already.
+            outbound.resend = True
             db.execute(
                 "UPDATE messages SET contact_id = ?, channel = ?, address = ?, "
                 "subject = ?, body = ?, template = ?, thread_id = ?, "

@@ -1,13 +1,14 @@
 """A person's data: everything cxm holds about them, and erasing it for good.
 
 Export gathers every row in every table that names the contact, plus the
-files the outbox wrote for them. Erase deletes those rows, scrubs the
-person's email addresses, phone numbers and full name from any other text
+files and texts the outbox wrote for them. Erase deletes those rows, scrubs
+the person's email addresses, phone numbers and full name from any other text
 in the database (an import's before/after record, another contact's notes),
-removes their outbox files, and then rewrites the database file and empties
-its write-ahead log so the deleted bytes are gone from disk files too. A
-one-way hash of each address is kept in ``suppressions`` so a later import
-can never message them again.
+removes their outbox files and their lines of the outbox's texts.jsonl
+files, and then rewrites the database file and empties its write-ahead log so
+the deleted bytes are gone from disk files too. A one-way hash of each
+address is kept in ``suppressions`` so a later import can never message them
+again.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def export_data(workspace, db, contact_id: int, *, clock) -> dict[str, Any]:
         "contact": _readable(contact),
         "records": tables,
         "outbox_files": files,
+        "outbox_texts": _outbox_texts_of(workspace, contact_id),
     }
 
 
@@ -179,12 +181,19 @@ def _outbox_files_of(
     return contact_files(workspace, contact_id, partial=partial)
 
 
+def _outbox_texts_of(workspace, contact_id: int) -> list[dict[str, Any]]:
+    from cxm_cli.channels.outbox import read_texts
+
+    return read_texts(workspace, contact_id)
+
+
 @dataclass
 class EraseResult:
     contact_id: int
     rows_deleted: int = 0
     values_scrubbed: int = 0
     files_deleted: int = 0
+    outbox_lines_removed: int = 0
     suppressed: int = 0
     wal_emptied: bool = False
     notes: list[str] = field(default_factory=list)
@@ -195,6 +204,7 @@ class EraseResult:
             "rows_deleted": self.rows_deleted,
             "values_scrubbed": self.values_scrubbed,
             "files_deleted": self.files_deleted,
+            "outbox_lines_removed": self.outbox_lines_removed,
             "suppressed": self.suppressed,
             "wal_emptied": self.wal_emptied,
             "notes": list(self.notes),
@@ -223,6 +233,7 @@ def erase_contact(workspace, db, contact_id: int, *, clock) -> EraseResult:
             source="privacy",
         )
     result.files_deleted = _delete_outbox_files(workspace, contact_id, patterns)
+    result.outbox_lines_removed = _remove_outbox_texts(workspace, contact_id, patterns)
     result.wal_emptied = _rewrite_database(db, result)
     log.info("erased contact %s (%d rows)", contact_id, result.rows_deleted)
     return result
@@ -386,6 +397,8 @@ def _text_columns(db, table: str) -> list[str]:
 
 
 def _delete_outbox_files(workspace, contact_id: int, patterns) -> int:
+    from cxm_cli.channels.outbox import TEXTS_FILE
+
     deleted = 0
     for path in _outbox_files_of(workspace, contact_id, partial=True):
         path.unlink()
@@ -397,13 +410,32 @@ def _delete_outbox_files(workspace, contact_id: int, patterns) -> int:
     # contact at all, may still name the person.
     if workspace.outbox_dir.is_dir():
         for path in workspace.outbox_dir.rglob("*"):
-            if not path.is_file():
-                continue
+            if not path.is_file() or path.name == TEXTS_FILE:
+                continue  # texts.jsonl loses only its lines naming the person
             text = path.read_bytes().decode("utf-8", "replace")
             if any(pattern.search(text) for pattern in patterns):
                 path.unlink()
                 deleted += 1
     return deleted
+
+
+def _remove_outbox_texts(workspace, contact_id: int, patterns) -> int:
+    """Drop every text line of the contact, or naming them, from every
+    folder's texts.jsonl (another contact's text may quote their number)."""
+    from cxm_cli.channels.outbox import remove_text_lines, texts_files
+
+    def names_the_person(line: bytes, record: dict | None) -> bool:
+        if record is not None and record.get("contact_id") == contact_id:
+            return True
+        text = line.decode("utf-8", "replace")
+        # A torn line cannot be parsed, but may still hold the contact's id.
+        if record is None and f'"contact_id":{contact_id},' in text:
+            return True
+        return any(pattern.search(text) for pattern in patterns)
+
+    return sum(
+        remove_text_lines(path, names_the_person) for path in texts_files(workspace)
+    )
 
 
 def _rewrite_database(db, result: EraseResult) -> bool:

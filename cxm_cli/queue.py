@@ -85,18 +85,29 @@ def claim_due(
                 claims = claims + 1
             WHERE id IN (
                 SELECT id FROM (
-                    SELECT id, due_at FROM due_steps
-                    WHERE status = 'pending' AND due_at <= ?
+                    SELECT * FROM (
+                        SELECT id, due_at FROM due_steps
+                        WHERE status = 'pending' AND due_at <= ?
+                        ORDER BY due_at, id
+                        LIMIT ?
+                    )
                     UNION ALL
-                    SELECT id, due_at FROM due_steps
-                    WHERE status = 'claimed' AND lease_until < ?
+                    SELECT * FROM (
+                        SELECT id, due_at FROM due_steps
+                        WHERE status = 'claimed' AND lease_until < ?
+                        ORDER BY due_at, id
+                        LIMIT ?
+                    )
                 )
                 ORDER BY due_at, id
                 LIMIT ?
             )
             RETURNING *
             """,
-            [runner_id, lease_until, now, now, limit],
+            # Each side is limited on its own, so the index hands over only
+            # the first rows in order: sorting every pending step instead
+            # made each claim cost as much as the whole queue.
+            [runner_id, lease_until, now, limit, now, limit, limit],
         )
         columns = [column[0] for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

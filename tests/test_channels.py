@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import socket
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 
 from cxm_cli.channels import OutboundMessage, get_channel
-from cxm_cli.channels.outbox import OutboxChannel, contact_files
+from cxm_cli.channels.outbox import (
+    OutboxChannel,
+    contact_files,
+    read_texts,
+    remove_text_lines,
+    texts_path,
+)
 from cxm_cli.channels.smtp import SmtpChannel
 from cxm_cli.channels.twilio import TwilioChannel, send_voicemail
 from cxm_cli.errors import ChannelError, ConfigError
@@ -89,11 +97,15 @@ def test_unknown_kind_is_refused(workspace):
 # ---------------------------------------------------------------- outbox
 
 
-def test_outbox_files_are_unique_and_per_contact(workspace):
+def test_outbox_texts_are_lines_of_the_folders_texts_file(workspace):
     outbox = get_channel(workspace, "sms")
     ids = {outbox.send(text_to()).provider_id for _ in range(25)}
-    files = [path for path in contact_files(workspace, 3) if path.suffix == ".json"]
-    assert len(ids) == 25 and len(files) == 25
+
+    texts = read_texts(workspace, 3)
+    assert len(ids) == 25 and {text["provider_id"] for text in texts} == ids
+    assert texts_path(workspace, 3) == workspace.outbox_dir / "0-999" / "texts.jsonl"
+    # The shared file is no one contact's own file.
+    assert contact_files(workspace, 3) == []
 
 
 def test_outbox_email_is_a_readable_eml(workspace):
@@ -112,7 +124,138 @@ def test_outbox_without_a_contact_uses_its_own_folder(workspace):
     message = text_to()
     message.contact_id = None
     get_channel(workspace, "sms").send(message)
-    assert list((workspace.outbox_dir / "no-contact").glob("*.json"))
+    [line] = (
+        (workspace.outbox_dir / "no-contact" / "texts.jsonl")
+        .read_bytes()
+        .split(b"\n")[:-1]
+    )
+    assert json.loads(line)["contact_id"] is None
+
+
+def _raw_lines(workspace, contact_id: int = 3) -> list[bytes]:
+    data = texts_path(workspace, contact_id).read_bytes()
+    assert data.endswith(b"\n")
+    return data.split(b"\n")[:-1]
+
+
+def test_outbox_text_lines_are_appended_in_order_and_parse(workspace):
+    outbox = OutboxChannel(workspace, "sms")
+    for message_id in range(1, 6):
+        outbox.send(text_to(body=f"Line\nnumber {message_id}"), message_id=message_id)
+
+    records = [json.loads(line) for line in _raw_lines(workspace)]
+    assert [record["message_id"] for record in records] == [1, 2, 3, 4, 5]
+    assert records[1]["provider_id"] == "outbox-msg-000000002"
+    assert records[1]["body"] == "Line\nnumber 2"
+    assert {record["kind"] for record in records} == {"text"}
+    assert all(record["written_at"].endswith("Z") for record in records)
+    assert read_texts(workspace) == records
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_starts_a_line(workspace):
+    outbox = OutboxChannel(workspace, "sms")
+    outbox.send(text_to(), message_id=1)
+    path = texts_path(workspace, 3)
+    torn = b'{"provider_id":"outbox-msg-000000002","message_id":2,"kind":"te'
+    with path.open("ab") as killed_writer:
+        killed_writer.write(torn)
+
+    outbox.send(text_to(), message_id=3)
+
+    lines = _raw_lines(workspace)
+    assert lines[1] == torn
+    assert json.loads(lines[2])["message_id"] == 3
+    assert [text["message_id"] for text in read_texts(workspace, 3)] == [1, 3]
+
+
+def test_a_resent_message_id_already_written_is_not_written_again(workspace):
+    outbox = OutboxChannel(workspace, "sms")
+    first = outbox.send(text_to(), message_id=7)
+    again = text_to()
+    again.resend = True
+
+    resent = outbox.send(again, message_id=7)
+
+    assert resent.provider_id == first.provider_id == "outbox-msg-000000007"
+    assert len(_raw_lines(workspace)) == 1
+    # A resend the dead runner never got to write is written.
+    outbox.send(again, message_id=8)
+    assert [json.loads(line)["message_id"] for line in _raw_lines(workspace)] == [
+        7,
+        8,
+    ]
+    # Without the mark the channel does not look: read_texts counts it once.
+    outbox.send(text_to(), message_id=7)
+    assert len(_raw_lines(workspace)) == 3
+    assert [text["message_id"] for text in read_texts(workspace)] == [8, 7]
+
+
+def test_erasing_removes_only_that_contacts_lines(workspace, db, clock):
+    from cxm_cli.privacy import erase_contact
+    from tests.support.fixtures import make_contact
+
+    ana = make_contact(db, clock, first_name="Ana", phone="+15125550101")
+    bo = make_contact(
+        db, clock, first_name="Bo", email="bo@example.com", phone="+15125550102"
+    )
+    outbox = OutboxChannel(workspace, "sms")
+    for number in range(3):
+        for contact_id, phone in ((ana, "+15125550101"), (bo, "+15125550102")):
+            message = text_to(phone, body=f"Reminder {number}")
+            message.contact_id = contact_id
+            outbox.send(message, message_id=number * 2 + contact_id)
+    path = texts_path(workspace, ana)
+    before = path.read_bytes().split(b"\n")[:-1]
+    with path.open("ab") as killed_writer:
+        killed_writer.write(b'{"provider_id":"x","message_id":99,"kind":"text",')
+        killed_writer.write(b'"contact_id":%d,"to":"+1' % ana)
+
+    result = erase_contact(workspace, db, ana, clock=clock)
+
+    assert result.outbox_lines_removed == 4
+    assert result.as_dict()["outbox_lines_removed"] == 4
+    kept = [line for line in before if json.loads(line)["contact_id"] == bo]
+    assert len(kept) == 3
+    assert path.read_bytes() == b"".join(line + b"\n" for line in kept)
+    assert read_texts(workspace, ana) == []
+    assert not list(path.parent.glob(".*.tmp"))
+    # The lock and the file still work for the next append.
+    outbox.send(text_to("+15125550102"), message_id=50)
+    assert len(read_texts(workspace)) == 4
+
+
+def test_removing_every_line_removes_the_file(workspace):
+    OutboxChannel(workspace, "sms").send(text_to(), message_id=1)
+    path = texts_path(workspace, 3)
+    assert remove_text_lines(path, lambda line, record: True) == 1
+    assert not path.exists()
+    assert read_texts(workspace) == []
+
+
+def _append_texts(root: str, first_id: int, count: int) -> None:
+    from cxm_cli.workspace import load_workspace
+
+    outbox = OutboxChannel(load_workspace(Path(root)), "sms")
+    for message_id in range(first_id, first_id + count):
+        outbox.send(text_to(body="x" * 300), message_id=message_id)
+
+
+def test_two_processes_appending_to_one_folder_leave_whole_lines(workspace):
+    spawn = multiprocessing.get_context("spawn")
+    writers = [
+        spawn.Process(target=_append_texts, args=(str(workspace.root), first, 200))
+        for first in (1, 1001)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+
+    records = [json.loads(line) for line in _raw_lines(workspace)]
+    assert len(records) == 400
+    ids = sorted(record["message_id"] for record in records)
+    assert ids == [*range(1, 201), *range(1001, 1201)]
 
 
 # ---------------------------------------------------------------- smtp
@@ -306,9 +449,7 @@ def test_outbox_records_a_voicemail_drop(workspace):
     result = get_channel(workspace, "sms").send_voicemail(
         "+15125550101", "https://example.test/vm.mp3", contact_id=9
     )
-    [path] = [
-        p for p in contact_files(workspace, 9) if p.name.endswith(".voicemail.json")
-    ]
-    record = json.loads(path.read_text())
+    [record] = read_texts(workspace, 9)
+    assert record["kind"] == "voicemail"
     assert record["audio_url"] == "https://example.test/vm.mp3"
     assert record["provider_id"] == result.provider_id

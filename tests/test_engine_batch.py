@@ -7,6 +7,7 @@ not idempotent (the SMS provider) records each message on its own.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -15,7 +16,12 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from cxm_cli.channels.outbox import OutboxChannel, contact_files
+from cxm_cli.channels.outbox import (
+    OutboxChannel,
+    contact_files,
+    read_texts,
+    texts_files,
+)
 from cxm_cli.clock import iso
 from cxm_cli.contacts import set_consent
 from cxm_cli.errors import ChannelError
@@ -53,13 +59,28 @@ def _leads(db, clock, count: int) -> list[int]:
 
 
 def _outbox_files(workspace) -> Counter:
-    """Outbox message files per contact (``<contact_id>-msg-<message_id>``);
-    hidden temporary files a killed write left are not messages."""
-    return Counter(
+    """Outbox messages per contact: text lines (one per message id) and
+    ``.eml`` files (``<contact_id>-msg-<message_id>.eml``); hidden temporary
+    files a killed write left are not messages."""
+    counts = Counter(str(text["contact_id"]) for text in read_texts(workspace))
+    counts.update(
         path.name.partition("-")[0]
-        for path in workspace.outbox_dir.rglob("*.*")
+        for path in workspace.outbox_dir.rglob("*.eml")
         if not path.name.startswith(".")
     )
+    return counts
+
+
+def _text_lines_per_message(workspace) -> Counter:
+    """Whole text lines per message id, as written (not deduplicated)."""
+    counts: Counter = Counter()
+    for path in texts_files(workspace):
+        for line in path.read_bytes().split(b"\n"):
+            try:
+                counts[json.loads(line)["message_id"]] += 1
+            except ValueError:
+                continue  # a torn line, or the end of the file
+    return counts
 
 
 def test_a_batch_sends_each_step_once_with_its_whole_timeline(db, workspace, clock):
@@ -74,9 +95,10 @@ def test_a_batch_sends_each_step_once_with_its_whole_timeline(db, workspace, clo
         [message] = outbound(db, contact_id)
         assert message["status"] == "sent" and message["event_id"]
         assert message["provider_id"] == f"outbox-msg-{message['id']:09d}"
-        [path] = contact_files(workspace, contact_id)
-        assert path.name == f"{contact_id}-msg-{message['id']:09d}.json"
-        assert path.parent.name == "0-999"
+        [text] = read_texts(workspace, contact_id)
+        assert text["message_id"] == message["id"]
+        assert text["provider_id"] == message["provider_id"]
+        assert contact_files(workspace, contact_id) == []
         types = [t for t, _ in timeline(db, contact_id)]
         sent_at = types.index("message.sent")
         assert types[sent_at:] == [
@@ -138,7 +160,7 @@ run_once(workspace, workspace.open_db(), FakeClock(sys.argv[2]))
 """
 
 
-def test_kill_9_after_a_batch_of_outbox_writes_leaves_no_second_file(
+def test_kill_9_after_a_batch_of_outbox_writes_leaves_no_second_line(
     db, workspace, clock
 ):
     only_sequences(workspace, hello=TEXT)
@@ -160,6 +182,7 @@ def test_kill_9_after_a_batch_of_outbox_writes_leaves_no_second_file(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     # Killed while the batch's files were being written: some or all are out.
     assert set(_outbox_files(workspace).values()) <= {1}
+    assert set(_text_lines_per_message(workspace).values()) <= {1}
     statuses = Counter(m["status"] for m in outbound(db))
     assert statuses == {"sending": 5}
 
@@ -167,6 +190,10 @@ def test_kill_9_after_a_batch_of_outbox_writes_leaves_no_second_file(
 
     assert [r.outcome for r in report.results] == ["sent"] * 5
     assert _outbox_files(workspace) == {str(c): 1 for c in contacts}
+    # The takeover looked before appending: no message id is on two lines.
+    lines = _text_lines_per_message(workspace)
+    assert sorted(lines) == sorted(m["id"] for m in outbound(db))
+    assert set(lines.values()) == {1}
     for contact_id in contacts:
         [message] = outbound(db, contact_id)
         assert message["status"] == "sent"
@@ -224,14 +251,14 @@ def test_an_outbox_write_error_mid_batch_fails_only_that_step(
     only_sequences(workspace, hello=TEXT)
     contacts = _leads(db, clock, 4)
     broken = contacts[1]
-    real_send = OutboxChannel.send
+    real_record = OutboxChannel._text_record
 
-    def send(self, message, *, message_id=None):
+    def text_record(self, message, message_id):
         if message.contact_id == broken:
             raise ChannelError("outbox folder is read-only", transient=True)
-        return real_send(self, message, message_id=message_id)
+        return real_record(self, message, message_id)
 
-    monkeypatch.setattr(OutboxChannel, "send", send)
+    monkeypatch.setattr(OutboxChannel, "_text_record", text_record)
 
     report = run(workspace, db, clock)
 
@@ -250,9 +277,39 @@ def test_an_outbox_write_error_mid_batch_fails_only_that_step(
     assert "read-only" in deferred[0]["reason"]
 
     clock.advance(hours=2)
-    monkeypatch.setattr(OutboxChannel, "send", real_send)
+    monkeypatch.setattr(OutboxChannel, "_text_record", real_record)
     assert [r.outcome for r in run(workspace, db, clock).results] == ["sent"]
     assert _outbox_files(workspace)[str(broken)] == 1
+
+
+def test_a_folder_the_outbox_cannot_append_to_retries_its_texts_later(
+    db, workspace, clock, monkeypatch
+):
+    from cxm_cli.channels import outbox
+
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 3)
+    real_append = outbox._append_many
+
+    def full_disk(path, lines):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outbox, "_append_many", full_disk)
+    report = run(workspace, db, clock)
+
+    # One append carries the folder's texts: none of them went out.
+    assert {r.outcome for r in report.results} == {"retry"}
+    assert {r.detail for r in report.results} == {
+        "the outbox cannot write data/outbox/0-999/texts.jsonl: No space left on device"
+    }
+    assert _outbox_files(workspace) == {}
+    for contact_id in contacts:
+        assert [m["status"] for m in outbound(db, contact_id)] == ["failed"]
+
+    clock.advance(hours=2)
+    monkeypatch.setattr(outbox, "_append_many", real_append)
+    assert {r.outcome for r in run(workspace, db, clock).results} == {"sent"}
+    assert _outbox_files(workspace) == {str(c): 1 for c in contacts}
 
 
 def test_caps_count_the_sends_of_the_same_batch(db, workspace, clock):

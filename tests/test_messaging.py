@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from cxm_cli.channels.outbox import contact_files
+from cxm_cli.channels.outbox import contact_files, read_texts
 from cxm_cli.contacts import get_contact, identifier_hash, is_opted_out, set_consent
 from cxm_cli.errors import ChannelError, ConfigError, InputError, TemplateError
 from cxm_cli.events import events_for
@@ -102,9 +102,7 @@ def test_text_goes_through_twilio_api_to_a_local_server(
     assert _messages(db, contact_id)[0]["provider_id"] == request.sid
 
 
-def test_outbox_writes_one_file_per_message_in_the_contacts_folder(
-    workspace, db, clock
-):
+def test_outbox_writes_an_eml_per_email_and_a_line_per_text(workspace, db, clock):
     contact_id = make_contact(db, clock, first_name="Cleo")
 
     email = send_message(
@@ -113,14 +111,15 @@ def test_outbox_writes_one_file_per_message_in_the_contacts_folder(
     text = send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
     again = send_message(workspace, db, clock, contact_id, "sms", template="nudge-text")
 
-    files = contact_files(workspace, contact_id)
-    emls = [path for path in files if path.suffix == ".eml"]
-    texts = [path for path in files if path.suffix == ".json"]
-    assert len(emls) == 1 and len(texts) == 2
+    emls = contact_files(workspace, contact_id)
+    assert [path.suffix for path in emls] == [".eml"]
     assert "Message-ID: " + email.provider_id in emls[0].read_text()
     assert "Subject: Quick follow-up from Bright Smile Dental" in emls[0].read_text()
-    records = [json.loads(path.read_text()) for path in texts]
-    assert {r["provider_id"] for r in records} == {text.provider_id, again.provider_id}
+    lines = (emls[0].parent / "texts.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records == read_texts(workspace, contact_id)
+    assert [r["message_id"] for r in records] == [text.message_id, again.message_id]
+    assert [r["provider_id"] for r in records] == [text.provider_id, again.provider_id]
     assert all(r["to"] == "+15125550101" for r in records)
     assert records[0]["body"].startswith("Hi Cleo, just checking in")
     assert not list(workspace.outbox_dir.rglob(".*.tmp"))
@@ -190,6 +189,7 @@ def test_refuses_people_who_may_not_be_messaged(
     assert refused.value.reason == reason
     assert _messages(db, contact_id) == []
     assert contact_files(workspace, contact_id) == []
+    assert read_texts(workspace, contact_id) == []
 
 
 def test_never_texts_a_fax_number(workspace, db, clock):
@@ -511,6 +511,7 @@ def test_opt_out_recorded_while_rendering_still_stops_the_send(
 
     assert _messages(db, contact_id) == []
     assert contact_files(workspace, contact_id) == []
+    assert read_texts(workspace, contact_id) == []
 
 
 def test_voicemail_drop_goes_through_the_same_checks(

@@ -28,7 +28,7 @@ OWN = [
     "sequences/brand-new.yaml",
     "templates/welcome.email.md",
     "data/secret_key",
-    "data/outbox/0-999/1-msg-000000001.json",
+    "data/outbox/0-999/texts.jsonl",
 ]
 
 

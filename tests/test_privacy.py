@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cxm_cli.channels.outbox import contact_files
+from cxm_cli.channels.outbox import contact_files, read_texts, texts_path
 from cxm_cli.contacts import is_suppressed
 from cxm_cli.events import record_event
 from cxm_cli.inbound import record_inbound
@@ -74,8 +74,11 @@ def test_export_data_holds_everything(workspace, db, clock, cli):
     assert any(m["body"] == "Call me at 512.555.0188" for m in records["messages"])
     assert [e["email"] for e in records["contact_emails"]] == [EMAIL]
     assert any(e["type"] == "message.received" for e in records["events"])
-    assert len(data["outbox_files"]) == 2
-    assert any(EMAIL in f["content"] for f in data["outbox_files"])
+    [eml] = data["outbox_files"]
+    assert EMAIL in eml["content"] and eml["path"].endswith(".eml")
+    [text] = data["outbox_texts"]
+    assert text["body"] == "Hi from Bright Smile" and text["to"] == PHONE
+    assert text["contact_id"] == zeb and text["kind"] == "text"
 
 
 def test_show_summarises_a_person(workspace, db, clock, cli):
@@ -91,8 +94,14 @@ def test_show_summarises_a_person(workspace, db, clock, cli):
 
 def test_erase_leaves_no_trace_in_database_wal_or_outbox(workspace, db, clock, cli):
     zeb, other = person_with_history(workspace, db, clock)
-    assert contact_files(workspace, zeb)
+    send_message(workspace, db, clock, other, "sms", text="Hi Ana")
+    assert contact_files(workspace, zeb) and read_texts(workspace, zeb)
     kept = contact_files(workspace, other)
+    [other_line] = [
+        line
+        for line in texts_path(workspace, other).read_bytes().splitlines()
+        if b'"contact_id":%d,' % other in line
+    ]
     # A write a killed runner left half done holds the message too.
     [first] = contact_files(workspace, zeb)[:1]
     leftover = first.with_name(f".{first.name}.0badf00d.tmp")
@@ -102,6 +111,7 @@ def test_erase_leaves_no_trace_in_database_wal_or_outbox(workspace, db, clock, c
 
     assert erased.exit_code == 0, erased.stderr
     assert erased.json()["wal_emptied"] is True
+    assert erased.json()["outbox_lines_removed"] == 1
     needles = [EMAIL, PHONE, "5125550188", "555-0188", NAME, "Zebulon", "Quixote"]
     files = [workspace.db_path, workspace.db_path.with_name("cxm.db-wal")]
     files += [p for p in workspace.outbox_dir.rglob("*") if p.is_file()]
@@ -118,6 +128,9 @@ def test_erase_leaves_no_trace_in_database_wal_or_outbox(workspace, db, clock, c
     assert contact_files(workspace, zeb, partial=True) == []
     assert not leftover.exists()
     assert contact_files(workspace, other) == kept
+    # The shared texts file loses only his line; Ana's stays byte for byte.
+    assert read_texts(workspace, zeb) == []
+    assert texts_path(workspace, other).read_bytes() == other_line + b"\n"
     remaining = db.execute(
         "SELECT COUNT(*) FROM messages WHERE contact_id = ?", [zeb]
     ).fetchone()[0]

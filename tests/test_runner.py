@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cxm_cli import clock as clocks
+from cxm_cli.channels.outbox import read_texts
 from cxm_cli.dispatch import RunSettings
 from cxm_cli.runner import acquire_lease, run_once
 from cxm_cli.steps import step_kind
@@ -54,11 +55,9 @@ def test_run_once_prints_each_step_and_exits_zero(cli, db, workspace, clock):
     lines = result.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["sent", "sent"]
     assert "2 sent" in result.stderr
-    assert (
-        len(list(workspace.outbox_dir.rglob("*.txt")))
-        + len(list(workspace.outbox_dir.rglob("*.eml")))
-        >= 1
-    )
+    [text] = read_texts(workspace, contact_id)
+    assert text["kind"] == "text" and text["body"].startswith("Hi Ana")
+    assert len(list(workspace.outbox_dir.rglob("*.eml"))) == 1
 
 
 def test_missing_template_variable_fails_only_that_contact(

@@ -6,6 +6,7 @@ must be done, and each must have exactly one message recorded as sent.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from cxm_cli.channels.outbox import read_texts, texts_files
 from cxm_cli.clock import SystemClock
 from cxm_cli.events import record_event
 from cxm_cli.store import write_transaction
@@ -61,6 +63,18 @@ def busy_workspace(workspace):
 COUNT = 200
 
 
+def _text_lines_per_message(workspace) -> Counter:
+    """Whole text lines per message id, as written (not deduplicated)."""
+    counts: Counter = Counter()
+    for path in texts_files(workspace):
+        for line in path.read_bytes().splitlines():
+            try:
+                counts[json.loads(line)["message_id"]] += 1
+            except ValueError:
+                continue  # a torn line a killed runner left
+    return counts
+
+
 def _check_exactly_once(workspace, *, kills: int = 0) -> dict[str, int]:
     db = workspace.open_db()
     try:
@@ -80,13 +94,13 @@ def _check_exactly_once(workspace, *, kills: int = 0) -> dict[str, int]:
             "SELECT COUNT(*) FROM messages WHERE status = 'sending'"
         ).fetchone()[0]
         assert in_flight <= kills
-        # Files are named <contact_id>-msg-<message_id>.json: count per contact.
-        files = Counter(
-            path.name.partition("-")[0] for path in workspace.outbox_dir.rglob("*.*")
-        )
+        # Texts are lines of texts.jsonl, one per message id: count per contact.
+        files = Counter(text["contact_id"] for text in read_texts(workspace))
         assert len(files) == COUNT
         extra = sum(count - 1 for count in files.values())
         assert extra <= kills and max(files.values()) <= 2
+        # A runner taking over a dead one's message looks before it appends.
+        assert set(_text_lines_per_message(workspace).values()) == {1}
         claimed_by = Counter(
             row[0]
             for row in db.execute(

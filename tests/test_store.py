@@ -64,7 +64,7 @@ def test_every_foreign_key_can_find_its_children_by_index(tmp_path):
 
 def test_contact_ids_are_never_handed_out_twice(tmp_path):
     """A contact merged away or erased leaves its id behind for good: outbox
-    files, signed links and logs name contacts by id."""
+    text lines and files, signed links and logs name contacts by id."""
     path = tmp_path / "cxm.db"
     old = open_database(path, migrate=False)
     MIGRATION_SETS[0].apply(old, stop_before="0003_contact_ids_never_reused")

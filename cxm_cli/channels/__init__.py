@@ -23,6 +23,9 @@ class OutboundMessage:
     idempotency_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     html_body: str | None = None
+    # This message id may have been handed to the channel before, by a runner
+    # that died before recording the send: an idempotent channel checks first.
+    resend: bool = False
 
 
 @dataclass

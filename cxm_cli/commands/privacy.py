@@ -138,6 +138,7 @@ def erase(
         return
     say(
         f"erased contact {person['id']}: {result.rows_deleted} rows, "
-        f"{result.files_deleted} outbox files, {result.values_scrubbed} mentions "
+        f"{result.files_deleted} outbox files, {result.outbox_lines_removed} "
+        f"outbox text lines, {result.values_scrubbed} mentions "
         f"scrubbed; {result.suppressed} addresses kept only as hashes"
     )
