@@ -1,19 +1,23 @@
 """Follow-up engine benchmark: throughput against a bare queue, and speed to lead.
 
-Run: ``.venv/bin/python benchmarks/engine_bench.py [--steps 2000] [--leads 40]``
+Run: ``.venv/bin/python benchmarks/engine_bench.py [--steps 2000] [--leads 40]
+[--repeats 3]``
 
 1. Throughput. ``--steps`` contacts each have one text due now; ``run_once``
    sends them all through the outbox channel (render, consent and window
    checks, caps, the message row committed before the send with the consent
-   recheck under the write lock, the outbox file, ``message.sent``,
+   recheck under the write lock, the outbox line, ``message.sent``,
    ``stage.changed``, ``step.sent`` and ``sequence.completed`` on the timeline
    with every hook). The runner does this a claimed batch at a time (see
    ``cxm_cli/batch_send.py``): the outbox is idempotent by message id, so a
-   batch's 'sending' rows and its 'sent' records take one transaction each.
+   batch's 'sending' rows and its 'sent' records take one transaction each,
+   and its texts one append to the folder's ``texts.jsonl``. The run is
+   checked: every step sent, every text in the outbox.
    The baseline is the least a queue can do per step on the same table: claim
    one row (``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE`` transaction) and
    mark it done (a second transaction), the same number of times. Target: at
-   least 0.25x the baseline's rate.
+   least 0.25x the baseline's rate. Each rate is the best of ``--repeats``
+   rounds, each round on a fresh workspace.
 2. Speed to lead. A ``cxm run`` daemon (interval one hour, so only its event
    wake-up can explain a fast send) runs in its own process; ``--leads`` new
    leads are recorded one by one from here, and the time from the event's
@@ -35,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxm_cli import clock as clocks  # noqa: E402
+from cxm_cli.channels.outbox import read_texts  # noqa: E402
 from cxm_cli.clock import FakeClock, SystemClock  # noqa: E402
 from cxm_cli.events import record_event  # noqa: E402
 from cxm_cli.runner import run_once  # noqa: E402
@@ -154,6 +159,9 @@ def _throughput_round(steps: int) -> tuple[float, float]:
         sent = report.count("sent")
         if sent != steps:
             raise SystemExit(f"expected {steps} sends, got {report.summary()}")
+        written = len(read_texts(workspace))
+        if written != steps:
+            raise SystemExit(f"expected {steps} texts in the outbox, found {written}")
 
         # The baseline works on the same table, reset to pending.
         db.execute("UPDATE due_steps SET status = 'pending', claimed_by = NULL")

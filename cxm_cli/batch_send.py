@@ -8,13 +8,16 @@ hands it here instead of sending it. The batch then:
 1. records every message of an *idempotent* channel (the outbox) as 'sending'
    in one write transaction, with the consent recheck under that lock and
    the claims of all its steps renewed in one statement;
-2. makes the provider calls on a few threads, while 3 is being written;
+2. makes the provider calls: one ``send_many`` call for a channel that has
+   it (the outbox appends a batch's texts to each folder's file at once),
+   else on a few threads while 3 is being written;
 3. records those sends, their ``message.sent`` events and the steps'
    outcomes in one more transaction.
 
 A crash between 1 and 3 leaves the batch's rows 'sending'; the next runner
 claims the steps again, takes over those rows and sends them under the same
-message ids, which an idempotent channel turns into the same files. A channel
+message ids, marked as resends, which an idempotent channel delivers once
+(the same email file; no second line for a text already written). A channel
 that is not idempotent (SMTP, an SMS provider) could deliver such a message
 twice, so each of its messages is recorded as 'sending', sent and recorded as
 sent on its own, before the next provider call: at most the one message in

@@ -33,7 +33,7 @@ cxm sequences list
 heading "Running the due follow-up steps once (cxm run --once)"
 cxm run --once || true
 
-heading "Messages that went out (data/outbox/ holds each one as a file)"
+heading "Messages that went out (data/outbox/: an .eml per email, texts in texts.jsonl)"
 sqlite-utils query "$workspace/data/cxm.db" --table \
   "select m.id, m.channel, m.address as sent_to, m.template,
           substr(replace(m.body, char(10), ' '), 1, 60) as body

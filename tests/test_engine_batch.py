@@ -219,6 +219,40 @@ def test_outbox_and_an_sms_provider_in_one_batch(db, workspace, clock, sms_provi
         assert eml.name == f"{contact_id}-msg-{messages['email']['id']:09d}.eml"
 
 
+def test_an_opt_out_another_process_records_mid_batch_stops_that_send(
+    db, workspace, clock, monkeypatch
+):
+    """The recheck under the write lock reads consent again when any other
+    connection committed since the batch was read (here: a second one)."""
+    from cxm_cli import messaging
+
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 3)
+    stopper = contacts[1]
+    real_render = messaging.render_for
+
+    def render_then_stop_arrives(workspace_, db_, contact, *args, **kwargs):
+        rendered = real_render(workspace_, db_, contact, *args, **kwargs)
+        if contact["id"] == stopper:
+            other = workspace.open_db()
+            try:
+                set_consent(
+                    other, stopper, "sms", "opted_out", clock=clock, source="sms"
+                )
+            finally:
+                other.close()
+        return rendered
+
+    monkeypatch.setattr(messaging, "render_for", render_then_stop_arrives)
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {c: "skipped" if c == stopper else "sent" for c in contacts}
+    assert outbound(db, stopper) == []
+    assert str(stopper) not in _outbox_files(workspace)
+
+
 def test_a_provider_error_mid_batch_fails_only_that_step(
     db, workspace, clock, sms_provider
 ):

@@ -40,9 +40,12 @@ class Channel(Protocol):
 
     A channel may also set ``idempotent = True`` and accept
     ``send(message, *, message_id=...)``: sending one message id twice then
-    delivers it once (the outbox rewrites the same file), which lets the runner
+    delivers it once (the outbox rewrites an email's file, and writes a text
+    marked ``resend`` only if its line is missing), which lets the runner
     record a batch of its sends in one transaction. Channels without it are
-    recorded message by message.
+    recorded message by message. An idempotent channel may also offer
+    ``send_many([(message, message_id), ...])``, answering each one's result
+    or error in order: the runner then hands it a batch's messages at once.
     """
 
     name: str
