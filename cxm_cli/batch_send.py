@@ -341,9 +341,9 @@ class SendBatch:
             else:
                 pooled.append((plan, future))
         for share in together.values():
-            # The outbox appends a batch's texts with one write per file:
-            # cheaper here than handed to a thread.
-            _call_many(share)
+            # The outbox appends a batch's texts with one write per file (and
+            # writes its emails' files) in one task.
+            _pool().submit(_call_many, share)
         # A few calls per task: one task a message costs more to hand over
         # than a small file takes to write.
         for first in range(SEND_THREADS):
