@@ -32,6 +32,10 @@ class CxmGroup(TyperGroup):
             return super().invoke(ctx)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
+                from cxm_cli.store import is_disk_trouble, storage_error
+
+                if is_disk_trouble(exc):
+                    self._report(ctx, storage_error(exc), cause=exc)
                 raise
             # Another process held the write lock past the busy timeout.
             busy = CxmError(

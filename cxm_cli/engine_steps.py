@@ -22,7 +22,6 @@ from cxm_cli.conditions import (
 )
 from cxm_cli.contacts import add_tag, remove_tag
 from cxm_cli.errors import ChannelError, ConfigError
-from cxm_cli.events import record_event
 from cxm_cli.steps import StepContext, StepOutcome, step_kind
 from cxm_cli.store import write_transaction
 from cxm_cli.waits import parse_timedelta, parse_wait
@@ -189,62 +188,51 @@ def validate_voicemail(step: dict[str, Any]) -> list[str]:
 @step_kind("voicemail", validate=validate_voicemail)
 def run_voicemail(ctx: StepContext) -> StepOutcome:
     """Drop a recorded voicemail on the contact's phone through the SMS provider."""
-    from cxm_cli.channels import get_channel
-    from cxm_cli.messaging import check_consent
+    from cxm_cli.messaging import drop_voicemail
 
-    address = check_consent(ctx.db, ctx.contact, "sms")
     audio_url = ctx.step["voicemail"]
+    on_recorded = None
+    if ctx.record_outcome is not None:
+
+        def on_recorded(sent) -> None:
+            ctx.record_outcome(_voicemail_outcome(sent))
+
+    sent = drop_voicemail(
+        ctx.workspace,
+        ctx.db,
+        ctx.clock,
+        ctx.contact["id"],
+        audio_url,
+        due_step_id=ctx.due_step_id,
+        source="runner",
+        automated=True,
+        event_data={"sequence": ctx.enrollment.get("sequence")},
+        reuse=_claimed_before(ctx.db, ctx.due_step_id),
+        dry_run=ctx.dry_run,
+        on_recorded=on_recorded,
+    )
     if ctx.dry_run:
         return StepOutcome("done", detail=f"would drop voicemail {audio_url}")
-    channel = get_channel(ctx.workspace, "sms")
-    now = clocks.now_iso(ctx.clock)
-    with write_transaction(ctx.db):
-        message_id = ctx.db.execute(
-            """
-            INSERT INTO messages (contact_id, channel, direction, address, body,
-                status, due_step_id, at)
-            VALUES (?, 'voicemail', 'outbound', ?, ?, 'sending', ?, ?)
-            """,
-            [ctx.contact["id"], address, audio_url, ctx.due_step_id, now],
-        ).lastrowid
+    return _voicemail_outcome(sent)
 
-    try:
-        result = channel.send_voicemail(
-            address, audio_url, contact_id=ctx.contact["id"]
-        )
-    except ChannelError as exc:
-        with write_transaction(ctx.db):
-            ctx.db.execute(
-                "UPDATE messages SET status = 'failed', error = ? WHERE id = ?",
-                [exc.message, message_id],
-            )
-        raise
 
-    with write_transaction(ctx.db):
-        event = record_event(
-            ctx.db,
-            ctx.contact["id"],
-            "message.sent",
-            clock=ctx.clock,
-            data={
-                "message_id": message_id,
-                "channel": "voicemail",
-                "due_step_id": ctx.due_step_id,
-                "automated": True,
-                "sequence": ctx.enrollment.get("sequence"),
-            },
-            source="runner",
-        )
-        ctx.db.execute(
-            "UPDATE messages SET status = ?, provider_id = ?, event_id = ? "
-            "WHERE id = ?",
-            [result.status or "sent", result.provider_id, event.id, message_id],
-        )
+def _voicemail_outcome(sent) -> StepOutcome:
     return StepOutcome(
         "done",
-        detail=f"voicemail {message_id}",
-        data={"message_id": message_id, "channel": "voicemail"},
+        detail=f"voicemail {sent.message_id}",
+        data={"message_id": sent.message_id, "channel": "voicemail"},
     )
+
+
+def _claimed_before(db, due_step_id: int | None) -> bool:
+    """Whether a runner had this due step before (it may have left its
+    voicemail row 'sending'): the test the batch makes for a text."""
+    if due_step_id is None:
+        return False
+    row = db.execute(
+        "SELECT claims, attempts FROM due_steps WHERE id = ?", [due_step_id]
+    ).fetchone()
+    return row is not None and (row[0] > 1 or row[1] > 0)
 
 
 # ---------------------------------------------------------------- staff tasks

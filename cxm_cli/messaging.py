@@ -606,56 +606,74 @@ def drop_voicemail(
     source: str = "runner",
     automated: bool = True,
     event_data: dict[str, Any] | None = None,
+    reuse: bool = False,
+    dry_run: bool = False,
+    on_recorded: Callable[[SentMessage], Any] | None = None,
 ) -> SentMessage:
     """Leave a recorded voicemail on the contact's phone (a ``voicemail`` message).
 
-    The same rules as a text: the phone must not be a fax, and a contact who
-    opted out of SMS is not called either. Goes through the SMS channel's
-    provider (or the outbox).
+    The one voicemail send path (the runner's ``voicemail:`` step too). The
+    same rules as a text: the phone must not be a fax, and a contact who
+    opted out of SMS (or of voicemail) is not called either. Goes through the
+    SMS channel's provider (or the outbox). ``reuse``, ``dry_run`` and
+    ``on_recorded`` work as for :func:`record_sending` and
+    :func:`send_message`: a due step claimed again takes over the 'sending'
+    row its dead runner left, and an idempotent channel gets that message id
+    again as a resend, so it writes the drop once.
     """
     if not str(audio_url).startswith(("https://", "http://")):
         raise InputError(f"voicemail audio must be an http(s) URL, not {audio_url!r}")
     contact = contacts.get_contact(db, contact_id)
-    if contacts.is_opted_out(db, contact_id, "voicemail"):
-        raise ConsentRefused(
-            f"contact {contact_id} opted out of voicemail", reason="opted_out"
-        )
+    if dry_run:
+        address = _voicemail_address(db, contact)
+        return SentMessage(None, None, "dry_run", "voicemail", address)
+
     if db.conn.in_transaction:
         raise RuntimeError("drop_voicemail must be called outside a transaction")
     sender = get_channel(workspace, "sms")
-
     with write_transaction(db):
-        address = check_consent(db, contact, "sms")
-        message_id = (
-            db["messages"]
-            .insert(
-                {
-                    "contact_id": contact_id,
-                    "channel": "voicemail",
-                    "direction": "outbound",
-                    "address": address,
-                    "body": audio_url,
-                    "status": "sending",
-                    "due_step_id": due_step_id,
-                    "at": clocks.now_iso(clock),
-                }
+        # Checked under the write lock: a STOP recorded meanwhile still counts.
+        address = _voicemail_address(db, contact)
+        values = [address, audio_url, due_step_id, clocks.now_iso(clock)]
+        left = _left_sending(db, due_step_id, "voicemail") if reuse else None
+        if left is not None:
+            message_id = left
+            db.execute(
+                "UPDATE messages SET address = ?, body = ?, due_step_id = ?, "
+                "at = ?, error = NULL WHERE id = ?",
+                [*values, message_id],
             )
-            .last_pk
-        )
+        else:
+            message_id = db.execute(
+                "INSERT INTO messages (contact_id, channel, direction, address, "
+                "body, status, due_step_id, at) "
+                "VALUES (?, 'voicemail', 'outbound', ?, ?, 'sending', ?, ?)",
+                [contact_id, *values],
+            ).lastrowid
 
     try:
         if is_idempotent(sender):
             result = sender.send_voicemail(
-                address, audio_url, contact_id=contact_id, message_id=message_id
+                address,
+                audio_url,
+                contact_id=contact_id,
+                message_id=message_id,
+                resend=left is not None,
             )
         else:
+            # Limitation: a provider that is not idempotent is called again
+            # for a row taken over from a runner that died after the call and
+            # before recording it, so that one drop can reach the phone twice.
             result = sender.send_voicemail(address, audio_url, contact_id=contact_id)
     except ChannelError as exc:
         _record_failure(db, clock, contact_id, "sms", message_id, exc)
         raise
 
+    sent = SentMessage(
+        message_id, result.provider_id, result.status or "sent", "voicemail", address
+    )
+    caller_failure: BaseException | None = None
     with write_transaction(db):
-        _update_message(db, message_id, status="sent", provider_id=result.provider_id)
         data = {
             **(event_data or {}),
             "message_id": message_id,
@@ -666,8 +684,35 @@ def drop_voicemail(
         event = record_event(
             db, contact_id, "message.sent", clock=clock, data=data, source=source
         )
-        _update_message(db, message_id, event_id=event.id)
-    return SentMessage(message_id, result.provider_id, "sent", "voicemail", address)
+        _update_message(
+            db,
+            message_id,
+            status=sent.status,
+            provider_id=sent.provider_id,
+            event_id=event.id,
+        )
+        if on_recorded is not None:
+            try:
+                with write_transaction(db):
+                    on_recorded(sent)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                # The drop is out: its record commits whatever the caller's
+                # part did, or a retry would call the phone again.
+                caller_failure = exc
+
+    if caller_failure is not None:
+        raise caller_failure
+    return sent
+
+
+def _voicemail_address(db, contact: dict[str, Any]) -> str:
+    """The phone a voicemail drop goes to, or :class:`ConsentRefused`."""
+    facts = consent_facts(db, [contact], ("sms",))
+    if facts.is_opted_out(contact["id"], "voicemail"):
+        raise ConsentRefused(
+            f"contact {contact['id']} opted out of voicemail", reason="opted_out"
+        )
+    return facts.check(contact, "sms")
 
 
 def record_sending(

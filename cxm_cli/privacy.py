@@ -5,10 +5,16 @@ files and texts the outbox wrote for them. Erase deletes those rows, scrubs
 the person's email addresses, phone numbers and full name from any other text
 in the database (an import's before/after record, another contact's notes),
 removes their outbox files and their lines of the outbox's texts.jsonl
-files, and then rewrites the database file and empties its write-ahead log so
+files (found by contact id and by message id, so a merged contact's count too),
+and then rewrites the database file and empties its write-ahead log so
 the deleted bytes are gone from disk files too. A one-way hash of each
 address is kept in ``suppressions`` so a later import can never message them
 again.
+
+A phone or email another contact also holds (a household's landline, a
+shared front-desk inbox) is theirs too: it is removed with the erased
+person's own rows, but is not scrubbed from other text, not suppressed, and
+is no reason to drop another contact's outbox line or file.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.contacts import contact_tags, get_contact, identifier_hash
+from cxm_cli.errors import CxmError
 from cxm_cli.events import record_event
 from cxm_cli.store import fetch_one, loads, write_transaction
 from cxm_cli.timeline import contact_name
@@ -34,6 +41,24 @@ ERASED = "[erased]"
 UNLINK_ONLY = {"imap_messages": ("contact_id", "message_id")}
 # Bookkeeping with no personal data, left alone by the scrub.
 NOT_SCRUBBED = {"suppressions", "_sqlite_migrations", "sqlite_sequence"}
+# Columns holding another contact's own address or name, never scrubbed (the
+# erased person's rows are deleted before the scrub, so every row left is
+# someone else's). These are what cxm sends to and looks people up by: a
+# pattern matching there means the value is that person's too (a shared
+# number, a namesake) or an email matching inside a longer one, and
+# rewriting it to "[erased]" would make cxm text "[erased]". The value maps
+# to the rows the column may still be scrubbed in (None: none of them).
+IDENTIFIER_COLUMNS: dict[tuple[str, str], str | None] = {
+    ("contacts", "email"): None,
+    ("contacts", "phone"): None,
+    ("contacts", "display_name"): None,
+    ("contacts", "first_name"): None,
+    ("contacts", "last_name"): None,
+    ("contact_emails", "email"): None,
+    ("contact_phones", "phone"): None,
+    # A message of no contact (an unknown sender) may be the erased person's.
+    ("messages", "address"): "contact_id IS NULL",
+}
 
 
 def person_tables(db) -> list[str]:
@@ -53,6 +78,12 @@ def _ordinary_tables(db) -> list[str]:
         for row in rows
         if row[0] == "main" and row[2] == "table" and not row[1].startswith("sqlite_")
     )
+
+
+_WENT_OUT = (
+    "direction = 'outbound' AND event_id IS NOT NULL "
+    "AND status NOT IN ('failed', 'refused', 'skipped')"
+)
 
 
 def contact_summary(db, contact_id: int) -> dict[str, Any]:
@@ -83,9 +114,12 @@ def contact_summary(db, contact_id: int) -> dict[str, Any]:
     messages = fetch_one(
         db,
         "SELECT COUNT(*) AS total, "
-        "SUM(direction = 'outbound') AS sent, SUM(direction = 'inbound') AS received, "
+        # Sent means it went out: its message.sent event is linked, and it
+        # did not fail. A row still 'sending' (recorded before its send, or
+        # left by a runner that died) or a failed attempt is not counted.
+        f"SUM({_WENT_OUT}) AS sent, SUM(direction = 'inbound') AS received, "
         "MAX(CASE WHEN direction = 'inbound' THEN at END) AS last_received_at, "
-        "MAX(CASE WHEN direction = 'outbound' THEN at END) AS last_sent_at "
+        f"MAX(CASE WHEN {_WENT_OUT} THEN at END) AS last_sent_at "
         "FROM messages WHERE contact_id = ?",
         [contact_id],
     )
@@ -141,8 +175,9 @@ def export_data(workspace, db, contact_id: int, *, clock) -> dict[str, Any]:
         if rows:
             tables[table] = rows
 
+    message_ids = _message_ids(db, contact_id)
     files = []
-    for path in sorted(_outbox_files_of(workspace, contact_id)):
+    for path in _outbox_files_of(workspace, contact_id, message_ids):
         files.append(
             {
                 "path": str(path.relative_to(workspace.root)),
@@ -155,7 +190,7 @@ def export_data(workspace, db, contact_id: int, *, clock) -> dict[str, Any]:
         "contact": _readable(contact),
         "records": tables,
         "outbox_files": files,
-        "outbox_texts": _outbox_texts_of(workspace, contact_id),
+        "outbox_texts": _outbox_texts_of(workspace, contact_id, message_ids),
     }
 
 
@@ -173,18 +208,39 @@ def _readable(row: dict[str, Any]) -> dict[str, Any]:
     return readable
 
 
+def _message_ids(db, contact_id: int) -> set[int]:
+    """The contact's message ids, a merged contact's included: their outbox
+    lines and files keep the merged contact's id and folder."""
+    return {
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM messages WHERE contact_id = ?", [contact_id]
+        )
+    }
+
+
 def _outbox_files_of(
-    workspace, contact_id: int, *, partial: bool = False
+    workspace, contact_id: int, message_ids: set[int], *, partial: bool = False
 ) -> list[Path]:
-    from cxm_cli.channels.outbox import contact_files
+    from cxm_cli.channels.outbox import contact_files, files_of_messages
 
-    return contact_files(workspace, contact_id, partial=partial)
+    own = contact_files(workspace, contact_id, partial=partial)
+    merged = files_of_messages(workspace, message_ids, partial=partial)
+    return sorted(set(own) | set(merged))
 
 
-def _outbox_texts_of(workspace, contact_id: int) -> list[dict[str, Any]]:
-    from cxm_cli.channels.outbox import read_texts
+def _outbox_texts_of(
+    workspace, contact_id: int, message_ids: set[int]
+) -> list[dict[str, Any]]:
+    from cxm_cli.channels.outbox import read_texts, texts_of_messages
 
-    return read_texts(workspace, contact_id)
+    texts = read_texts(workspace, contact_id)
+    held = {record.get("message_id") for record in texts}
+    # Limitation: a contact with a message not in their own folder's file
+    # (an email, a merged contact's text, a text sent through a provider)
+    # makes export read every folder's texts.jsonl: the whole outbox once.
+    texts.extend(texts_of_messages(workspace, message_ids - held))
+    return texts
 
 
 @dataclass
@@ -216,12 +272,25 @@ def erase_contact(workspace, db, contact_id: int, *, clock) -> EraseResult:
     contact = get_contact(db, contact_id)
     result = EraseResult(contact_id)
     emails, phones = _identifiers(db, contact)
-    patterns = _patterns(workspace, emails, phones, _full_names(contact))
+    shared = _shared_identifiers(db, contact_id, emails, phones)
+    patterns = _patterns(
+        workspace, emails - set(shared), phones - set(shared), _full_names(contact)
+    )
+    # Read before the rows go: a merged contact's outbox lines and files
+    # are found by these.
+    outbox = _OutboxCleanup(workspace, contact_id, _message_ids(db, contact_id))
+
+    # The outbox first, while the database still holds the person: a file
+    # cxm cannot change stops the erasure here, and running it again (once
+    # the file is fixed) finishes the job instead of finding no contact.
+    failures = outbox.clean(patterns, result)
+    if failures:
+        raise _outbox_error(workspace, contact_id, failures)
 
     # Freed pages are overwritten with zeros instead of left readable.
     db.execute("PRAGMA secure_delete = ON")
     with write_transaction(db):
-        result.suppressed = _suppress(db, clock, contact_id, emails, phones, result)
+        result.suppressed = _suppress(db, clock, emails, phones, shared, result)
         result.rows_deleted = _delete_rows(db, contact_id)
         result.values_scrubbed = _scrub(db, patterns)
         record_event(
@@ -232,8 +301,11 @@ def erase_contact(workspace, db, contact_id: int, *, clock) -> EraseResult:
             data={"erased_contact_id": contact_id},
             source="privacy",
         )
-    result.files_deleted = _delete_outbox_files(workspace, contact_id, patterns)
-    result.outbox_lines_removed = _remove_outbox_texts(workspace, contact_id, patterns)
+
+    # Again: a runner may have appended a text for the person meanwhile. The
+    # person is gone from the database now, so a failure is reported, not
+    # raised.
+    _note_unclean(workspace, contact_id, outbox.clean(patterns, result), result)
     result.wal_emptied = _rewrite_database(db, result)
     log.info("erased contact %s (%d rows)", contact_id, result.rows_deleted)
     return result
@@ -260,6 +332,25 @@ def _identifiers(db, contact: dict) -> tuple[set[str], set[str]]:
     return emails, phones
 
 
+def _shared_identifiers(db, contact_id: int, emails, phones) -> dict[str, int]:
+    """The person's emails and phones another contact also holds, each with
+    one such contact's id."""
+    shared = {}
+    for kind, values in (("email", emails), ("phone", phones)):
+        for value in sorted(values):
+            other = fetch_one(
+                db,
+                f"SELECT contact_id FROM contact_{kind}s "
+                f"WHERE {kind} = ? AND contact_id != ? "
+                f"UNION ALL SELECT id FROM contacts WHERE {kind} = ? AND id != ? "
+                "LIMIT 1",
+                [value, contact_id, value, contact_id],
+            )
+            if other:
+                shared[value] = other["contact_id"]
+    return shared
+
+
 def _full_names(contact: dict) -> set[str]:
     """Names specific enough to scrub from other text (not "Ana" alone)."""
     names = {contact.get("display_name") or ""}
@@ -270,7 +361,11 @@ def _full_names(contact: dict) -> set[str]:
 
 
 def _patterns(workspace, emails, phones, names) -> list[re.Pattern]:
-    patterns = [re.compile(re.escape(email), re.IGNORECASE) for email in emails]
+    # Bounded, so ana@example.com is not found inside diana@example.com.
+    patterns = [
+        re.compile(r"(?<![\w.+-])" + re.escape(email) + r"(?![\w-]|\.\w)", re.I)
+        for email in emails
+    ]
     for phone in phones:
         patterns.extend(_phone_patterns(phone, workspace.phone_region))
     patterns.extend(
@@ -305,23 +400,17 @@ def _phone_patterns(phone: str, region: str) -> list[re.Pattern]:
     ]
 
 
-def _suppress(db, clock, contact_id, emails, phones, result) -> int:
+def _suppress(db, clock, emails, phones, shared, result) -> int:
     added = 0
     for value in sorted(emails | phones):
-        if value in phones:
-            shared = fetch_one(
-                db,
-                "SELECT contact_id FROM contact_phones "
-                "WHERE phone = ? AND contact_id != ?",
-                [value, contact_id],
+        if value in shared:
+            # Suppressing it would silence the other person too.
+            kind = "a phone" if value in phones else "an email"
+            result.notes.append(
+                f"{kind} is shared with contact {shared[value]}: it "
+                "stays on their record and is not suppressed"
             )
-            if shared:
-                # Suppressing it would silence the other person too.
-                result.notes.append(
-                    f"a phone is shared with contact {shared['contact_id']}: it "
-                    "stays on their record and is not suppressed"
-                )
-                continue
+            continue
         cursor = db.execute(
             "INSERT OR IGNORE INTO suppressions (identifier_hash, reason, created_at) "
             "VALUES (?, 'erased', ?)",
@@ -351,7 +440,8 @@ def _delete_rows(db, contact_id: int) -> int:
 
 
 def _scrub(db, patterns: list[re.Pattern]) -> int:
-    """Replace the person's identifiers in every text value still stored.
+    """Replace the person's identifiers in every text value still stored,
+    except other contacts' own addresses and names (IDENTIFIER_COLUMNS).
 
     Limitation: this reads every text column of every table once, so erasing
     takes seconds on a database of millions of events; and a first name alone
@@ -375,9 +465,14 @@ def _scrub(db, patterns: list[re.Pattern]) -> int:
         if table in NOT_SCRUBBED:
             continue
         for column in _text_columns(db, table):
+            rows = "1"
+            if (table, column) in IDENTIFIER_COLUMNS:
+                rows = IDENTIFIER_COLUMNS[(table, column)]
+                if rows is None:
+                    continue
             changed += db.execute(
                 f'UPDATE "{table}" SET "{column}" = cxm_scrub_identifier("{column}") '
-                f'WHERE cxm_has_identifier("{column}")'
+                f'WHERE ({rows}) AND cxm_has_identifier("{column}")'
             ).rowcount
     return changed
 
@@ -396,45 +491,145 @@ def _text_columns(db, table: str) -> list[str]:
     return columns
 
 
-def _delete_outbox_files(workspace, contact_id: int, patterns) -> int:
+_MESSAGE_ID_IN_LINE = re.compile(rb'"message_id":(\d+),')
+
+
+class _OutboxCleanup:
+    """The person's outbox files and texts.jsonl lines, removed; run twice by
+    an erasure (before and after the database part)."""
+
+    def __init__(self, workspace, contact_id: int, message_ids: set[int]):
+        self.workspace = workspace
+        self.contact_id = contact_id
+        self.message_ids = message_ids
+
+    def clean(self, patterns, result: EraseResult) -> list[tuple[Path, OSError]]:
+        """Remove what can be removed; the files that could not be changed,
+        with the reason. Adds to the result's counts."""
+        failures: list[tuple[Path, OSError]] = []
+        result.files_deleted += self._delete_files(patterns, failures)
+        result.outbox_lines_removed += self._remove_texts(patterns, failures)
+        return failures
+
+    def _delete_files(self, patterns, failures) -> int:
+        from cxm_cli.channels.outbox import TEXTS_FILE
+
+        workspace, contact_id = self.workspace, self.contact_id
+        deleted = 0
+        try:
+            own = _outbox_files_of(
+                workspace, contact_id, self.message_ids, partial=True
+            )
+        except OSError as exc:  # a folder that cannot be listed
+            failures.append((Path(exc.filename or workspace.outbox_dir), exc))
+            own = []
+        for path in own:
+            deleted += _unlink(path, failures)
+        folder = workspace.outbox_dir / str(contact_id)
+        if folder.is_dir():
+            try:
+                shutil.rmtree(folder)  # the folder files went to before shared
+            except OSError as exc:
+                failures.append((Path(exc.filename or folder), exc))
+        # Files written before the outbox kept one folder per contact, or for
+        # no contact at all, may still name the person.
+        if workspace.outbox_dir.is_dir():
+            for path in workspace.outbox_dir.rglob("*"):
+                if not path.is_file() or path.name == TEXTS_FILE:
+                    continue  # texts.jsonl loses only its lines naming the person
+                try:
+                    text = path.read_bytes().decode("utf-8", "replace")
+                except FileNotFoundError:
+                    continue  # removed meanwhile (a temporary file renamed)
+                except OSError as exc:
+                    failures.append((path, exc))
+                    continue
+                if any(pattern.search(text) for pattern in patterns):
+                    deleted += _unlink(path, failures)
+        return deleted
+
+    def _remove_texts(self, patterns, failures) -> int:
+        """Drop every text line of the contact or of their messages, or naming
+        them, from every folder's texts.jsonl (another contact's text may
+        quote their number)."""
+        from cxm_cli.channels.outbox import remove_text_lines, texts_files
+
+        contact_id, message_ids = self.contact_id, self.message_ids
+
+        def names_the_person(line: bytes, record: dict | None) -> bool:
+            if record is not None and (
+                record.get("contact_id") == contact_id
+                or record.get("message_id") in message_ids
+            ):
+                return True
+            text = line.decode("utf-8", "replace")
+            # A torn line cannot be parsed, but may still hold the ids.
+            if record is None:
+                if f'"contact_id":{contact_id},' in text:
+                    return True
+                found = _MESSAGE_ID_IN_LINE.search(line)
+                if found and int(found.group(1)) in message_ids:
+                    return True
+            return any(pattern.search(text) for pattern in patterns)
+
+        removed = 0
+        for path in texts_files(self.workspace):
+            try:
+                removed += remove_text_lines(path, names_the_person)
+            except OSError as exc:
+                failures.append((path, exc))
+        return removed
+
+
+def _unlink(path: Path, failures) -> int:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        failures.append((path, exc))
+        return 0
+    return 1
+
+
+def _shown(workspace, path: Path) -> Path:
+    try:
+        return path.relative_to(workspace.root)
+    except ValueError:
+        return path
+
+
+def _note_unclean(workspace, contact_id: int, failures, result) -> None:
+    """The files the cleanup after the database part could not change, as
+    notes: the person is gone from the database, so this is no error."""
     from cxm_cli.channels.outbox import TEXTS_FILE
 
-    deleted = 0
-    for path in _outbox_files_of(workspace, contact_id, partial=True):
-        path.unlink()
-        deleted += 1
-    folder = workspace.outbox_dir / str(contact_id)
-    if folder.is_dir():
-        shutil.rmtree(folder)  # the folder files went to before shared folders
-    # Files written before the outbox kept one folder per contact, or for no
-    # contact at all, may still name the person.
-    if workspace.outbox_dir.is_dir():
-        for path in workspace.outbox_dir.rglob("*"):
-            if not path.is_file() or path.name == TEXTS_FILE:
-                continue  # texts.jsonl loses only its lines naming the person
-            text = path.read_bytes().decode("utf-8", "replace")
-            if any(pattern.search(text) for pattern in patterns):
-                path.unlink()
-                deleted += 1
-    return deleted
+    if failures:
+        log.warning(
+            "erased contact %s: %d outbox files not cleaned", contact_id, len(failures)
+        )
+    for path, exc in failures:
+        # Limitation: what this pass could not remove stays until removed by
+        # hand; erase cannot run again for a contact that no longer exists.
+        if path.name == TEXTS_FILE:
+            what = f'its lines with "contact_id":{contact_id}, by hand'
+        else:
+            what = "it by hand"
+        result.notes.append(
+            f"could not clean {_shown(workspace, path)} ({exc.strerror or exc}): "
+            f"it may still hold a message to contact {contact_id}; fix its "
+            f"permissions and remove {what}"
+        )
 
 
-def _remove_outbox_texts(workspace, contact_id: int, patterns) -> int:
-    """Drop every text line of the contact, or naming them, from every
-    folder's texts.jsonl (another contact's text may quote their number)."""
-    from cxm_cli.channels.outbox import remove_text_lines, texts_files
-
-    def names_the_person(line: bytes, record: dict | None) -> bool:
-        if record is not None and record.get("contact_id") == contact_id:
-            return True
-        text = line.decode("utf-8", "replace")
-        # A torn line cannot be parsed, but may still hold the contact's id.
-        if record is None and f'"contact_id":{contact_id},' in text:
-            return True
-        return any(pattern.search(text) for pattern in patterns)
-
-    return sum(
-        remove_text_lines(path, names_the_person) for path in texts_files(workspace)
+def _outbox_error(workspace, contact_id: int, failures) -> CxmError:
+    path, exc = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return CxmError(
+        f"cannot erase contact {contact_id}: the outbox file "
+        f"{_shown(workspace, path)} cannot be changed: {exc.strerror or exc}{more}; "
+        "nothing was erased from the database",
+        hint="fix the file's (or its folder's) permissions, then run the erase again",
     )
 
 

@@ -383,8 +383,13 @@ def run_forever(
     extra_jobs: list[tuple[float, Callable[[], None]]] | None = None,
     settings: RunSettings | None = None,
     wake_seconds: float = WAKE_SECONDS,
+    concurrent: bool = False,
 ) -> RunReport:
     """The daemon: run due steps as they fall due, until ``stop()``.
+
+    ``concurrent`` works beside the runner that holds the lease (an extra
+    worker) instead of standing by until it stops: claims keep each step to
+    one runner either way.
 
     New events are noticed within ``wake_seconds`` through SQLite's
     ``PRAGMA data_version`` (it changes when another connection commits), so a
@@ -402,11 +407,12 @@ def run_forever(
     def patiently(job, *, until=stop):
         return _retry_while_locked(job, clock=clock, stop=until, pause=pause)
 
-    patiently(
-        lambda: _wait_for_lease(
-            db, runner_id, clock, settings, stop, on_standby, wake_seconds
+    if not concurrent:
+        patiently(
+            lambda: _wait_for_lease(
+                db, runner_id, clock, settings, stop, on_standby, wake_seconds
+            )
         )
-    )
     if stop():
         return report
 
@@ -452,6 +458,8 @@ def run_forever(
             if len(report.results) != before:
                 _finish_run(db, run_id, report, clock, final=False)
 
+        if concurrent:
+            return
         if time.monotonic() - state["renewed"] > settings.runner_lease_seconds / 3:
             if not renew_lease(
                 db, runner_id, clock=clock, seconds=settings.runner_lease_seconds

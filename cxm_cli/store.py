@@ -42,10 +42,7 @@ def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Dat
             db.enable_wal()
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise CxmError(
-            f"{path}: not a readable cxm database ({exc})",
-            hint="restore it from a backup, or move it aside to start afresh",
-        ) from exc
+        raise storage_error(exc, path) from exc
     db.execute("PRAGMA foreign_keys = ON")
     # NORMAL is durable across application crashes in WAL mode; only a power
     # loss can drop the last commits, which the claim/lease design tolerates.
@@ -58,6 +55,38 @@ def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Dat
 
     load_features()
     return db
+
+
+# SQLite's primary result codes for trouble with the disk, not the file's content.
+_DISK_TROUBLE = {
+    3: "permission denied",  # SQLITE_PERM
+    8: "the file is read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "the disk is full",  # SQLITE_FULL
+    14: "the file cannot be opened",  # SQLITE_CANTOPEN
+}
+
+
+def is_disk_trouble(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _DISK_TROUBLE
+
+
+def storage_error(exc: sqlite3.Error, path: Path | str | None = None) -> CxmError:
+    """What to tell a user about a database error: a disk that cannot be
+    written (full, read-only, a file-size limit) is not a broken database,
+    and moving a healthy file aside would be the wrong cure."""
+    where = f"{path}: " if path else "the workspace database: "
+    if is_disk_trouble(exc):
+        return CxmError(
+            f"{where}cannot read or write the database ({exc})",
+            hint="check free disk space (df -h), the permissions of the workspace's "
+            "data/ folder, and any file-size limit (ulimit -f)",
+        )
+    return CxmError(
+        f"{where}not a readable cxm database ({exc})",
+        hint="restore it from a backup, or move it aside to start afresh",
+    )
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:

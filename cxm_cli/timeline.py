@@ -167,9 +167,18 @@ def _entry(event: dict, data: dict[str, Any], message: dict | None) -> dict[str,
 
 def _message_only_entry(message: dict) -> dict[str, Any]:
     inbound = message["direction"] == "inbound"
+    if inbound:
+        kind = "message.received"
+    elif message["status"] == "sending":
+        # Recorded before its send; still so when a runner died in between.
+        kind = "message.sending"
+    elif message["status"] in ("failed", "refused", "skipped"):
+        kind = "message.failed"
+    else:
+        kind = "message.sent"
     return {
         "at": message["at"],
-        "type": "message.received" if inbound else "message.sent",
+        "type": kind,
         "channel": message["channel"],
         "direction": message["direction"],
         "status": message["status"],

@@ -132,6 +132,7 @@ def opted_out(db, channel: str) -> list[str]:
     ]
 
 
+@pytest.mark.skipif(not CORPUS_DIR.is_dir(), reason="needs the shared corpus")
 def test_undo_never_removes_a_mailchimp_unsubscribe(workspace, db, clock, tmp_path):
     path = CORPUS_DIR / "08b-mailchimp-unsubscribed_members_export.csv"
     rejects = tmp_path / "rejects.csv"

@@ -478,6 +478,56 @@ def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
     assert [r.outcome for r in results] == ["sent", "sent"]
 
 
+def test_a_concurrent_daemon_works_beside_the_lease_holder(workspace):
+    """`cxm run --concurrent` as a daemon is an extra worker, not a standby."""
+    from cxm_cli.clock import SystemClock
+    from cxm_cli.runner import acquire_lease, run_forever
+
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    clock = SystemClock()
+    writer_db = workspace.open_db()
+    # This process holds the lease, as a live daemon would.
+    assert (
+        acquire_lease(writer_db, "holder", "daemon", clock=clock, seconds=600) is None
+    )
+    contact_id = make_contact(writer_db, clock, timezone=midday_zone())
+    emit(writer_db, clock, contact_id, "lead.created")
+    runner_db = workspace.open_db()
+    stop = threading.Event()
+    results, standby = [], []
+    thread = threading.Thread(
+        target=run_forever,
+        kwargs=dict(
+            workspace=workspace,
+            db=runner_db,
+            clock=clock,
+            interval=3600,
+            stop=stop.is_set,
+            on_result=results.append,
+            on_standby=standby.append,
+            wake_seconds=0.05,
+            concurrent=True,
+        ),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        for _ in range(100):
+            if len(outbound(writer_db, contact_id)) == 2:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        stop.set()
+        thread.join(10)
+        runner_db.close()
+    holder = writer_db.execute("SELECT holder FROM runner_leases").fetchall()
+    writer_db.close()
+
+    assert standby == []
+    assert [r.outcome for r in results] == ["sent", "sent"]
+    assert holder == [("holder",)]  # the lease stayed with its holder
+
+
 def test_run_once_api_reports_failures_count(db, workspace, clock):
     only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
     report = run_once(workspace, db, clock)

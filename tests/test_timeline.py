@@ -115,6 +115,26 @@ def test_timeline_tells_the_whole_story_oldest_first(workspace, db, clock, cli):
     assert story["contact"]["id"] == contact_id
 
 
+def test_a_message_that_never_went_out_is_not_shown_as_sent(workspace, db, clock, cli):
+    contact_id = story_of_a_lead(workspace, db, clock)
+    with write_transaction(db):
+        for status, error in (("failed", "invalid number"), ("sending", None)):
+            db.execute(
+                "INSERT INTO messages (contact_id, channel, direction, address, "
+                "body, status, error, at) VALUES (?, 'sms', 'outbound', "
+                "'+15125550101', 'Hello', ?, ?, ?)",
+                [contact_id, status, error, "2026-03-02T16:00:00.000000Z"],
+            )
+
+    result = cli("timeline", str(contact_id), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    unsent = {e["status"]: e for e in result.json()["entries"] if e["event_id"] is None}
+    assert unsent["failed"]["type"] == "message.failed"
+    assert "invalid number" in unsent["failed"]["summary"]
+    assert unsent["sending"]["type"] == "message.sending"
+
+
 def test_since_and_channel_filters(workspace, db, clock, cli):
     contact_id = story_of_a_lead(workspace, db, clock)
 

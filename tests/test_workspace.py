@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,34 @@ def test_a_damaged_database_file_is_one_clear_error(workspace, cli):
 
     assert result.exit_code == 1
     assert "not a readable cxm database" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs resource limits")
+def test_a_disk_that_refuses_writes_is_not_called_a_damaged_database(workspace):
+    """A file-size limit stands in for a full disk: SQLite cannot write its
+    log, and the message must not send a user to move a healthy file aside."""
+    import resource
+
+    workspace.open_db().close()
+    for suffix in ("-wal", "-shm"):
+        workspace.db_path.with_name("cxm.db" + suffix).unlink(missing_ok=True)
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cxm_cli", "--workspace", str(workspace.root), "status"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=120,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "cannot read or write the database" in result.stderr
+    assert "ulimit -f" in result.stderr
+    assert "not a readable cxm database" not in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_init_names_the_business_after_its_folder(cli, tmp_path: Path):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -307,7 +308,10 @@ class OutboxChannel:
         *,
         contact_id: int | None = None,
         message_id: int | None = None,
+        resend: bool = False,
     ) -> SendResult:
+        """Append the drop as a line; ``resend`` (a message id a runner that
+        died may have written already) writes nothing if its line is there."""
         provider_id = self._provider_id(message_id)
         record = {
             "provider_id": provider_id,
@@ -321,10 +325,17 @@ class OutboxChannel:
             "written_at": _now(),
         }
         path = texts_path(self.workspace, contact_id)
+        once = message_id if resend else None
         try:
-            _append(path, _line(record))
+            written = _append(path, _line(record), once=once)
         except OSError as exc:
             raise _unwritable(self.workspace, path, exc) from exc
+        log.info(
+            "outbox %s voicemail %s for contact %s",
+            "appended" if written else "already held",
+            message_id,
+            contact_id,
+        )
         return SendResult(
             provider_id=provider_id, status="sent", detail={"path": str(path)}
         )
@@ -554,3 +565,59 @@ def _now() -> str:
     # Wall-clock time of the write, for a person reading the file; the
     # message row holds the time cxm's clock gave the send.
     return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+# ------------------------------------------------------------ by message id
+# A merged contact's messages move to the kept contact in the database, but
+# their outbox lines and files keep the merged contact's id and folder; these
+# find them by message id instead, in every folder.
+
+_MESSAGE_ID_IN_LINE = re.compile(rb'"message_id":(\d+),')
+# <contact>-msg-<id>.<suffix>, msg-<id>.<suffix> (no contact), and the hidden
+# temporary files of unfinished writes: .<name>.<hex>.tmp
+_MESSAGE_FILE = re.compile(r"^\.?(?:\d+-)?msg-(\d{9,})\.")
+
+
+def texts_of_messages(workspace, message_ids) -> list[dict[str, Any]]:
+    """The outbox texts and voicemail drops of these message ids, from every
+    folder's ``texts.jsonl``, in the order written (a message id written more
+    than once counts once, as its last line)."""
+    wanted = {int(message_id) for message_id in message_ids}
+    if not wanted:
+        return []
+
+    records: dict[int, dict[str, Any]] = {}
+    for path in texts_files(workspace):
+        for line, record in _lines(path):
+            # Parse only the lines whose message id is wanted.
+            found = _MESSAGE_ID_IN_LINE.search(line)
+            if found is None or int(found.group(1)) not in wanted or record is None:
+                continue
+            message_id = record.get("message_id")
+            if message_id in wanted:
+                records.pop(message_id, None)
+                records[message_id] = record
+    return list(records.values())
+
+
+def files_of_messages(workspace, message_ids, *, partial: bool = False) -> list[Path]:
+    """The outbox files named for these message ids (``*-msg-<id>.*``) in
+    every folder, sorted; ``partial`` adds the hidden temporary files of
+    writes left unfinished, as in :func:`contact_files`."""
+    wanted = {int(message_id) for message_id in message_ids}
+    if not wanted or not workspace.outbox_dir.is_dir():
+        return []
+
+    files = []
+    for folder in workspace.outbox_dir.iterdir():
+        if not folder.is_dir():
+            continue
+        # One listing per folder, whatever the number of message ids.
+        for path in folder.iterdir():
+            hidden = path.name.startswith(".")
+            if hidden and not (partial and path.name.endswith(".tmp")):
+                continue
+            found = _MESSAGE_FILE.match(path.name)
+            if found and int(found.group(1)) in wanted and path.is_file():
+                files.append(path)
+    return sorted(files)

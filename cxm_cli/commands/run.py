@@ -151,6 +151,7 @@ def run_command(
                     "the lease; taking over when it stops"
                 ),
                 extra_jobs=jobs,
+                concurrent=concurrent,
             )
     finally:
         if server is not None:
