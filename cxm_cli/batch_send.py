@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cxm_cli import queue
@@ -58,6 +59,7 @@ from cxm_cli.messaging import (
     is_idempotent,
     prepare_message,
     record_sending,
+    record_sending_many,
     record_sent_many,
 )
 from cxm_cli.steps import StepContext, StepOutcome
@@ -287,27 +289,32 @@ class SendBatch:
                     tuple({plan.prepared.channel for plan in plans}),
                 )
             held = self._renew_claims([plan.row["id"] for plan in plans])
+            kept = []
             for plan in plans:
-                if plan.row["id"] not in held:
+                if plan.row["id"] in held:
+                    kept.append(plan)
+                else:
                     plan.outcome = _lost()
-                    continue
-                plan.outcome = guarded(
-                    lambda plan=plan: self._record_one(plan, facts),
-                    plan.row["id"],
-                    plan.ctx.contact["id"],
-                )
+            errors = record_sending_many(
+                self.workspace,
+                self.db,
+                self.clock,
+                [(plan.prepared, _claimed_before(plan.row)) for plan in kept],
+                facts=facts,
+            )
+            for plan, error in zip(kept, errors, strict=True):
+                if error is not None:
+                    plan.outcome = guarded(
+                        partial(_raise, error), plan.row["id"], plan.ctx.contact["id"]
+                    )
 
-    def _record_one(self, plan: PlannedSend, facts: ConsentFacts | None = None):
-        row = plan.row
-        # A step claimed before by a runner that died may have left its row.
-        reuse = row["claims"] > 1 or row["attempts"] > 0
+    def _record_one(self, plan: PlannedSend):
         record_sending(
             self.workspace,
             self.db,
             self.clock,
             plan.prepared,
-            reuse=reuse,
-            facts=facts,
+            reuse=_claimed_before(plan.row),
         )
 
     def _renew_claims(self, step_ids: list[int]) -> set[int]:
@@ -546,6 +553,15 @@ class SendBatch:
     def _report(self, plan: PlannedSend, report) -> None:
         plan.reported = True
         report(plan.result)
+
+
+def _claimed_before(row: dict[str, Any]) -> bool:
+    """Whether a runner that died may have left the step's message row."""
+    return row["claims"] > 1 or row["attempts"] > 0
+
+
+def _raise(error: BaseException):
+    raise error
 
 
 def _database_version(db) -> tuple[int, int]:

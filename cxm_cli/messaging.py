@@ -733,31 +733,12 @@ def record_sending(
     :class:`ConsentRefused` when the recheck under the write lock fails;
     ``facts`` must then have been read under that same lock.
     """
-    contact = prepared.contact
     outbound = prepared.outbound
     due_step_id = prepared.due_step_id
     with write_transaction(db):
-        # Checked again under the write lock: an opt-out recorded since the
-        # first check (a STOP arriving mid-render) must still stop this send.
         if facts is None:
-            facts = consent_facts(db, [contact], (outbound.channel,))
-        if facts.check(contact, outbound.channel) != outbound.to:
-            raise ConsentRefused(
-                f"contact {contact['id']}'s {outbound.channel} address changed "
-                "while the message was prepared",
-                reason="no_address",
-            )
-        values = [
-            contact["id"],
-            outbound.channel,
-            outbound.to,
-            outbound.subject,
-            outbound.body,
-            prepared.rendered.template,
-            prepared.thread_id,
-            due_step_id,
-            clocks.now_iso(clock),
-        ]
+            facts = consent_facts(db, [prepared.contact], (outbound.channel,))
+        values = _sending_values(prepared, facts, clock)
         left = _left_sending(db, due_step_id, outbound.channel) if reuse else None
         if left is not None:
             message_id = left
@@ -776,32 +757,114 @@ def record_sending(
                 "VALUES (?, ?, 'outbound', ?, ?, ?, ?, 'sending', ?, ?, ?)",
                 values,
             ).lastrowid
-        prepared.message_id = message_id
-        outbound.idempotency_key = (
-            f"step-{due_step_id}"
-            if due_step_id is not None
-            else f"message-{message_id}"
-        )
-        provider_id = None
-        if outbound.channel == "email":
-            from cxm_cli.channels.smtp import new_message_id
-
-            provider_id = outbound.headers.get("Message-ID") or new_message_id(
-                workspace, f"cxm{message_id}"
-            )
-            outbound.headers["Message-ID"] = provider_id
-
-        recorded = (outbound.subject, outbound.body)
-        decorate(workspace, db, outbound, contact, message_id)
-        if provider_id is not None or (outbound.subject, outbound.body) != recorded:
-            _update_message(
-                db,
-                message_id,
-                subject=outbound.subject,
-                body=outbound.body,
-                provider_id=provider_id,
-            )
+        _finish_sending(workspace, db, prepared, message_id)
     return message_id
+
+
+_INSERT_SENDING = (
+    "INSERT INTO messages (contact_id, channel, direction, address, subject, body, "
+    "template, status, thread_id, due_step_id, at) "
+    "VALUES (?, ?, 'outbound', ?, ?, ?, ?, 'sending', ?, ?, ?)"
+)
+
+
+def record_sending_many(
+    workspace, db, clock, items: list[tuple[PreparedMessage, bool]], *, facts
+) -> list[BaseException | None]:
+    """:func:`record_sending` for a batch's messages (``(prepared, reuse)``), in
+    the caller's write transaction, with ``facts`` read under its lock.
+
+    New rows are inserted with one statement; what each message came to is
+    answered in order: None when recorded, else the error that stopped it
+    (nothing of that message is left in the database).
+    """
+    errors: list[BaseException | None] = [None] * len(items)
+    fresh: list[int] = []
+    rows = []
+    for position, (prepared, reuse) in enumerate(items):
+        try:
+            if reuse:
+                # A row a dead runner left: the one-message path takes it over.
+                record_sending(workspace, db, clock, prepared, reuse=True, facts=facts)
+                continue
+            rows.append(_sending_values(prepared, facts, clock))
+        except Exception as exc:  # noqa: BLE001 - that message's outcome
+            errors[position] = exc
+            continue
+        fresh.append(position)
+    if not rows:
+        return errors
+
+    conn = db.conn
+    # Under the caller's write lock SQLite numbers the rows one after another,
+    # so the last id gives them all.
+    conn.executemany(_INSERT_SENDING, rows)
+    last_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    for offset, position in enumerate(fresh):
+        message_id = last_id - len(fresh) + 1 + offset
+        try:
+            _finish_sending(workspace, db, items[position][0], message_id)
+        except Exception as exc:  # noqa: BLE001 - that message's outcome
+            # No savepoint per message: its row is taken back by hand.
+            conn.execute("DELETE FROM messages WHERE id = ?", [message_id])
+            items[position][0].message_id = None
+            errors[position] = exc
+    return errors
+
+
+def _sending_values(prepared: PreparedMessage, facts: ConsentFacts, clock) -> list:
+    """The 'sending' row's values, once consent is checked again under the
+    write lock: an opt-out recorded since the first check (a STOP arriving
+    mid-render) must still stop this send."""
+    contact = prepared.contact
+    outbound = prepared.outbound
+    if facts.check(contact, outbound.channel) != outbound.to:
+        raise ConsentRefused(
+            f"contact {contact['id']}'s {outbound.channel} address changed "
+            "while the message was prepared",
+            reason="no_address",
+        )
+    return [
+        contact["id"],
+        outbound.channel,
+        outbound.to,
+        outbound.subject,
+        outbound.body,
+        prepared.rendered.template,
+        prepared.thread_id,
+        prepared.due_step_id,
+        clocks.now_iso(clock),
+    ]
+
+
+def _finish_sending(workspace, db, prepared: PreparedMessage, message_id: int) -> None:
+    """The recorded message's id, idempotency key and Message-ID, and what
+    the decorators add (written back when they change it)."""
+    outbound = prepared.outbound
+    due_step_id = prepared.due_step_id
+    prepared.message_id = message_id
+    outbound.idempotency_key = (
+        f"step-{due_step_id}" if due_step_id is not None else f"message-{message_id}"
+    )
+    provider_id = None
+    if outbound.channel == "email":
+        from cxm_cli.channels.smtp import new_message_id
+
+        provider_id = outbound.headers.get("Message-ID") or new_message_id(
+            workspace, f"cxm{message_id}"
+        )
+        outbound.headers["Message-ID"] = provider_id
+
+    recorded = (outbound.subject, outbound.body)
+    decorate(workspace, db, outbound, prepared.contact, message_id)
+    if provider_id is not None or (outbound.subject, outbound.body) != recorded:
+        _update_message(
+            db,
+            message_id,
+            subject=outbound.subject,
+            body=outbound.body,
+            provider_id=provider_id,
+        )
 
 
 def _left_sending(db, due_step_id: int | None, channel: str) -> int | None:

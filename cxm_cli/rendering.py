@@ -524,17 +524,11 @@ def build_context(
     for key, value in (extra or {}).items():
         if str(key).isidentifier():
             context[str(key)] = value
-    for key in (
-        "first_name",
-        "last_name",
-        "display_name",
-        "email",
-        "phone",
-        "company",
-        "source",
-    ):
-        if not _blank(contact.get(key)):
-            context[key] = contact[key]
+    for key in _CONTACT_FIELDS:
+        value = contact.get(key)
+        # _blank inlined here and below: a runner builds a context per step.
+        if value is not None and not (isinstance(value, str) and not value.strip()):
+            context[key] = value
     context.update(
         {
             "contact_id": contact.get("id"),
@@ -546,7 +540,11 @@ def build_context(
             "timezone": contact.get("timezone") or workspace.timezone,
         }
     )
-    context = {k: v for k, v in context.items() if not _blank(v)}
+    context = {
+        k: v
+        for k, v in context.items()
+        if v is not None and not (isinstance(v, str) and not v.strip())
+    }
 
     merged_fallbacks = {
         **(workspace.setting("templates.fallbacks", {}) or {}),
@@ -557,6 +555,17 @@ def build_context(
         if _apply_fallback(context, str(dotted), value):
             used.append(str(dotted))
     return context, used
+
+
+_CONTACT_FIELDS = (
+    "first_name",
+    "last_name",
+    "display_name",
+    "email",
+    "phone",
+    "company",
+    "source",
+)
 
 
 def _blank(value: Any) -> bool:

@@ -253,6 +253,36 @@ def test_an_opt_out_another_process_records_mid_batch_stops_that_send(
     assert str(stopper) not in _outbox_files(workspace)
 
 
+def test_a_message_that_cannot_be_recorded_leaves_no_row_and_stops_only_its_step(
+    db, workspace, clock, monkeypatch
+):
+    from cxm_cli import messaging
+
+    only_sequences(workspace, hello=TEXT)
+    contacts = _leads(db, clock, 4)
+    broken = contacts[2]
+    real_decorate = messaging.decorate
+
+    def decorate(workspace_, db_, message, contact, message_id):
+        if contact["id"] == broken:
+            raise RuntimeError("decorator broke")
+        return real_decorate(workspace_, db_, message, contact, message_id)
+
+    monkeypatch.setattr(messaging, "decorate", decorate)
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {c: "failed" if c == broken else "sent" for c in contacts}
+    assert outbound(db, broken) == []
+    assert str(broken) not in _outbox_files(workspace)
+    for contact_id in contacts:
+        if contact_id != broken:
+            [message] = outbound(db, contact_id)
+            assert message["status"] == "sent"
+            assert message["provider_id"] == f"outbox-msg-{message['id']:09d}"
+
+
 def test_a_provider_error_mid_batch_fails_only_that_step(
     db, workspace, clock, sms_provider
 ):
