@@ -476,7 +476,6 @@ def send_message(
     record_sending(workspace, db, clock, prepared)
     sent = deliver(db, clock, sender, prepared)
 
-    caller_failure: BaseException | None = None
     with write_transaction(db):
         record_sent(
             db,
@@ -487,18 +486,28 @@ def send_message(
             automated=automated,
             event_data=event_data,
         )
-        if on_recorded is not None:
-            try:
-                with write_transaction(db):
-                    on_recorded(sent)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                # The message is out: its record must commit whatever the
-                # caller's part did, or a retry would send it again.
-                caller_failure = exc
+        caller_failure = _after_recording(db, on_recorded, sent)
 
     if caller_failure is not None:
         raise caller_failure
     return sent
+
+
+def _after_recording(db, on_recorded, sent: SentMessage) -> BaseException | None:
+    """Run the caller's ``on_recorded(sent)`` in a savepoint of the send's
+    record; its error is returned, for the caller to raise after the commit.
+
+    The message is out: its record must commit whatever the caller's part
+    did, or a retry would send it again.
+    """
+    if on_recorded is None:
+        return None
+    try:
+        with write_transaction(db):
+            on_recorded(sent)
+    except BaseException as exc:  # noqa: BLE001 - raised after the commit
+        return exc
+    return None
 
 
 def deliver(db, clock, sender, prepared: PreparedMessage) -> SentMessage:
@@ -672,7 +681,6 @@ def drop_voicemail(
     sent = SentMessage(
         message_id, result.provider_id, result.status or "sent", "voicemail", address
     )
-    caller_failure: BaseException | None = None
     with write_transaction(db):
         data = {
             **(event_data or {}),
@@ -691,14 +699,7 @@ def drop_voicemail(
             provider_id=sent.provider_id,
             event_id=event.id,
         )
-        if on_recorded is not None:
-            try:
-                with write_transaction(db):
-                    on_recorded(sent)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                # The drop is out: its record commits whatever the caller's
-                # part did, or a retry would call the phone again.
-                caller_failure = exc
+        caller_failure = _after_recording(db, on_recorded, sent)
 
     if caller_failure is not None:
         raise caller_failure

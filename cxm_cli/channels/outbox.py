@@ -261,17 +261,8 @@ class OutboxChannel:
             )
 
         record = self._text_record(message, message_id)
-        path = texts_path(self.workspace, message.contact_id)
-        once = message_id if message.resend else None
-        try:
-            written = _append(path, _line(record), once=once)
-        except OSError as exc:
-            raise _unwritable(self.workspace, path, exc) from exc
-        log.info(
-            "outbox %s text %s for contact %s",
-            "appended" if written else "already held",
-            message_id,
-            message.contact_id,
+        path = self._append_record(
+            record, message.contact_id, message_id if message.resend else None
         )
         return SendResult(
             provider_id=record["provider_id"], status="sent", detail={"path": str(path)}
@@ -324,21 +315,29 @@ class OutboxChannel:
             "audio_url": audio_url,
             "written_at": _now(),
         }
+        path = self._append_record(record, contact_id, message_id if resend else None)
+        return SendResult(
+            provider_id=provider_id, status="sent", detail={"path": str(path)}
+        )
+
+    def _append_record(
+        self, record: dict[str, Any], contact_id: int | None, once: int | None
+    ) -> Path:
+        """Append one text or voicemail line; ``once``: a message id to write
+        only if no line holds it yet (a resend)."""
         path = texts_path(self.workspace, contact_id)
-        once = message_id if resend else None
         try:
             written = _append(path, _line(record), once=once)
         except OSError as exc:
             raise _unwritable(self.workspace, path, exc) from exc
         log.info(
-            "outbox %s voicemail %s for contact %s",
+            "outbox %s %s %s for contact %s",
             "appended" if written else "already held",
-            message_id,
+            record["kind"],
+            record["message_id"],
             contact_id,
         )
-        return SendResult(
-            provider_id=provider_id, status="sent", detail={"path": str(path)}
-        )
+        return path
 
     def _provider_id(self, message_id: int | None) -> str:
         return f"outbox-{_file_token(message_id)}"
