@@ -434,29 +434,38 @@ def test_settings_come_from_the_runner_section(workspace):
     assert RunSettings.from_workspace(workspace).batch_size == 7
 
 
-def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
-    from cxm_cli.clock import SystemClock
+def _daemon(workspace, db, clock, **options):
+    """``run_forever`` on a thread (interval one hour): its stop event, the
+    results it reports, and the thread, started."""
     from cxm_cli.runner import run_forever
 
-    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
-    clock = SystemClock()
-    runner_db = workspace.open_db()
-    writer_db = workspace.open_db()
     stop = threading.Event()
     results = []
     thread = threading.Thread(
         target=run_forever,
         kwargs=dict(
             workspace=workspace,
-            db=runner_db,
+            db=db,
             clock=clock,
             interval=3600,
             stop=stop.is_set,
             on_result=results.append,
+            **options,
         ),
         daemon=True,
     )
     thread.start()
+    return stop, results, thread
+
+
+def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
+    from cxm_cli.clock import SystemClock
+
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    clock = SystemClock()
+    runner_db = workspace.open_db()
+    writer_db = workspace.open_db()
+    stop, results, thread = _daemon(workspace, runner_db, clock)
     try:
         contact_id = make_contact(writer_db, clock, timezone=midday_zone())
         emit(writer_db, clock, contact_id, "lead.created")
@@ -481,7 +490,7 @@ def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
 def test_a_concurrent_daemon_works_beside_the_lease_holder(workspace):
     """`cxm run --concurrent` as a daemon is an extra worker, not a standby."""
     from cxm_cli.clock import SystemClock
-    from cxm_cli.runner import acquire_lease, run_forever
+    from cxm_cli.runner import acquire_lease
 
     only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
     clock = SystemClock()
@@ -493,24 +502,10 @@ def test_a_concurrent_daemon_works_beside_the_lease_holder(workspace):
     contact_id = make_contact(writer_db, clock, timezone=midday_zone())
     emit(writer_db, clock, contact_id, "lead.created")
     runner_db = workspace.open_db()
-    stop = threading.Event()
-    results, standby = [], []
-    thread = threading.Thread(
-        target=run_forever,
-        kwargs=dict(
-            workspace=workspace,
-            db=runner_db,
-            clock=clock,
-            interval=3600,
-            stop=stop.is_set,
-            on_result=results.append,
-            on_standby=standby.append,
-            wake_seconds=0.05,
-            concurrent=True,
-        ),
-        daemon=True,
+    standby = []
+    stop, results, thread = _daemon(
+        workspace, runner_db, clock, on_standby=standby.append, concurrent=True
     )
-    thread.start()
     try:
         for _ in range(100):
             if len(outbound(writer_db, contact_id)) == 2:
