@@ -434,6 +434,14 @@ def test_settings_come_from_the_runner_section(workspace):
     assert RunSettings.from_workspace(workspace).batch_size == 7
 
 
+def _wait_for_outbound(db, contact_id: int, count: int, seconds: float = 10) -> None:
+    """Until the contact has ``count`` outbound messages (or time runs out)."""
+    for _ in range(int(seconds * 10)):
+        if len(outbound(db, contact_id)) == count:
+            return
+        threading.Event().wait(0.1)
+
+
 def _daemon(workspace, db, clock, **options):
     """``run_forever`` on a thread (interval one hour): its stop event, the
     results it reports, and the thread, started."""
@@ -469,11 +477,7 @@ def test_daemon_wakes_on_a_new_event_without_waiting_the_interval(workspace):
     try:
         contact_id = make_contact(writer_db, clock, timezone=midday_zone())
         emit(writer_db, clock, contact_id, "lead.created")
-        deadline = threading.Event()
-        for _ in range(300):
-            if len(outbound(writer_db, contact_id)) == 2:
-                break
-            deadline.wait(0.1)
+        _wait_for_outbound(writer_db, contact_id, 2, seconds=30)
         assert [m["channel"] for m in outbound(writer_db, contact_id)] == [
             "sms",
             "email",
@@ -507,10 +511,7 @@ def test_a_concurrent_daemon_works_beside_the_lease_holder(workspace):
         workspace, runner_db, clock, on_standby=standby.append, concurrent=True
     )
     try:
-        for _ in range(100):
-            if len(outbound(writer_db, contact_id)) == 2:
-                break
-            threading.Event().wait(0.1)
+        _wait_for_outbound(writer_db, contact_id, 2)
     finally:
         stop.set()
         thread.join(10)
@@ -567,10 +568,7 @@ def test_daemon_outlasts_a_writer_holding_the_database(workspace):
         threading.Event().wait(1.0)
         assert thread.is_alive() and errors == []
         writer_db.execute("COMMIT")
-        for _ in range(100):
-            if len(outbound(writer_db, contact_id)) == 2:
-                break
-            threading.Event().wait(0.1)
+        _wait_for_outbound(writer_db, contact_id, 2)
     finally:
         stop.set()
         thread.join(10)
