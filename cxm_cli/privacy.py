@@ -285,7 +285,7 @@ def erase_contact(workspace, db, contact_id: int, *, clock) -> EraseResult:
     # the file is fixed) finishes the job instead of finding no contact.
     failures = outbox.clean(patterns, result)
     if failures:
-        raise _outbox_error(workspace, contact_id, failures)
+        raise _outbox_error(workspace, contact_id, failures, result)
 
     # Freed pages are overwritten with zeros instead of left readable.
     db.execute("PRAGMA secure_delete = ON")
@@ -507,6 +507,9 @@ class _OutboxCleanup:
         """Remove what can be removed; the files that could not be changed,
         with the reason. Adds to the result's counts."""
         failures: list[tuple[Path, OSError]] = []
+        # Limitation: what is removed before a file that cannot be changed
+        # stays removed (the error says how much); the erase run again
+        # finishes the rest.
         result.files_deleted += self._delete_files(patterns, failures)
         result.outbox_lines_removed += self._remove_texts(patterns, failures)
         return failures
@@ -622,13 +625,14 @@ def _note_unclean(workspace, contact_id: int, failures, result) -> None:
         )
 
 
-def _outbox_error(workspace, contact_id: int, failures) -> CxmError:
+def _outbox_error(workspace, contact_id: int, failures, result) -> CxmError:
     path, exc = failures[0]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
     return CxmError(
         f"cannot erase contact {contact_id}: the outbox file "
         f"{_shown(workspace, path)} cannot be changed: {exc.strerror or exc}{more}; "
-        "nothing was erased from the database",
+        "nothing was erased from the database (already removed from the outbox: "
+        f"{result.files_deleted} files, {result.outbox_lines_removed} text lines)",
         hint="fix the file's (or its folder's) permissions, then run the erase again",
     )
 

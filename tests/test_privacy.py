@@ -335,6 +335,7 @@ def test_erase_into_an_unwritable_outbox_changes_nothing_and_can_be_rerun(
     assert "Traceback" not in refused.stderr
     assert f"{folder.name}/" in refused.stderr
     assert "run the erase again" in refused.stderr
+    assert "already removed from the outbox:" in " ".join(refused.stderr.split())
     assert db["contacts"].get(zeb)["email"] == EMAIL
     assert not is_suppressed(db, EMAIL)
     assert read_texts(workspace, zeb)
