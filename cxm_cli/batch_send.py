@@ -299,7 +299,7 @@ class SendBatch:
                 self.workspace,
                 self.db,
                 self.clock,
-                [(plan.prepared, _claimed_before(plan.row)) for plan in kept],
+                [(plan.prepared, queue.claimed_before(plan.row)) for plan in kept],
                 facts=facts,
             )
             for plan, error in zip(kept, errors, strict=True):
@@ -314,7 +314,7 @@ class SendBatch:
             self.db,
             self.clock,
             plan.prepared,
-            reuse=_claimed_before(plan.row),
+            reuse=queue.claimed_before(plan.row),
         )
 
     def _renew_claims(self, step_ids: list[int]) -> set[int]:
@@ -553,11 +553,6 @@ class SendBatch:
     def _report(self, plan: PlannedSend, report) -> None:
         plan.reported = True
         report(plan.result)
-
-
-def _claimed_before(row: dict[str, Any]) -> bool:
-    """Whether a runner that died may have left the step's message row."""
-    return row["claims"] > 1 or row["attempts"] > 0
 
 
 def _raise(error: BaseException):

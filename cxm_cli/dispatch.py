@@ -507,7 +507,7 @@ def _local(moment, zone) -> str:
 
 def _already_sent(db, row: dict[str, Any]) -> StepOutcome | None:
     """A step claimed again after a crash may have sent already: do not repeat it."""
-    if row["claims"] <= 1 and row["attempts"] == 0:
+    if not queue.claimed_before(row):
         return None
     message = fetch_one(
         db,

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from cxm_cli import clock as clocks
+from cxm_cli import queue
 from cxm_cli.conditions import (
     ConditionContext,
     did_you_mean,
@@ -23,7 +24,7 @@ from cxm_cli.conditions import (
 from cxm_cli.contacts import add_tag, remove_tag
 from cxm_cli.errors import ChannelError, ConfigError
 from cxm_cli.steps import StepContext, StepOutcome, step_kind
-from cxm_cli.store import write_transaction
+from cxm_cli.store import fetch_one, write_transaction
 from cxm_cli.waits import parse_timedelta, parse_wait
 
 log = logging.getLogger(__name__)
@@ -229,10 +230,10 @@ def _claimed_before(db, due_step_id: int | None) -> bool:
     voicemail row 'sending'): the test the batch makes for a text."""
     if due_step_id is None:
         return False
-    row = db.execute(
-        "SELECT claims, attempts FROM due_steps WHERE id = ?", [due_step_id]
-    ).fetchone()
-    return row is not None and (row[0] > 1 or row[1] > 0)
+    row = fetch_one(
+        db, "SELECT claims, attempts FROM due_steps WHERE id = ?", [due_step_id]
+    )
+    return row is not None and queue.claimed_before(row)
 
 
 # ---------------------------------------------------------------- staff tasks

@@ -117,6 +117,12 @@ def claim_due(
     return rows
 
 
+def claimed_before(row: dict[str, Any]) -> bool:
+    """Whether a runner had this due step before and did not finish it: it
+    may have sent, or left its message row 'sending', before it died."""
+    return row["claims"] > 1 or row["attempts"] > 0
+
+
 def still_claimed(db, step_id: int, runner_id: str) -> bool:
     return (
         fetch_one(
