@@ -325,7 +325,7 @@ def _run(
         if held is not None:
             return held
         if batched:
-            # The batch renews the claims of all its steps in one statement.
+            # The batch checks (or extends) the claims of all its steps at once.
             return batch.add(
                 row, sequence, step, enrollment, contact, trigger_data, result, record
             )

@@ -602,8 +602,14 @@ def schedule_many(
         ],
         clock=clock,
     )
+    # The moves come from steps just finished: nothing is left to cancel.
     end_enrollments(
-        db, finished, clock=clock, status="completed", reason="all steps done"
+        db,
+        finished,
+        clock=clock,
+        status="completed",
+        reason="all steps done",
+        steps_left=False,
     )
 
 
@@ -808,10 +814,21 @@ def _expire_keywords(db, enrollment_ids: list[int], clock) -> None:
 
 
 def end_enrollments(
-    db, enrollments: list[dict[str, Any]], *, clock, status: str, reason: str
+    db,
+    enrollments: list[dict[str, Any]],
+    *,
+    clock,
+    status: str,
+    reason: str,
+    steps_left: bool = True,
 ) -> int:
     """:func:`end_enrollment` for many enrollments with one reason; how many
-    ended (those no longer active are left alone)."""
+    ended (those no longer active are left alone).
+
+    ``steps_left=False``: the caller just finished each enrollment's live
+    step in this transaction, so there is none left to cancel (an enrollment
+    has at most one pending or claimed step).
+    """
     contact_ids = {enrollment["contact_id"] for enrollment in enrollments}
     if len(enrollments) < 2 or len(contact_ids) < len(enrollments):
         # One contact's enrollments end one after another, each with its
@@ -843,7 +860,11 @@ def end_enrollments(
             f"WHERE id IN ({marks})",
             [status, now, reason, *ending_ids],
         )
-        cancelled = queue.cancel_live_many(db, ending_ids, clock=clock, reason=reason)
+        cancelled = (
+            queue.cancel_live_many(db, ending_ids, clock=clock, reason=reason)
+            if steps_left
+            else []
+        )
         by_id = {row["id"]: row for row in ending}
         record_events(
             db,

@@ -194,6 +194,33 @@ def keep_claim(
     )
 
 
+def keep_claims(
+    db,
+    rows: list[dict[str, Any]],
+    runner_id: str,
+    *,
+    clock,
+    lease_seconds: float = 300,
+) -> set[int]:
+    """:func:`keep_claim` for many steps; the ids whose claims still stand.
+
+    Checked only (no write) while every claim has more than half its lease
+    left, as a batch claimed moments ago has; extended all together otherwise.
+    """
+    now = clock.now()
+    fresh = all(
+        row.get("lease_until")
+        and (clocks.parse(row["lease_until"]) - now).total_seconds() > lease_seconds / 2
+        for row in rows
+    )
+    step_ids = [row["id"] for row in rows]
+    if fresh:
+        return claimed_of(db, step_ids, runner_id)
+    return renew_claims(
+        db, step_ids, runner_id, clock=clock, lease_seconds=lease_seconds
+    )
+
+
 def finish(
     db, step_id: int, runner_id: str, status: str, *, clock, error: str | None = None
 ) -> bool:

@@ -202,17 +202,23 @@ def run_pass(
 ) -> RunReport:
     """Claim and run due steps until none is due (or ``stop()`` says so)."""
     report = report or RunReport(runner_id)
-    while not stop():
-        rows = queue.claim_due(
+
+    def claim() -> list[dict[str, Any]]:
+        return queue.claim_due(
             db,
             runner_id,
             clock=clock,
             limit=settings.batch_size,
             lease_seconds=settings.step_lease_seconds,
         )
+
+    rows = None
+    while not stop():
+        if rows is None:
+            rows = claim()
         if not rows:
             break
-        batch = SendBatch(workspace, db, clock, runner_id, settings)
+        batch = SendBatch(workspace, db, clock, runner_id, settings, claim_next=claim)
         batch.read(rows)
         with pinned_sequences(workspace), pinned_templates(workspace):
             for position, row in enumerate(rows):
@@ -227,6 +233,10 @@ def run_pass(
                     batch.touched(result.contact_id)
                     _report(report, result, on_result)
             batch.run(lambda result: _report(report, result, on_result))
+        rows = batch.next_rows
+    if rows:
+        # Claimed with the last batch's records, then told to stop.
+        _unclaim(db, rows, runner_id)
     return report
 
 

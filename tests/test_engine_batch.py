@@ -545,3 +545,98 @@ def test_a_batch_does_not_text_a_number_its_other_holder_opted_out_of(
     assert skipped[0]["reason"] == (
         f"this number opted out of texts (shared with contact {ann})"
     )
+
+
+def test_a_runner_told_to_stop_hands_back_the_batch_it_claimed_ahead(
+    db, workspace, clock
+):
+    # A batch's last transaction also claims the next batch; a stop that
+    # comes right after must leave those steps pending, not claimed for a
+    # whole lease.
+    only_sequences(workspace, hello=TEXT)
+    workspace = update_settings(workspace, {"runner.batch_size": 3})
+    _leads(db, clock, 7)
+    reported = []
+
+    report = run(
+        workspace,
+        db,
+        clock,
+        on_result=reported.append,
+        stop=lambda: len(reported) >= 3,
+    )
+
+    assert [r.outcome for r in report.results] == ["sent"] * 3
+    statuses = Counter(
+        row["status"] for row in db.query("SELECT status FROM due_steps")
+    )
+    assert statuses == {"done": 3, "pending": 4}
+
+    rest = run(workspace, db, clock)
+    assert [r.outcome for r in rest.results] == ["sent"] * 4
+    assert len(read_texts(workspace)) == 7
+
+
+def test_a_batch_whose_send_failed_claims_the_next_one_afterwards(
+    db, workspace, clock, monkeypatch
+):
+    # The claim made inside a batch's last transaction goes with it when that
+    # transaction is rolled back (a send failed): the next batch is claimed
+    # again after, and every step is run once.
+    only_sequences(workspace, hello=TEXT)
+    workspace = update_settings(workspace, {"runner.batch_size": 2})
+    contacts = _leads(db, clock, 5)
+    broken = contacts[0]
+    real_record = OutboxChannel._text_record
+
+    def text_record(self, message, message_id):
+        if message.contact_id == broken:
+            raise ChannelError("outbox folder is read-only", transient=True)
+        return real_record(self, message, message_id)
+
+    monkeypatch.setattr(OutboxChannel, "_text_record", text_record)
+
+    report = run(workspace, db, clock)
+
+    outcomes = Counter((r.contact_id, r.outcome) for r in report.results)
+    assert outcomes == {(c, "retry" if c == broken else "sent"): 1 for c in contacts}
+    assert not list(db.query("SELECT id FROM due_steps WHERE status = 'claimed'"))
+    assert len(read_texts(workspace)) == 4
+
+
+def test_a_batch_that_waited_past_half_its_lease_extends_its_claims(
+    db, workspace, clock, monkeypatch
+):
+    # A batch claimed moments ago only checks its claims; one whose lease is
+    # half gone (a long rate-limit wait) extends them before it sends.
+    only_sequences(workspace, hello=TEXT)
+    _leads(db, clock, 2)
+    import cxm_cli.batch_send as batch_send
+
+    real_read = batch_send.SendBatch.read
+
+    def slow_read(self, rows):
+        real_read(self, rows)
+        clock.advance(seconds=200)  # of a 300 s lease
+
+    monkeypatch.setattr(batch_send.SendBatch, "read", slow_read)
+    leases = []
+    real_insert = batch_send.record_sending_many
+
+    def record_sending_many(workspace, db, clock, items, **options):
+        leases.extend(
+            row["lease_until"]
+            for row in db.query(
+                "SELECT lease_until FROM due_steps WHERE status = 'claimed'"
+            )
+        )
+        return real_insert(workspace, db, clock, items, **options)
+
+    monkeypatch.setattr(batch_send, "record_sending_many", record_sending_many)
+
+    report = run(workspace, db, clock)
+
+    assert [r.outcome for r in report.results] == ["sent"] * 2
+    assert leases and all(
+        lease == iso(clock.now() + timedelta(seconds=300)) for lease in leases
+    )
