@@ -22,10 +22,12 @@ import difflib
 import importlib
 import importlib.util
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from cxm_cli.contacts import contact_tags
+from cxm_cli.errors import CxmError
 from cxm_cli.messaging import ConsentRefused, consent_facts
 from cxm_cli.store import fetch_one
 
@@ -178,6 +180,53 @@ def evaluate(condition: dict[str, Any] | None, ctx: ConditionContext) -> bool:
         if not _test(key, value, condition, ctx):
             return False
     return True
+
+
+def holds_or(
+    condition: dict[str, Any] | None,
+    ctx: ConditionContext,
+    default: bool,
+    *,
+    what: str,
+) -> bool:
+    """:func:`evaluate`, or ``default`` when the condition cannot be checked
+    (it names a segment no longer in cxm.toml, say).
+
+    For conditions met while an event is recorded (triggers, exit rules) or a
+    step is scheduled: failing there would lose the event or stall the
+    runner for every contact, so the problem is logged and ``cxm sequences
+    validate`` names it.
+    """
+    try:
+        return evaluate(condition, ctx)
+    except CxmError as exc:
+        log.warning(
+            "%s for contact %s cannot be checked (%s); taken as %s",
+            what,
+            ctx.contact.get("id"),
+            exc.message,
+            "holding" if default else "not holding",
+        )
+        return default
+
+
+def named_in(
+    condition: Any, path: tuple = ()
+) -> Iterator[tuple[tuple, str, list[str], str | None]]:
+    """The segments and stages a condition names: (path, ``segment`` or
+    ``stage``, the names, the pipeline a stage is limited to)."""
+    if not isinstance(condition, dict):
+        return
+    for key, value in condition.items():
+        where = (*path, key)
+        if key in ("any", "all") and isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from named_in(item, (*where, index))
+        elif key == "not":
+            yield from named_in(value, where)
+        elif key in ("segment", "stage"):
+            pipeline = condition.get("pipeline") if key == "stage" else None
+            yield where, key, _names(value), str(pipeline) if pipeline else None
 
 
 def _names(value: Any) -> list[str]:

@@ -208,21 +208,27 @@ def process_step(
         return result
 
     early = _EarlyOutcome(record)
-    outcome = _run(
-        workspace,
-        db,
-        clock,
-        row,
-        runner_id,
-        settings,
-        sequence,
-        step,
-        enrollment,
-        contact,
-        early,
-        batch=batch,
-        result=result,
-        record=record,
+    # The step's handler has its own guard; this one covers the checks around
+    # it (conditions, caps, windows), so one step's trouble never stops a run.
+    outcome = guarded(
+        lambda: _run(
+            workspace,
+            db,
+            clock,
+            row,
+            runner_id,
+            settings,
+            sequence,
+            step,
+            enrollment,
+            contact,
+            early,
+            batch=batch,
+            result=result,
+            record=record,
+        ),
+        row["id"],
+        contact["id"],
     )
     if early.error is not None:
         raise early.error
@@ -295,7 +301,13 @@ def _run(
             since=enrollment["enrolled_at"],
             clock=clock,
         )
-        if not evaluate(when, ctx):
+        try:
+            holds = evaluate(when, ctx)
+        except CxmError as exc:
+            return StepOutcome(
+                "failed", detail=f"its condition (when:) cannot be checked: {exc}"
+            )
+        if not holds:
             return StepOutcome("skipped", detail="its condition (when:) does not hold")
 
     if row["claims"] > settings.max_claims:

@@ -24,7 +24,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli import queue
-from cxm_cli.conditions import ConditionContext, evaluate
+from cxm_cli.conditions import ConditionContext, holds_or
 from cxm_cli.contacts import get_contact
 from cxm_cli.events import (
     Event,
@@ -151,7 +151,9 @@ def on_engine_events(db, events: list[Event], clock) -> None:
 def _trigger_holds(db, workspace, sequence: Sequence, event: Event) -> bool:
     contact = get_contact(db, event.contact_id)
     ctx = ConditionContext(db, workspace, contact, event_data=event.data)
-    return evaluate(sequence.trigger_when, ctx)
+    return holds_or(
+        sequence.trigger_when, ctx, False, what=f"the trigger of {sequence.name}"
+    )
 
 
 class _EventIndex:
@@ -205,7 +207,12 @@ def apply_triggers(
             if contact is None:
                 contact = get_contact(db, event.contact_id)
             ctx = ConditionContext(db, workspace, contact, event_data=event.data)
-            if not evaluate(sequence.trigger_when, ctx):
+            if not holds_or(
+                sequence.trigger_when,
+                ctx,
+                False,
+                what=f"the trigger of {sequence.name}",
+            ):
                 continue
         enroll(
             db,
@@ -515,8 +522,13 @@ def schedule_from(
         step = sequence.steps[index]
         index += 1
         when = step.spec.get("when")
-        if when and not evaluate(
-            when, _condition_context(db, workspace, contact, enrollment)
+        # A wait whose condition cannot be checked still waits: sending early
+        # is the worse mistake.
+        if when and not holds_or(
+            when,
+            _condition_context(db, workspace, contact, enrollment),
+            True,
+            what=f"the when: of {sequence.name} step {step.index + 1}",
         ):
             continue
         try:
@@ -711,7 +723,9 @@ def _matching_rule(
         if rule.when:
             contact = get_contact(db, event.contact_id)
             ctx = ConditionContext(db, workspace, contact, event_data=event.data)
-            if not evaluate(rule.when, ctx):
+            if not holds_or(
+                rule.when, ctx, False, what=f"an exit rule of {sequence.name}"
+            ):
                 continue
         return rule
     return None

@@ -23,6 +23,7 @@ from cxm_cli.conditions import (
 )
 from cxm_cli.contacts import add_tag, remove_tag
 from cxm_cli.errors import ChannelError, ConfigError
+from cxm_cli.rendering import syntax_problem
 from cxm_cli.steps import StepContext, StepOutcome, step_kind
 from cxm_cli.store import fetch_one, write_transaction
 from cxm_cli.waits import parse_timedelta, parse_wait
@@ -104,6 +105,11 @@ def validate_send(step: dict[str, Any]) -> list[str]:
         )
     if step.get("subject") is not None and not isinstance(step.get("subject"), str):
         problems.append("subject: must be text")
+    for key in ("text", "subject"):
+        if isinstance(step.get(key), str):
+            problem = syntax_problem(step[key])
+            if problem:
+                problems.append(f"{key}: {problem}")
     problems.extend(_validate_keywords(step))
     if "caps" in step and not isinstance(step["caps"], bool):
         problems.append("caps: must be true or false")
@@ -295,8 +301,10 @@ def _run_task(ctx: StepContext) -> StepOutcome:
 
     staff = ctx.step.get("to") or ctx.workspace.setting("staff.email")
     if not staff:
+        # Failed, not skipped: the person may have been promised a call, and
+        # a failure is what `cxm status` and the runner's exit code show.
         return StepOutcome(
-            "skipped",
+            "failed",
             detail="no staff address for the task: set [staff] email in cxm.toml "
             "(or to: on the step)",
         )

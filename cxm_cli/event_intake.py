@@ -2,8 +2,11 @@
 
 An event names its contact by id, email or phone; with ``email``/``phone`` (and
 a name) an unknown person is created first, with ``lead.created``, the way a
-web form would. Each event commits with everything it causes (enrolments,
-exits) in one transaction, so a line of JSON either happened or did not.
+web form would. A full name alone is split into first and last name the way
+the importer splits a name column; a known contact's blank first or last name
+is filled from it, never replaced. Each event commits with everything it
+causes (enrolments, exits) in one transaction, so a line of JSON either
+happened or did not.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from cxm_cli import clock as clocks
 from cxm_cli.contacts import change_consent, find_contact, get_contact
 from cxm_cli.errors import CxmError, InputError, NotFound
 from cxm_cli.events import record_event
-from cxm_cli.importing.values import normalise_email, normalise_phone, parse_money
+from cxm_cli.importing.values import (
+    fold_name,
+    normalise_email,
+    normalise_phone,
+    parse_money,
+    split_full_name,
+)
 from cxm_cli.store import write_transaction
 
 log = logging.getLogger(__name__)
@@ -401,8 +410,10 @@ def _contact(workspace, db, clock, reference, identity, name, first, last, sourc
     from cxm_cli.inbound import create_minimal_contact
 
     email, phone = identity.email, identity.phone
+    first, last = person_names(name, first, last)
     found = match_person(db, email, phone, phone_field="phone")
     if found:
+        fill_blank_names(db, clock, found, first, last)
         return found["id"], False
     contact_id = create_minimal_contact(
         db,
@@ -416,6 +427,60 @@ def _contact(workspace, db, clock, reference, identity, name, first, last, sourc
         source=source,
     )
     return contact_id, True
+
+
+def person_names(name: Any, first: Any, last: Any) -> tuple[str | None, str | None]:
+    """(first, last) for the person an event names.
+
+    Given halves win; a full name alone is split as the importer splits a name
+    column (``Sam Reed``, ``Reed, Sam``), so templates can greet them by name.
+    """
+    first_text = str(first).strip() if first else ""
+    last_text = str(last).strip() if last else ""
+    full = str(name).strip() if name else ""
+    if not first_text and not last_text and full:
+        first_text, last_text = split_full_name(full)
+    return first_text or None, last_text or None
+
+
+def fill_blank_names(
+    db, clock, contact: dict[str, Any], first: str | None, last: str | None
+) -> list[str]:
+    """Fill a known contact's blank first or last name; returns the fields set.
+
+    A name already there is never replaced. A blank half is filled only when
+    the event gives no other half, or the contact's other half is blank or
+    agrees with it (the importer's rule), so "Sam Reed" never turns a contact
+    whose last name is Smith into "Sam Smith".
+    """
+    given = {"first_name": first, "last_name": last}
+    changes: dict[str, str] = {}
+    for field_name, other in (("first_name", "last_name"), ("last_name", "first_name")):
+        if (contact.get(field_name) or "").strip() or not given[field_name]:
+            continue
+        known_other = (contact.get(other) or "").strip()
+        if (
+            known_other
+            and given[other]
+            and fold_name(known_other) != fold_name(given[other])
+        ):
+            continue
+        changes[field_name] = given[field_name]
+    if not changes:
+        return []
+    if not (contact.get("display_name") or "").strip():
+        names = {**contact, **changes}
+        changes["display_name"] = " ".join(
+            part for part in (names["first_name"], names["last_name"]) if part
+        )
+    db["contacts"].update(
+        contact["id"], {**changes, "updated_at": clocks.now_iso(clock)}
+    )
+    # Field names only: the log is no place for a person's name.
+    log.info(
+        "contact %s: blank %s filled from an event", contact["id"], sorted(changes)
+    )
+    return sorted(changes)
 
 
 def _consent(db, clock, contact_id, event_type, data, at_text, source, created):

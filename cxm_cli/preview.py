@@ -4,6 +4,8 @@
 windows and caps the runner will, without writing anything. Beyond each
 enrollment's queued step, the steps after it are projected through their
 waits until a step whose path cannot be known ahead (a branch, a switch).
+A step's ``when:`` is checked as things stand now; it may hold or fail by
+the time the runner gets to the step.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from cxm_cli import clock as clocks
 from cxm_cli.caps import check_caps
+from cxm_cli.conditions import ConditionContext, evaluate
 from cxm_cli.contacts import get_contact
 from cxm_cli.dispatch import caps_exempt, channel_of, consent_channel_of, step_for
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
@@ -29,6 +32,9 @@ from cxm_cli.waits import parse_wait, wait_until
 log = logging.getLogger(__name__)
 
 UNPREDICTABLE_KINDS = {"branch", "goto", "switch", "end"}
+# Each round of the window/cap search moves the moment forward; a handful
+# settles any real mix of quiet hours, daily, weekly and 24-hour caps.
+MAX_ROUNDS = 10
 
 
 def preview_due(
@@ -126,15 +132,18 @@ def _entry(
             facts.check(contact, consent)
         except ConsentRefused as exc:
             refused = exc
+    condition, condition_why = _condition(workspace, db, clock, contact, step, row)
     if step is None:
         why.append("sequence changed or removed: will be cancelled")
+    elif condition_why:
+        why.append(condition_why)
     elif refused is not None and refused.reason == "opted_out":
         why.append(f"will be skipped: opted out of {consent}")
     elif refused is not None:
         why.append(f"will be skipped: {refused.message}")
     elif step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
         send_at, why = _when_allowed(
-            workspace, db, clock, contact, sequence, step, start, planned
+            workspace, db, contact, sequence, step, row, start, planned
         )
     return {
         "due_step_id": row["id"] if row is not None else None,
@@ -149,40 +158,91 @@ def _entry(
         "send_at": clocks.iso(send_at),
         "local_time": send_at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
         "projected": row is None,
+        "condition": condition,
         "why": "; ".join(why),
         "send_at_dt": send_at,
     }
 
 
-def _when_allowed(workspace, db, clock, contact, sequence, step, start, planned):
+def _condition(
+    workspace, db, clock, contact, step, row
+) -> tuple[str | None, str | None]:
+    """The step's ``when:`` as the runner will judge it, and why it stops it.
+
+    Returns ``(state, why)``: state is None (no condition), ``holds``, ``does
+    not hold`` or ``cannot be checked``; why is set when the step will not go.
+    """
+    when = step.spec.get("when") if step is not None else None
+    if not when:
+        return None, None
+    # The same context the runner builds (dispatch._run), read as of now.
+    ctx = ConditionContext(
+        db,
+        workspace,
+        contact,
+        event_data=loads(row["trigger_data"], {}),
+        since=row["enrolled_at"],
+        clock=clock,
+    )
+    try:
+        holds = evaluate(when, ctx)
+    except CxmError as exc:
+        # A segment renamed in cxm.toml after enrolment, say: show the step
+        # held with the problem instead of failing the whole preview.
+        return "cannot be checked", (
+            f"held: its condition (when:) cannot be checked: {exc.message}"
+        )
+    if holds:
+        return "holds", None
+    return "does not hold", (
+        "will be skipped: its condition (when:) does not hold "
+        "(checked now; may change before it is due)"
+    )
+
+
+def _when_allowed(workspace, db, contact, sequence, step, row, start, planned):
+    """The first moment from ``start`` at which the runner's checks let the
+    step go, and the reasons it waits, in the order the runner meets them."""
     why: list[str] = []
     channel = channel_of(step)
     window = window_for(workspace, contact)
     moment = start
-    for _ in range(10):
+    for _ in range(MAX_ROUNDS):
+        # As in dispatch.precheck: the window first, then the caps.
         opened = window.next_open(moment)
         if opened != moment:
             why.append(f"quiet hours until {_local(opened, window.zone)}")
             moment = opened
         if not channel:
             break
+        # The caps as the runner will count them when it gets there: sends
+        # up to that moment, in that moment's local day. check_caps reads
+        # both from its clock (its ``at`` argument is unused), so it gets a
+        # clock stopped at the moment; with the real one, a day cap lifts
+        # at the next midnight forever and the search never settles.
         decision = check_caps(
             db,
             workspace,
             contact,
             channel,
-            clock=clock,
+            clock=clocks.FakeClock(moment),
             exempt=caps_exempt(sequence, step),
-            at=moment,
+            due_step_id=row["id"],
             planned=planned,
         )
         if decision.allowed:
             break
         why.append(f"{decision.reason} until {_local(decision.until, window.zone)}")
-        moment = decision.until
+        # A rolling cap can lift at this very moment (a send exactly one
+        # period ago); step past it so every round moves forward.
+        moment = max(decision.until, moment + timedelta(minutes=1))
+    else:
+        why.append(f"no free moment found in {MAX_ROUNDS} checks; the runner retries")
     if channel:
         planned.append((channel, moment))
-    return moment, why or ["in the send window"]
+    if not why:
+        return moment, ["in the send window"]
+    return moment, [why[0], *(f"then {reason}" for reason in why[1:])]
 
 
 def _local(moment: datetime, zone) -> str:
@@ -233,6 +293,8 @@ def _project(
             "step_index": following.index,
             "kind": following.kind,
             "due_at": clocks.iso(moment),
+            "trigger_data": row["trigger_data"],
+            "enrolled_at": row["enrolled_at"],
         }
         entry = _entry(
             workspace,

@@ -675,6 +675,19 @@ def render_message(
     )
 
 
+_SYNTAX = jinja2.Environment()
+
+
+def syntax_problem(source: str) -> str | None:
+    """What is wrong with a text's template syntax, or None; for checking a
+    sequence's inline texts before any contact is rendered."""
+    try:
+        _SYNTAX.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template syntax error on its line {exc.lineno}: {exc.message}"
+    return None
+
+
 def render_text(
     workspace,
     text: str,

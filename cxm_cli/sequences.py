@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cxm_cli.conditions import did_you_mean, validate_condition
+from cxm_cli.conditions import did_you_mean, named_in, validate_condition
 from cxm_cli.errors import CxmError
 from cxm_cli.waits import parse_timedelta
 from cxm_cli.yamllines import LinedDocument, load_with_lines
@@ -209,6 +209,12 @@ def _signature(workspace) -> tuple:
                     parts.append((entry.path, stat.st_mtime_ns, stat.st_size))
         except OSError:
             parts.append((str(folder), None, None))
+    # Segment and stage names are checked against cxm.toml.
+    try:
+        stat = workspace.config_path.stat()
+        parts.append((str(workspace.config_path), stat.st_mtime_ns, stat.st_size))
+    except OSError:
+        parts.append((str(workspace.config_path), None, None))
     return tuple(sorted(parts, key=repr))
 
 
@@ -498,6 +504,14 @@ class _FileReader:
                 index=index, kind=spec["kind"], spec=spec, line=self.line(path)
             )
             sequence.steps.append(step)
+            for key in ("name", "goto", "else"):
+                if isinstance(spec.get(key), bool):
+                    # YAML 1.1 reads yes/no/on/off (any case) as true/false.
+                    self.problem(
+                        (*path, key),
+                        f"{key}: YAML reads yes, no, on and off as true or false; "
+                        f'quote the step name, e.g. {key}: "no"',
+                    )
             if step.label:
                 if step.label in labels:
                     self.problem(
@@ -591,6 +605,19 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
         if rule.switch_to:
             references.append((("exit", index, "switch_to"), rule.switch_to))
 
+    for path, condition in _conditions(sequence):
+        for where, key, names, pipeline in named_in(condition, path):
+            problem = _unknown_name(workspace, key, names, pipeline)
+            if problem:
+                add(where, problem)
+    for rule in sequence.exits:
+        stages = rule.data_match.get("to")
+        if rule.types == ("stage.changed",) and stages:
+            pipeline = (rule.data_match.get("pipeline") or [None])[0]
+            problem = _unknown_name(workspace, "stage", stages, pipeline)
+            if problem:
+                problems.append(Problem(sequence.path.name, rule.line, problem))
+
     for path, name in references:
         if not isinstance(name, str) or name not in sequences:
             hint = did_you_mean(str(name), sequences)
@@ -598,6 +625,56 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
         elif name == sequence.name:
             add(path, f"{path[-1]}: a sequence cannot switch to itself")
     return problems
+
+
+def _conditions(sequence: Sequence) -> Iterator[tuple[tuple, Any]]:
+    """Every condition of a sequence, with the path of the key that holds it."""
+    if sequence.trigger_when:
+        yield ("trigger", "when"), sequence.trigger_when
+    for step in sequence.steps:
+        for key in ("when", "branch"):
+            if isinstance(step.spec.get(key), dict):
+                yield ("steps", step.index, key), step.spec[key]
+    for index, rule in enumerate(sequence.exits):
+        if rule.when:
+            yield ("exit", index, "when"), rule.when
+
+
+def _unknown_name(workspace, key: str, names: list[str], pipeline: str | None):
+    """Why a segment or stage a sequence names would never match; None if
+    every name is known."""
+    if key == "segment":
+        from cxm_cli.segments import segment_config
+
+        config = segment_config(workspace)
+        for name in names:
+            if name in config.segments:
+                continue
+            if any(f"[segments.{name}]" in p.place for p in config.problems):
+                return (
+                    f"segment: {name!r} has problems in cxm.toml "
+                    "(see cxm contacts segments)"
+                )
+            hint = did_you_mean(name, config.segments)
+            return f"segment: no segment named {name!r} in cxm.toml{hint}"
+        return None
+
+    from cxm_cli.pipelines import pipeline_config
+
+    config = pipeline_config(workspace)
+    if pipeline is not None and pipeline not in config.pipelines:
+        hint = did_you_mean(pipeline, config.pipelines)
+        return f"pipeline: no pipeline named {pipeline!r} in cxm.toml{hint}"
+    pipelines = (
+        [config.pipelines[pipeline]] if pipeline else list(config.pipelines.values())
+    )
+    known = {stage.name for each in pipelines for stage in each.stages}
+    for name in names:
+        if name not in known:
+            where = f"pipeline {pipeline!r}" if pipeline else "any pipeline"
+            hint = did_you_mean(name, known)
+            return f"stage: {name!r} is not a stage of {where}{hint}"
+    return None
 
 
 def _templates(workspace) -> set[str] | None:

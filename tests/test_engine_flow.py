@@ -187,9 +187,18 @@ def test_shipped_reminder_r_answer_sends_the_rebooking_text(db, workspace, clock
     run_until(workspace, db, clock, "2026-03-03T18:00:00Z")
     bodies = [m["body"] for m in outbound(db, contact_id)]
     assert bodies[-1].startswith("No problem!")
-    task = [d for t, d in timeline(db, contact_id, "step.") if d.get("kind") == "task"]
-    # No staff address in a fresh workspace: the task says so instead of failing.
-    assert task[0]["reason"].startswith("no staff address")
+    task = [
+        (t, d) for t, d in timeline(db, contact_id, "step.") if d.get("kind") == "task"
+    ]
+    # No staff address in a fresh workspace: the task fails, saying why, so
+    # the promised call shows up among the failures.
+    assert task[0][0] == "step.failed"
+    assert task[0][1]["reason"].startswith("no staff address")
+    # The reminder sequence ended with the R answer: no "see you soon" text.
+    run_until(workspace, db, clock, "2026-03-04T17:00:00Z")
+    assert outbound(db, contact_id)[-1]["body"] == bodies[-1]
+    ended = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
+    assert any("appointment.reschedule_requested" in d["reason"] for d in ended)
 
 
 def test_shipped_new_lead_nudges_by_email_when_no_phone_can_take_a_text(

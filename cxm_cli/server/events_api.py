@@ -35,8 +35,10 @@ from cxm_cli.errors import CxmError, InputError
 from cxm_cli.event_intake import (
     check_event_data,
     check_identity,
+    fill_blank_names,
     match_person,
     parse_contact_id,
+    person_names,
 )
 from cxm_cli.events import record_event
 from cxm_cli.inbound import create_minimal_contact, record_inbound
@@ -221,10 +223,14 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
     identity = _checked_identity(workspace, person)
     email, phone = identity.email, identity.phone
 
-    # Limitation: a known contact's name is not changed by a form; only a
-    # phone it did not have yet is added.
+    first, last = person_names(
+        person.get("name"), person.get("first_name"), person.get("last_name")
+    )
+    # A known contact's name is never replaced by a form: a blank first or
+    # last name is filled, and a phone it did not have yet is added.
     found = match_person(db, email, phone, phone_field="contact.phone")
     if found:
+        fill_blank_names(db, clock, found, first, last)
         _add_missing_phone(db, clock, found["id"], phone, identity.extension)
         return found["id"], False
 
@@ -235,8 +241,8 @@ def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bo
         email=email,
         phone=phone,
         extension=identity.extension,
-        first_name=_text(person.get("first_name")),
-        last_name=_text(person.get("last_name")),
+        first_name=first,
+        last_name=last,
         display_name=_text(name),
         source=source,
     )

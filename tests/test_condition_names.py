@@ -1,0 +1,219 @@
+"""Names a sequence's conditions and exits rely on (segments, stages, step
+names, inline texts) are checked before anything runs, and a condition that
+cannot be checked at run time fails only its own step."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxm_cli.errors import ConfigError
+from tests.support.engine import emit, only_sequences, outbound, run, timeline
+from tests.support.fixtures import make_contact
+
+GOOD = """
+name: hello
+trigger: lead.created
+steps:
+  - send: sms
+    text: "Hi {{ first_name }}"
+"""
+
+
+def _validate(cli, workspace, text: str) -> str:
+    only_sequences(workspace, checked=text, hello=GOOD)
+    result = cli("sequences", "validate")
+    assert result.exit_code == 1, result.stdout
+    return result.stdout
+
+
+def test_an_unknown_segment_in_a_condition_is_a_problem(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - when: {segment: returning-clinet}
+            send: sms
+            text: hi
+        """,
+    )
+    assert "checked.yaml:3: segment: no segment named 'returning-clinet'" in out
+    assert "did you mean 'returning-client'" in out
+
+
+def test_unknown_stages_in_conditions_and_exit_rules_are_problems(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        exit:
+          - stage: [wonn, lost]
+        steps:
+          - when: {any: [{tag: vip}, {stage: bookedd}]}
+            send: sms
+            text: hi
+        """,
+    )
+    assert "checked.yaml:3: stage: 'wonn' is not a stage of any pipeline" in out
+    assert "checked.yaml:5: stage: 'bookedd' is not a stage" in out
+    assert "did you mean 'won'" in out
+
+
+def test_a_stage_of_a_pipeline_that_does_not_exist_is_a_problem(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: {event: lead.created, when: {stage: won, pipeline: salez}}
+        steps:
+          - send: sms
+            text: hi
+        """,
+    )
+    assert "pipeline: no pipeline named 'salez'" in out
+
+
+def test_an_inline_text_with_broken_template_syntax_is_a_problem(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - send: email
+            subject: "Hello {{ first_name }"
+            text: "hi {{ first_name"
+        """,
+    )
+    assert "text: template syntax error" in out
+    assert "subject: template syntax error" in out
+
+
+@pytest.mark.parametrize("word", ["no", "Yes", "off"])
+def test_a_step_name_yaml_reads_as_true_or_false_asks_for_quotes(cli, workspace, word):
+    out = _validate(
+        cli,
+        workspace,
+        f"""
+        trigger: lead.created
+        steps:
+          - branch: {{tag: vip}}
+            goto: {word}
+          - send: sms
+            text: hi
+          - name: {word}
+            send: sms
+            text: bye
+        """,
+    )
+    assert "goto: YAML reads yes, no, on and off as true or false" in out
+    assert "name: YAML reads yes, no, on and off as true or false" in out
+
+
+def test_a_sequence_naming_an_unknown_segment_waits_and_others_still_send(
+    workspace, db, clock
+):
+    checked = """
+    trigger: vip.arrived
+    steps:
+      - when: {segment: %s}
+        send: sms
+        text: hi
+    """
+    only_sequences(workspace, checked=checked % "returning-client", hello=GOOD)
+    waiting = make_contact(
+        db, clock, first_name="Wes", email=None, phone="+15125550101"
+    )
+    greeted = make_contact(
+        db, clock, first_name="Gia", email=None, phone="+15125550102"
+    )
+    emit(db, clock, waiting, "vip.arrived")
+    emit(db, clock, greeted, "lead.created")
+    # Edited after the contact joined: the segment's name now has a typo.
+    only_sequences(workspace, checked=checked % "no-such-segment", hello=GOOD)
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {waiting: "deferred", greeted: "sent"}
+    assert [m["body"] for m in outbound(db, greeted)] == ["Hi Gia"]
+    deferred = [d for t, d in timeline(db, waiting) if t == "step.deferred"]
+    assert "checked.yaml has problems" in deferred[0]["reason"]
+
+
+def test_a_condition_that_cannot_be_checked_fails_only_its_step(
+    workspace, db, clock, monkeypatch
+):
+    # A segment that broke after the sequences were checked (cxm.toml edited
+    # under a running daemon): that contact's step fails with the reason, and
+    # the run goes on with everyone else.
+    only_sequences(
+        workspace,
+        checked="""
+        trigger: vip.arrived
+        steps:
+          - when: {segment: returning-client}
+            send: sms
+            text: hi
+        """,
+        hello=GOOD,
+    )
+    import cxm_cli.segments as segments
+
+    def broken(*args, **kwargs):
+        raise ConfigError("segment 'returning-client' cannot be used: bad rule")
+
+    monkeypatch.setattr(segments, "contact_in_segment", broken)
+    failing = make_contact(
+        db, clock, first_name="Fay", email=None, phone="+15125550103"
+    )
+    greeted = make_contact(
+        db, clock, first_name="Gia", email=None, phone="+15125550104"
+    )
+    emit(db, clock, failing, "vip.arrived")
+    emit(db, clock, greeted, "lead.created")
+
+    report = run(workspace, db, clock)
+
+    outcomes = {r.contact_id: r.outcome for r in report.results}
+    assert outcomes == {failing: "failed", greeted: "sent"}
+    failed = [d for t, d in timeline(db, failing) if t == "step.failed"]
+    assert "its condition (when:) cannot be checked" in failed[0]["reason"]
+    assert "bad rule" in failed[0]["reason"]
+    assert outbound(db, failing) == []
+
+
+def test_an_exit_rule_that_cannot_be_checked_does_not_lose_the_event(
+    workspace, db, clock, monkeypatch
+):
+    only_sequences(
+        workspace,
+        hello="""
+        trigger: lead.created
+        exit:
+          - event: note.added
+            when: {segment: returning-client}
+        steps:
+          - wait: 1d
+          - send: sms
+            text: hi
+        """,
+    )
+    import cxm_cli.segments as segments
+
+    def broken(*args, **kwargs):
+        raise ConfigError("segment 'returning-client' cannot be used: bad rule")
+
+    monkeypatch.setattr(segments, "contact_in_segment", broken)
+    contact_id = make_contact(
+        db, clock, first_name="Ned", email=None, phone="+15125550105"
+    )
+    emit(db, clock, contact_id, "lead.created")
+
+    emit(db, clock, contact_id, "note.added", text="called")
+
+    assert "note.added" in [t for t, _ in timeline(db, contact_id)]
+    [enrollment] = db.query("SELECT status FROM enrollments")
+    assert enrollment["status"] == "active"
