@@ -80,12 +80,11 @@ def check_caps(
     *,
     clock,
     exempt: bool = False,
-    at: datetime | None = None,
     planned: list[tuple[str, datetime]] | None = None,
     due_step_id: int | None = None,
     recent: list[tuple[str, str, int | None]] | None = None,
 ) -> CapDecision:
-    """May one more message go to ``contact`` on ``channel`` now?
+    """May one more message go to ``contact`` on ``channel`` at ``clock.now()``?
 
     ``exempt`` (a sequence or step with ``caps: false``, such as appointment
     reminders) skips the workspace's caps but never a state's legal limit.
