@@ -6,6 +6,7 @@ Creating and merging contacts from files is the importer's job
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from typing import Any
@@ -377,6 +378,9 @@ def _cancel_pending(db, contact_id: int, channel: str, *, clock, reason: str) ->
     )
 
 
+# The runner hashes each address of a batch several times (the consent read,
+# each check, the recheck under the write lock).
+@functools.lru_cache(maxsize=4096)
 def identifier_hash(value: str) -> str:
     """One-way hash of a normalised email or phone, for suppression lists."""
     return hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()
