@@ -329,6 +329,8 @@ def emit_event(
     source: str = "cli",
 ) -> EmitResult:
     """Record one event for a contact, creating the contact when asked to."""
+    if event_type is None or event_type == "":
+        raise InputError("no event type: give one such as form.submitted")
     if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
         raise InputError(f"{event_type!r} is not an event type such as form.submitted")
     if event_type in RESERVED_TYPES:

@@ -87,6 +87,15 @@ def test_json_lines_name_the_line_with_a_bad_phone(cli, db):
     assert count(db, "contacts") == 1
 
 
+def test_a_json_line_without_a_type_says_so(cli, db):
+    lines = json.dumps({"email": "ok@example.com", "data": {"form": "contact"}})
+    result = cli("events", "emit", "-", input=lines)
+    assert result.exit_code != 0
+    assert "line 1" in result.stderr and "no event type" in result.stderr
+    assert "None" not in result.stderr
+    assert count(db, "contacts") == 0
+
+
 @pytest.mark.parametrize(
     ("text", "amount"),
     [("$180.00", 180), ("1,204.50", 1204.5), ("180", 180), ("USD 99.90", 99.9)],

@@ -329,3 +329,27 @@ def test_unknown_countries_are_not_guessed(value):
 )
 def test_opt_out_words(value, flag):
     assert opt_out_flag(value) is flag
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Ana\x00 Gómez", "Ana Gómez"),
+        ("\u202eRalph", "Ralph"),  # a right-to-left override
+        ("\ufeffFirst", "First"),  # a byte-order mark inside the file
+        ("Nota\x1b[31m", "Nota[31m"),  # a terminal escape
+        ("שלום", "שלום"),  # right-to-left text itself stays
+        ("👨\u200d👩", "👨\u200d👩"),  # and so do zero-width joiners
+        ("line one\nline two", "line one\nline two"),
+    ],
+)
+def test_cells_lose_control_and_bidi_override_characters(raw, clean):
+    assert clean_cell(raw) == clean
+
+
+def test_an_import_stores_names_without_control_characters(cli, db):
+    data = "first_name,last_name,email\nAna\x00,Gómez\u202e,ana.g@example.com\n"
+    result = cli("leads", "import", "-", input=data)
+    assert result.exit_code == 0, result.stderr
+    [row] = db.query("SELECT first_name, last_name FROM contacts")
+    assert (row["first_name"], row["last_name"]) == ("Ana", "Gómez")

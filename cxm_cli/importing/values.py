@@ -96,16 +96,31 @@ _DOT_ATOM = re.compile(
 _MOJIBAKE = re.compile(r"[ÃÂÅÄ][\u0080-\u00bf]|â€|Ã.")
 
 
+# Control characters (NUL, escapes) and the bidirectional overrides that can
+# make a name display as something else ("Trojan Source"); tab and line breaks
+# stay, and so do the zero-width joiners some scripts and emoji need.
+_INVISIBLE = dict.fromkeys(
+    [
+        *(code for code in range(0x20) if chr(code) not in "\t\n\r"),
+        *range(0x7F, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        0xFEFF,
+    ]
+)
+
+
 def clean_cell(value: str | None) -> str:
     """A cell with surrounding space and Excel's ``'`` text guard removed.
 
     Excel, Square, Shopify and Acuity put ``'`` before numbers (and cxm's own
     export before cells starting ``= + - @``) so a spreadsheet keeps them as
-    text; it is never part of the value.
+    text; it is never part of the value. Control characters and
+    bidirectional overrides are dropped.
     """
     if value is None:
         return ""
-    text = value.strip()
+    text = value.translate(_INVISIBLE).strip()
     if text.startswith("'") and len(text) > 1:
         rest = text[1:]
         if rest[0] in "=+-@" or _looks_numeric(rest):
