@@ -312,3 +312,24 @@ def test_headers_map_loosely_and_prefer_the_specific_name():
         "m.csv",
     )
     assert columns == {"email": 1, "direction": 2, "timestamp": 3, "body": 4}
+
+
+def test_leads_alone_do_not_read_as_a_business_that_never_answers(cli, tmp_path):
+    # With no message history in the audit, "never answered" is what the data
+    # cannot tell; the finding says so and names the way to give it.
+    leads = tmp_path / "many-leads.csv"
+    leads.write_text(
+        "First Name,Email,Created\n"
+        + "".join(
+            f"Lead{n},lead{n}@example.com,2026-02-{n + 2:02d} 10:00\n" for n in range(8)
+        ),
+        encoding="utf-8",
+    )
+
+    result = cli("audit", "--leads", str(leads), *PERIOD, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    [slow] = [f for f in result.json()["findings"] if f["kind"] == "slow_leads"]
+    assert "no answer to any lead is on record" in slow["title"]
+    assert "--messages" in slow["title"]
+    assert "never answered" not in slow["title"]

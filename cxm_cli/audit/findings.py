@@ -90,6 +90,8 @@ def _finding(
 def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
     groups = speed["by_source"]
     several = len(groups) > 1
+    overall = speed["overall"]
+    nobody_answered = bool(overall["leads"]) and not overall["answered"]
     found = []
     for group in groups if several else [{"source": None, **speed["overall"]}]:
         if group["leads"] < MIN_GROUP or (group["over_1_hour_share"] or 0) < 0.2:
@@ -102,7 +104,14 @@ def _slow_leads(speed: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         who = f"{source} leads" if source else "leads"
         title = f"{pct(group['over_1_hour_share'])} of {who} waited over an hour"
-        if group["never"]:
+        if nobody_answered:
+            # Not one answer in the whole audit looks like missing message
+            # history more than a business that never replies.
+            title += (
+                "; no answer to any lead is on record: if the team did answer, "
+                "audit the message history too (--messages)"
+            )
+        elif group["never"]:
             never = group["never"]
             title += (
                 f"; {number(never)} {'was' if never == 1 else 'were'} never answered"
