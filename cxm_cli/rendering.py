@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import yaml
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cxm_cli import clock as clocks
@@ -665,14 +666,38 @@ def render_message(
     log.debug(
         "rendered %s for contact %s on %s", template_name, contact.get("id"), channel
     )
+    referenced = _referenced_names(env, template)
     return RenderedMessage(
         subject=subject,
         body=body,
         html_body=html_body,
         template=template_name,
         channel=channel,
-        fallbacks_used=used,
+        # Workspace-wide fallbacks fill every context; only those the template
+        # reads were used.
+        fallbacks_used=[name for name in used if name.split(".")[0] in referenced],
     )
+
+
+_REFERENCED: dict[tuple[int, str, str], frozenset[str]] = {}
+
+
+def _referenced_names(env, template: MessageTemplate) -> frozenset[str]:
+    """The top-level variables a template's body and subject read."""
+    # Limitation: a variable only the HTML part of an email reads is not
+    # counted, so a fallback used for it alone goes unreported.
+    source = template.body + "\n" + (template.subject or "")
+    key = (id(env), template.name, source)
+    names = _REFERENCED.get(key)
+    if names is None:
+        if len(_REFERENCED) > 512:
+            _REFERENCED.clear()
+        try:
+            names = frozenset(meta.find_undeclared_variables(env.parse(source)))
+        except jinja2.TemplateSyntaxError:
+            names = frozenset()
+        _REFERENCED[key] = names
+    return names
 
 
 _SYNTAX = jinja2.Environment()

@@ -498,3 +498,23 @@ def test_partials_can_be_included_but_not_escaped_from(workspace, db):
     assert "_signature" not in template_names(workspace)
     with pytest.raises(TemplateError, match="does not exist"):
         render_message(workspace, db, "sneaky", contact(), channel="sms")
+
+
+def test_a_fallback_the_template_does_not_read_is_not_reported(
+    cli, workspace, db, clock
+):
+    # The workspace's fallbacks fill every context; a template that never
+    # reads first_name has not "used" its fallback.
+    write_template(
+        workspace,
+        "no-name",
+        "---\nchannels: [sms]\n---\nOur office is open until 6 today.\n",
+    )
+    contact_id = make_contact(db, clock, first_name=None)
+
+    result = cli(
+        "templates", "render", "no-name", "--contact", str(contact_id), "--json"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert not any("fallback used" in w for w in result.json()["warnings"])
