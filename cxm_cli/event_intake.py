@@ -38,7 +38,13 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 # Types whose rows (messages, merges) only cxm itself can make.
-RESERVED_TYPES = {"message.sent", "message.status", "contact.erased", "contact.merged"}
+RESERVED_TYPES = {
+    "message.sent",
+    "message.resent",
+    "message.status",
+    "contact.erased",
+    "contact.merged",
+}
 LINE_FIELDS = {
     "type",
     "contact",

@@ -50,6 +50,8 @@ KNOWN_TYPES = {
     "message.sent": "a message went out",
     "message.received": "the person wrote in",
     "message.status": "a provider reported a delivery status",
+    "message.resent": "a runner stopped mid-send and another sent the message "
+    "again: it may have arrived twice",
     "message.auto_reply": "an automatic answer (out of office); not a reply",
     "message.bounced": "an email could not be delivered (bounce report)",
     "email.opened": "an email's tracking pixel loaded (prefetching inflates it)",

@@ -652,6 +652,7 @@ def drop_voicemail(
                 "at = ?, error = NULL WHERE id = ?",
                 [*values, message_id],
             )
+            _record_resent(db, clock, contact_id, message_id, "voicemail")
         else:
             message_id = db.execute(
                 "INSERT INTO messages (contact_id, channel, direction, address, "
@@ -750,6 +751,9 @@ def record_sending(
                 "subject = ?, body = ?, template = ?, thread_id = ?, "
                 "due_step_id = ?, at = ?, error = NULL WHERE id = ?",
                 [*values, message_id],
+            )
+            _record_resent(
+                db, clock, prepared.contact["id"], message_id, outbound.channel
             )
         else:
             message_id = db.execute(
@@ -866,6 +870,19 @@ def _finish_sending(workspace, db, prepared: PreparedMessage, message_id: int) -
             body=outbound.body,
             provider_id=provider_id,
         )
+
+
+def _record_resent(db, clock, contact_id: int, message_id: int, channel: str):
+    """So "did she get it twice?" has an answer on the timeline: a message a
+    dead runner left mid-send is sent again."""
+    record_event(
+        db,
+        contact_id,
+        "message.resent",
+        clock=clock,
+        data={"message_id": message_id, "channel": channel},
+        source="runner",
+    )
 
 
 def _left_sending(db, due_step_id: int | None, channel: str) -> int | None:

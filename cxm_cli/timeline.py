@@ -289,6 +289,10 @@ _DESCRIBERS = {
         + (f" (error {d['error_code']})" if d.get("error_code") else "")
     ),
     "message.bounced": lambda d: f"email bounced ({d.get('status') or 'failed'})",
+    "message.resent": lambda d: (
+        f"{d.get('channel') or 'message'} #{d.get('message_id')} sent again: a "
+        "runner stopped while sending it, so it may have arrived twice"
+    ),
     "opted_out": lambda d: (
         f"opted out of {d.get('channel')}"
         + (f" by texting {d['keyword']}" if d.get("keyword") else "")

@@ -138,6 +138,9 @@ def test_a_rerun_takes_the_row_over_with_a_provider_that_is_not_idempotent(
     assert read_texts(workspace) == []
     kinds = [kind for kind, _ in timeline(db, contact_id)]
     assert kinds.count("message.sent") == 1
+    # The owner can see that this drop may have reached the phone twice.
+    [resent] = [d for kind, d in timeline(db, contact_id) if kind == "message.resent"]
+    assert resent["message_id"] == left["id"] and resent["channel"] == "voicemail"
 
 
 def test_a_first_claim_never_takes_over_another_steps_row(db, workspace, clock):
@@ -198,3 +201,38 @@ def test_a_dry_run_checks_consent_and_writes_nothing(db, workspace, clock):
     with pytest.raises(ConsentRefused, match="opted out of voicemail"):
         dry_run()
     assert outbound(db) == [] and read_texts(workspace) == []
+
+
+def test_a_text_sent_again_after_a_dead_runner_is_on_the_timeline(
+    db, workspace, clock, monkeypatch, sms_provider
+):
+    workspace = sms_provider.configure(workspace)
+    only_sequences(
+        workspace,
+        hello="""
+        trigger: lead.created
+        steps:
+          - send: sms
+            text: Hi there
+        """,
+    )
+    contact_id = _lead(db, clock)
+    real = TwilioChannel.send
+    calls = []
+
+    def send_then_die(self, *args, **kwargs):
+        calls.append(real(self, *args, **kwargs))
+        if len(calls) == 1:
+            raise RunnerDied
+        return calls[-1]
+
+    monkeypatch.setattr(TwilioChannel, "send", send_then_die)
+
+    left, report = _die_then_rerun(workspace, db, clock)
+
+    assert [r.outcome for r in report.results] == ["sent"]
+    assert len(sms_provider.messages) == 2
+    entries = timeline(db, contact_id)
+    [resent] = [d for kind, d in entries if kind == "message.resent"]
+    assert resent == {"message_id": left["id"], "channel": "sms"}
+    assert [kind for kind, _ in entries].count("message.sent") == 1

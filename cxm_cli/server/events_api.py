@@ -54,6 +54,7 @@ _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 # Types only cxm itself records: they refer to rows a caller cannot make.
 _RESERVED_TYPES = {
     "message.sent",
+    "message.resent",
     "message.status",
     "message.auto_reply",
     "contact.erased",
