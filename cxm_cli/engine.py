@@ -822,7 +822,7 @@ def _expire_keywords(db, enrollment_ids: list[int], clock) -> None:
     marks = ",".join("?" * len(enrollment_ids))
     db.conn.execute(
         f"UPDATE keyword_offers SET expires_at = ? WHERE enrollment_id IN ({marks}) "
-        "AND answered_at IS NULL AND expires_at > ?",
+        "AND expires_at > ?",
         [now, *enrollment_ids, now],
     )
 
@@ -1007,14 +1007,16 @@ def answer_keyword(db, event: Event, clock) -> str | None:
     word = normalise_keyword(text)
     if not word or len(word) > 24 or " " in word:
         return None
+    # An answered offer still takes its other keywords while it lasts: "C",
+    # then "R" an hour later, is a confirmation and then a wish to move it.
     offers = db.query(
-        "SELECT * FROM keyword_offers WHERE contact_id = ? AND answered_at IS NULL "
+        "SELECT * FROM keyword_offers WHERE contact_id = ? "
         "AND expires_at > ? ORDER BY offered_at DESC, id DESC",
         [event.contact_id, clocks.now_iso(clock)],
     )
     for offer in list(offers):
         keywords = loads(offer["keywords"], {})
-        if word not in keywords:
+        if word not in keywords or offer["answer"] == word:
             continue
         enrollment = (
             enrollment_by_id(db, offer["enrollment_id"])

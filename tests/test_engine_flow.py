@@ -275,3 +275,21 @@ def test_has_means_a_message_could_go_there(db, workspace, clock):
     assert not holds(bouncing, {"has": "email"}) and holds(bouncing, {"has": "phone"})
     assert not holds(no_email_consent, {"has": "email"})
     assert not holds(fax_only, {"has": "phone"}) and holds(fax_only, {"has": "email"})
+
+
+def test_a_confirmed_reminder_still_takes_an_r_but_not_a_second_c(db, workspace, clock):
+    clock.set("2026-03-02T15:00:00Z")
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    emit(db, clock, contact_id, "appointment.booked", starts_at="2026-03-04T17:00:00Z")
+    run_until(workspace, db, clock, "2026-03-03T17:30:00Z")
+
+    emit(db, clock, contact_id, "message.received", channel="sms", text="C")
+    emit(db, clock, contact_id, "message.received", channel="sms", text="c!")
+    clock.advance(hours=1)
+    emit(db, clock, contact_id, "message.received", channel="sms", text="R")
+
+    kinds = [t for t, _ in timeline(db, contact_id)]
+    assert kinds.count("appointment.confirmed") == 1
+    assert kinds.count("appointment.reschedule_requested") == 1
+    run_until(workspace, db, clock, "2026-03-03T19:00:00Z")
+    assert outbound(db, contact_id)[-1]["body"].startswith("No problem!")
