@@ -175,8 +175,8 @@ def process_step(
 
     if step is None:
         reason = (
-            f"sequence {sequence.name} changed: step {row['step_index'] + 1} is no "
-            f"longer a {row['kind']} step"
+            f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
+            f"({row['step_label'] or row['kind']}) cannot be found in it any more"
         )
         end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason)
         result.outcome, result.detail = "cancelled", reason
@@ -264,13 +264,26 @@ class _EarlyOutcome:
 
 
 def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
-    # Limitation: a queued step points at its position in the file. Inserting
-    # a step of the same kind above it shifts everyone in the sequence by one
-    # step without notice; a different kind at the position ends them.
+    """The step a queued row stands for in the sequence as the file is now;
+    None when it cannot be told (the enrollment then ends, "changed").
+
+    A row remembers what its step is (:attr:`StepDef.key`). Steps inserted or
+    removed above it move it: it is found by what it is, so the step that
+    now sits at its old position (one the person may have had already) is
+    never run in its place.
+    """
     index = row["step_index"]
-    if 0 <= index < len(sequence.steps) and sequence.steps[index].kind == row["kind"]:
-        return sequence.steps[index]
-    return None
+    at = sequence.steps[index] if 0 <= index < len(sequence.steps) else None
+    key = row.get("step_key")
+    if key is None:
+        # Queued before rows remembered their step: position and kind only.
+        return at if at is not None and at.kind == row["kind"] else None
+    if at is not None and at.key == key:
+        return at
+    moved = [step for step in sequence.steps if step.key == key]
+    # Two steps alike (same kind, channel, template and name): which one the
+    # row was cannot be told, and guessing could send one twice.
+    return moved[0] if len(moved) == 1 else None
 
 
 def _run(

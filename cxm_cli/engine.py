@@ -564,6 +564,7 @@ def schedule_from(
         step_index=index,
         step_label=step.label,
         kind=step.kind,
+        step_key=step.key,
         due_at=due,
         note="; ".join(notes) or "next step",
         clock=clock,
@@ -609,6 +610,7 @@ def schedule_many(
                 sequence.steps[index].kind,
                 base,
                 "next step",
+                sequence.steps[index].key,
             )
             for sequence, enrollment, index in queued
         ],
@@ -908,7 +910,7 @@ def cancel_pending_steps(
     next step at the time the skipped one was due, so an email step after a
     text the person opted out of still goes out on schedule.
     """
-    from cxm_cli.dispatch import channel_of
+    from cxm_cli.dispatch import channel_of, step_for
     from cxm_cli.workspace import workspace_of
 
     workspace = workspace_of(db)
@@ -923,9 +925,9 @@ def cancel_pending_steps(
         )
         for row in rows:
             sequence = sequence_set.sequences.get(row["sequence"])
-            if sequence is None or row["step_index"] >= len(sequence.steps):
+            step = step_for(sequence, row) if sequence is not None else None
+            if step is None:
                 continue
-            step = sequence.steps[row["step_index"]]
             step_channel = channel_of(step)
             if step_channel == "voicemail":
                 step_channel = "sms"

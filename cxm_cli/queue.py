@@ -25,18 +25,22 @@ FINAL_STATUSES = ("done", "skipped", "failed", "cancelled")
 
 _INSERT_STEP = """
     INSERT INTO due_steps (enrollment_id, contact_id, sequence, step_index,
-        step_label, kind, due_at, status, note, created_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+        step_label, kind, due_at, status, note, created_at, step_key)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
 """
 
 
 def schedule_steps(db, steps: list[tuple], *, clock) -> None:
     """Queue many next steps with one statement: each step is (enrollment_id,
-    contact_id, sequence, step_index, step_label, kind, due_at, note)."""
+    contact_id, sequence, step_index, step_label, kind, due_at, note,
+    step_key)."""
     created_at = clocks.now_iso(clock)
     db.conn.executemany(
         _INSERT_STEP,
-        [(*step[:6], clocks.iso(step[6]), step[7], created_at) for step in steps],
+        [
+            (*step[:6], clocks.iso(step[6]), step[7], created_at, step[8])
+            for step in steps
+        ],
     )
 
 
@@ -52,6 +56,7 @@ def schedule_step(
     due_at: datetime,
     note: str,
     clock,
+    step_key: str | None = None,
 ) -> int:
     """Queue the next step of an enrollment; returns its id."""
     cursor = db.execute(
@@ -66,6 +71,7 @@ def schedule_step(
             clocks.iso(due_at),
             note,
             clocks.now_iso(clock),
+            step_key,
         ],
     )
     return cursor.lastrowid

@@ -64,6 +64,12 @@ class Problem:
         return {"file": self.file, "line": self.line, "message": self.message}
 
 
+# Kinds whose main value says which step it is (the tag, the stage, the
+# sequence); a text's or a task's wording is not, so fixing a typo in it does
+# not make a queued step lose its place.
+_KEYED_BY_VALUE = {"add_tag", "remove_tag", "move_stage", "switch", "webhook"}
+
+
 @dataclass
 class StepDef:
     index: int
@@ -79,6 +85,18 @@ class StepDef:
     @property
     def number(self) -> int:
         return self.index + 1
+
+    @property
+    def key(self) -> str:
+        """What the step is, apart from its position and wording: a queued
+        step finds itself again by this when the file changed around it."""
+        parts = [self.kind, self.label or ""]
+        for field_name in ("send", "channel", "template"):
+            value = self.spec.get(field_name)
+            parts.append(value if isinstance(value, str) else "")
+        if self.kind in _KEYED_BY_VALUE:
+            parts.append(str(self.spec.get(self.kind)))
+        return "|".join(parts)
 
     def describe(self) -> str:
         """A short human name: ``3 (send sms nudge_sms)``."""

@@ -128,3 +128,11 @@ def foreign_key_indexes(db):
             ON due_steps (enrollment_id);
         """
     )
+
+
+@migrations(name="0003_due_step_keys")
+def due_step_keys(db):
+    # What a queued step is (kind, channel, template, name), so the runner
+    # finds it again after steps are inserted or removed above it, instead of
+    # running whatever step now sits at its old position.
+    db.execute("ALTER TABLE due_steps ADD COLUMN step_key TEXT")
