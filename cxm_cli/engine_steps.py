@@ -252,6 +252,11 @@ def validate_task(step: dict[str, Any]) -> list[str]:
         problems.append(
             f"{kind}: write what staff should do, e.g. Call {{{{ first_name }}}}"
         )
+    for key in (kind, "details"):
+        if isinstance(step.get(key), str):
+            problem = syntax_problem(step[key])
+            if problem:
+                problems.append(f"{key}: {problem}")
     via = step.get("via", "email")
     if via not in ("email", "webhook"):
         problems.append(f"via: {via!r} is not email or webhook")

@@ -391,6 +391,24 @@ class _FileReader:
                 self.problem(where, message)
             sequence.trigger_when = when if isinstance(when, dict) else None
 
+    def _check_exit_channels(self, path: tuple, kind: str, channels) -> None:
+        """A misspelt channel would make the rule never fire: messages would
+        go on after the reply it was meant to stop at."""
+        from cxm_cli.contacts import CHANNELS_WITH_CONSENT
+        from cxm_cli.inbox import INBOUND_CHANNELS
+
+        known = INBOUND_CHANNELS if kind == "replied" else CHANNELS_WITH_CONSENT
+        if kind not in ("replied", "opted_out"):
+            return
+        for channel in channels:
+            if str(channel) not in known:
+                hint = did_you_mean(str(channel), known)
+                self.problem(
+                    path,
+                    f"{kind}: unknown channel {channel!r}{hint}; "
+                    f"use {', '.join(known)}",
+                )
+
     def _check_event_types(self, path: tuple, types) -> None:
         """Custom event types are fine; one a letter away from a known one is not."""
         from cxm_cli.events import KNOWN_TYPES
@@ -473,6 +491,7 @@ class _FileReader:
             exit_rule.types = EXIT_SHORTHANDS[kind]
             if value not in (None, True):
                 channels = value if isinstance(value, list) else [value]
+                self._check_exit_channels((*path, kind), kind, channels)
                 exit_rule.data_match = {"channel": [str(c) for c in channels]}
                 exit_rule.reason = f"{kind} ({', '.join(map(str, channels))})"
         elif kind == "stage":
@@ -528,7 +547,7 @@ class _FileReader:
                     self.problem(
                         (*path, key),
                         f"{key}: YAML reads yes, no, on and off as true or false; "
-                        f'quote the step name, e.g. {key}: "no"',
+                        f'quote the step name, e.g. {key}: "{_yaml_word(spec[key])}"',
                     )
             if step.label:
                 if step.label in labels:
@@ -603,6 +622,8 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
                     add((*path, "template"), problem)
         for key in ("goto", "else"):
             target = step.spec.get(key)
+            if isinstance(target, bool):
+                continue  # reported as a YAML yes/no already
             if target is not None and step.kind in ("branch", "goto"):
                 position = sequence.step_position(target)
                 if position is None:
@@ -619,6 +640,13 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
                     )
         if step.kind == "switch":
             references.append(((*path, "switch"), step.spec.get("switch")))
+        if step.kind == "move_stage":
+            problem = _move_stage_problem(workspace, step.spec)
+            if problem:
+                field_name = "stage" if "stage" in step.spec else "move_stage"
+                if problem.startswith("pipeline:"):
+                    field_name = "pipeline"
+                add((*path, field_name), problem)
     for index, rule in enumerate(sequence.exits):
         if rule.switch_to:
             references.append((("exit", index, "switch_to"), rule.switch_to))
@@ -687,11 +715,44 @@ def _unknown_name(workspace, key: str, names: list[str], pipeline: str | None):
         [config.pipelines[pipeline]] if pipeline else list(config.pipelines.values())
     )
     known = {stage.name for each in pipelines for stage in each.stages}
-    for name in names:
-        if name not in known:
-            where = f"pipeline {pipeline!r}" if pipeline else "any pipeline"
-            hint = did_you_mean(name, known)
-            return f"stage: {name!r} is not a stage of {where}{hint}"
+    missing = [name for name in names if name not in known]
+    if not missing:
+        return None
+    where = f"pipeline {pipeline!r}" if pipeline else "any pipeline"
+    said = " and ".join(
+        f"{name!r}{did_you_mean(name, known) or _same_but_case(name, known)}"
+        for name in missing
+    )
+    return (
+        f"stage: {said} {'is' if len(missing) == 1 else 'are'} not a stage of {where}"
+    )
+
+
+def _same_but_case(name: str, known) -> str:
+    for each in sorted(known):
+        if each.lower() == name.lower():
+            return f" (did you mean {each!r}?)"
+    return ""
+
+
+def _yaml_word(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _move_stage_problem(workspace, spec: dict[str, Any]) -> str | None:
+    """Why a move_stage step would fail (no such pipeline or stage)."""
+    from cxm_cli.pipelines import pipeline_config
+
+    stage = spec.get("stage") or spec.get("move_stage")
+    if not isinstance(stage, str) or not stage.strip():
+        return None
+    try:
+        pipeline = pipeline_config(workspace).pipeline(spec.get("pipeline"))
+    except CxmError as exc:
+        return f"pipeline: {exc.message}"
+    if pipeline.find_stage(stage) is None:
+        hint = did_you_mean(stage, [each.name for each in pipeline.stages])
+        return f"stage: pipeline {pipeline.name!r} has no stage {stage!r}{hint}"
     return None
 
 

@@ -56,9 +56,8 @@ def test_unknown_stages_in_conditions_and_exit_rules_are_problems(cli, workspace
             text: hi
         """,
     )
-    assert "checked.yaml:3: stage: 'wonn' is not a stage of any pipeline" in out
+    assert "checked.yaml:3: stage: 'wonn' (did you mean 'won'?) is not a stage" in out
     assert "checked.yaml:5: stage: 'bookedd' is not a stage" in out
-    assert "did you mean 'won'" in out
 
 
 def test_a_stage_of_a_pipeline_that_does_not_exist_is_a_problem(cli, workspace):
@@ -217,3 +216,86 @@ def test_an_exit_rule_that_cannot_be_checked_does_not_lose_the_event(
     assert "note.added" in [t for t, _ in timeline(db, contact_id)]
     [enrollment] = db.query("SELECT status FROM enrollments")
     assert enrollment["status"] == "active"
+
+
+def test_a_misspelt_channel_in_an_exit_rule_is_a_problem(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        exit:
+          - replied: smss
+          - opted_out: [sms, emial]
+        steps:
+          - send: sms
+            text: hi
+        """,
+    )
+    assert (
+        "checked.yaml:3: replied: unknown channel 'smss' (did you mean 'sms'?)" in out
+    )
+    assert "opted_out: unknown channel 'emial' (did you mean 'email'?)" in out
+
+
+def test_move_stage_steps_and_task_texts_are_checked(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - move_stage: wonn
+          - kind: move_stage
+            stage: won
+            pipeline: salez
+          - task: "Call {{ first_name"
+          - task: ok
+            details: "x {% if %}"
+          - move_stage: Won
+        """,
+    )
+    assert "checked.yaml:3: stage: pipeline 'sales' has no stage 'wonn'" in out
+    assert "did you mean 'won'" in out
+    assert "checked.yaml:6: pipeline: " in out and "salez" in out
+    assert "task: template syntax error" in out
+    assert "details: template syntax error" in out
+    # A stage named in another case is the same stage for a move.
+    assert "'Won'" not in out
+
+
+def test_every_unknown_stage_of_a_list_is_named(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        exit:
+          - stage: [wonn, losst, won]
+        steps:
+          - when: {stage: Won}
+            send: sms
+            text: hi
+        """,
+    )
+    assert "'wonn' (did you mean 'won'?) and 'losst' (did you mean 'lost'?)" in out
+    assert "are not a stage of any pipeline" in out
+    assert "'Won' (did you mean 'won'?) is not a stage" in out
+
+
+def test_a_yes_goto_is_reported_once_with_its_own_word(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - branch: {tag: vip}
+            goto: yes
+          - name: "yes"
+            send: sms
+            text: hi
+        """,
+    )
+    assert 'goto: "yes"' in out
+    assert "no step named True" not in out
