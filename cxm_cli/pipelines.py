@@ -921,8 +921,8 @@ def run_move_stage(ctx: StepContext) -> StepOutcome:
     sequence = ctx.enrollment.get("sequence") or ctx.enrollment.get("sequence_name")
     by = f"sequence:{sequence}" if sequence else "sequence"
 
-    # Limitation: step validation cannot see the workspace, so a stage name that
-    # is not in cxm.toml is only found when the step runs (and fails then).
+    # `cxm sequences validate` checks the stage against cxm.toml; one removed
+    # from cxm.toml since the sequences were read fails the step here.
     try:
         pipeline = pipeline_config(ctx.workspace).pipeline(step.get("pipeline"))
         stage = pipeline.stage(_step_stage(step))

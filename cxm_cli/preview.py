@@ -25,7 +25,7 @@ from cxm_cli.messaging import CHANNELS, ConsentRefused, consent_facts
 from cxm_cli.queue import queue_counts
 from cxm_cli.runner import lease_status
 from cxm_cli.sendwindow import contact_zone, window_for, workspace_calendar
-from cxm_cli.sequences import Sequence, StepDef, load_sequences
+from cxm_cli.sequences import Sequence, StepDef, load_sequences, tasks_without_staff
 from cxm_cli.store import fetch_one, loads
 from cxm_cli.waits import parse_wait, wait_until
 
@@ -380,6 +380,7 @@ def engine_status(workspace, db, clock) -> dict[str, Any]:
         "sequences": {
             "active": sorted(sequence_set.active),
             "with_problems": sorted(sequence_set.invalid),
+            "tasks_without_staff": tasks_without_staff(workspace, sequence_set),
         },
     }
 

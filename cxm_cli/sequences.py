@@ -673,6 +673,28 @@ def _cross_checks(workspace, sequence: Sequence, sequences, documents) -> list[P
     return problems
 
 
+def tasks_without_staff(workspace, sequence_set: SequenceSet) -> list[str]:
+    """Enabled sequences with a staff task or notification that has nowhere
+    to go: emailed (not a webhook), no ``to:``, and no ``[staff] email``.
+
+    Not a problem of the file (a new workspace has no staff address yet), but
+    such a step fails when it runs, after the person may have been promised a
+    call; ``cxm status`` and ``cxm sequences validate`` warn about it.
+    """
+    if workspace.setting("staff.email"):
+        return []
+    return sorted(
+        sequence.name
+        for sequence in sequence_set.active.values()
+        if any(
+            step.kind in ("task", "notify")
+            and step.spec.get("via", "email") == "email"
+            and not step.spec.get("to")
+            for step in sequence.steps
+        )
+    )
+
+
 def _conditions(sequence: Sequence) -> Iterator[tuple[tuple, Any]]:
     """Every condition of a sequence, with the path of the key that holds it."""
     if sequence.trigger_when:

@@ -15,7 +15,7 @@ from cxm_cli import clock as clocks
 from cxm_cli.contacts import add_tag
 from cxm_cli.store import write_transaction
 from tests.support.engine import emit, only_sequences, outbound, run_until, timeline
-from tests.support.fixtures import make_contact
+from tests.support.fixtures import make_contact, update_settings
 
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -293,3 +293,20 @@ def test_a_confirmed_reminder_still_takes_an_r_but_not_a_second_c(db, workspace,
     assert kinds.count("appointment.reschedule_requested") == 1
     run_until(workspace, db, clock, "2026-03-03T19:00:00Z")
     assert outbound(db, contact_id)[-1]["body"].startswith("No problem!")
+
+
+def test_status_and_validate_warn_of_staff_tasks_with_no_address(cli, workspace):
+    # A new workspace has no [staff] email, and the shipped sequences hand
+    # some work to staff: both commands say so before a promised call is lost.
+    validated = cli("sequences", "validate")
+    assert validated.exit_code == 0
+    assert "reschedule-request" in validated.stderr
+    assert "[staff] email is not set" in validated.stderr
+
+    status = cli("status", "--json")
+    unsent = status.json()["sequences"]["tasks_without_staff"]
+    assert "reschedule-request" in unsent
+
+    workspace = update_settings(workspace, {"staff.email": "desk@example.com"})
+    assert "[staff] email" not in cli("sequences", "validate").stderr
+    assert cli("status", "--json").json()["sequences"]["tasks_without_staff"] == []

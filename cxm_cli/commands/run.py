@@ -320,6 +320,11 @@ def status_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] = F
         "sequence files with problems": ", ".join(status["sequences"]["with_problems"])
         or "none",
     }
+    unsent_tasks = status["sequences"]["tasks_without_staff"]
+    if unsent_tasks:
+        rows["staff tasks with no address"] = (
+            f"{', '.join(unsent_tasks)}: set [staff] email in cxm.toml"
+        )
     emit(rows, as_json=False)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state
+from cxm_cli.commands._common import JSON_OPTION, emit, print_json, say, state, warn
 
 sequences_app = typer.Typer(
     help="List sequences and check sequence files.", no_args_is_help=True
@@ -44,16 +44,18 @@ def validate_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] =
     Exits 1 when any file has a problem.
     Example: cxm sequences validate
     """
-    from cxm_cli.sequences import load_sequences
+    from cxm_cli.sequences import load_sequences, tasks_without_staff
 
     app_state = state(ctx)
     result = load_sequences(app_state.workspace)
+    unsent_tasks = tasks_without_staff(app_state.workspace, result)
     if as_json:
         print_json(
             {
                 "ok": not result.problems,
                 "sequences": sorted(result.sequences),
                 "problems": [problem.as_dict() for problem in result.problems],
+                "tasks_without_staff": unsent_tasks,
             }
         )
     else:
@@ -70,5 +72,12 @@ def validate_command(ctx: typer.Context, as_json: Annotated[bool, JSON_OPTION] =
             )
         else:
             say(f"{len(result.sequences)} sequence(s), no problems")
+    if unsent_tasks:
+        # A warning, not a problem: the sequences still run, but their staff
+        # tasks will fail until someone is there to receive them.
+        warn(
+            f"{', '.join(unsent_tasks)} tell staff by email, but [staff] email "
+            "is not set in cxm.toml: those steps will fail"
+        )
     if result.problems:
         raise typer.Exit(1)
