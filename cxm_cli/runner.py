@@ -288,6 +288,7 @@ def run_once(
             return report
     recover_dead_claims(db)
     run_id = _start_run(db, runner_id, "once", clock)
+    renewing = _renewing(db, runner_id, clock, settings, stop, concurrent)
     try:
         run_pass(
             workspace,
@@ -295,10 +296,23 @@ def run_once(
             clock,
             runner_id,
             settings,
-            stop=_renewing(db, runner_id, clock, settings, stop, concurrent),
+            stop=renewing,
             on_result=on_result,
             report=report,
         )
+        # A runner working beside this one (--concurrent) may have died
+        # meanwhile: its steps are taken back and done now, not by the next run.
+        while not stop() and recover_dead_claims(db):
+            run_pass(
+                workspace,
+                db,
+                clock,
+                runner_id,
+                settings,
+                stop=renewing,
+                on_result=on_result,
+                report=report,
+            )
         if not stop():
             housekeeping(workspace, db, clock)
     finally:

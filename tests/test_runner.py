@@ -603,3 +603,41 @@ def test_status_tells_a_killed_run_from_a_running_one(workspace, db, clock, cli)
     assert last["state"] == "stopped" and last["steps_done"] == 2
     assert "stopped without finishing" in shown.stdout
     assert "(2 done" in shown.stdout
+
+
+def test_a_concurrent_runner_takes_back_the_steps_of_one_that_died_beside_it(
+    db, workspace, clock, monkeypatch
+):
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    for index in range(2):
+        contact_id = make_contact(
+            db, clock, email=f"c{index}@example.com", phone=f"+1512555010{index}"
+        )
+        emit(db, clock, contact_id, "lead.created")
+    dead = f"{os.uname().nodename}:{_dead_pid()}:abcd"
+    # Claimed by a runner beside this one that was killed while this one ran.
+    with write_transaction(db):
+        db.execute(
+            "UPDATE due_steps SET status = 'claimed', claims = 1, claimed_by = ?, "
+            "lease_until = '2099-01-01T00:00:00Z' WHERE id = (SELECT MAX(id) "
+            "FROM due_steps WHERE kind = 'send')",
+            [dead],
+        )
+    import cxm_cli.runner as runner_module
+
+    recovered_at_start = []
+    real_recover = runner_module.recover_dead_claims
+
+    def recover_later(db):
+        # The first call (at the start of the run) is before the death.
+        if not recovered_at_start:
+            recovered_at_start.append(True)
+            return 0
+        return real_recover(db)
+
+    monkeypatch.setattr(runner_module, "recover_dead_claims", recover_later)
+    report = run(workspace, db, clock, concurrent=True)
+
+    assert [r.outcome for r in report.results].count("sent") == 4
+    left = db.execute("SELECT COUNT(*) FROM due_steps WHERE status = 'claimed'")
+    assert left.fetchone()[0] == 0
