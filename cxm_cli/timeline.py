@@ -326,6 +326,11 @@ _DESCRIBERS = {
     "step.cancelled": lambda d: _with_reason(
         f"{d.get('sequence')} step {d.get('step')} cancelled", d
     ),
+    "step.done": lambda d: _with_reason(
+        f"{d.get('sequence')} step {d.get('step')} ({d.get('label') or d.get('kind')})"
+        " done",
+        d,
+    ),
     "email.opened": lambda d: "opened the email",
     "email.clicked": lambda d: f"clicked {d.get('url')}",
     "appointment.booked": lambda d: (

@@ -202,3 +202,27 @@ def test_merges_and_suppression_imports_read_as_words(workspace, db, clock, cli)
     assert "merged with leads.csv row 4 (added 1 emails)" in table.stdout
     assert "imported from mailchimp as a suppression record" in table.stdout
     assert "batch_id=" not in table.stdout
+
+
+def test_a_step_that_sends_nothing_reads_as_a_sentence(cli, db, workspace, clock):
+    from tests.support.engine import emit, only_sequences, run
+    from tests.support.fixtures import make_contact
+
+    only_sequences(
+        workspace,
+        tagger="""
+        trigger: lead.created
+        steps:
+          - name: mark
+            add_tag: warm
+        """,
+    )
+    contact_id = make_contact(db, clock)
+    emit(db, clock, contact_id, "lead.created")
+    run(workspace, db, clock)
+
+    result = cli("timeline", str(contact_id), "--json")
+
+    [done] = [row for row in result.json()["entries"] if row["type"] == "step.done"]
+    assert done["summary"].startswith("tagger step 1 (mark) done")
+    assert "enrollment_id=" not in done["summary"]
