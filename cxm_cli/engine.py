@@ -39,7 +39,13 @@ from cxm_cli.events import (
 from cxm_cli.sendwindow import contact_zone, workspace_calendar
 from cxm_cli.sequences import ExitRule, Sequence, SequenceSet, load_sequences
 from cxm_cli.store import dumps, fetch_one, loads, write_transaction
-from cxm_cli.waits import parse_timedelta, parse_wait, wait_until
+from cxm_cli.waits import (
+    late_skip_reason,
+    missed_wait,
+    parse_timedelta,
+    parse_wait,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +510,9 @@ def schedule_from(
     """Queue the first non-wait step at or after ``index``; None if finished.
 
     Wait steps are worked out here rather than queued: the next real step is
-    queued for the moment its waits end, counted from ``base``.
+    queued for the moment its waits end, counted from ``base``. A message
+    after an ``until <field>`` wait whose time has passed is skipped instead,
+    saying why on the timeline (:func:`cxm_cli.waits.late_skip_reason`).
     """
     # Limitation: a wait on event data (until starts_at - 24h) is worked out
     # once, from the trigger's data. A moved appointment needs a new
@@ -518,44 +526,63 @@ def schedule_from(
         zone = contact_zone(workspace, contact)
         calendar = workspace_calendar(workspace)
 
-    while index < len(sequence.steps) and sequence.steps[index].kind == "wait":
-        step = sequence.steps[index]
-        index += 1
-        when = step.spec.get("when")
-        # A wait whose condition cannot be checked still waits: sending early
-        # is the worse mistake.
-        if when and not holds_or(
-            when,
-            _condition_context(db, workspace, contact, enrollment),
-            True,
-            what=f"the when: of {sequence.name} step {step.index + 1}",
-        ):
-            continue
-        try:
-            due, note = wait_until(
-                parse_wait(step.spec.get("wait")), due, zone, calendar, trigger_data
-            )
-        except ValueError as exc:
-            record_step_event(
-                db, enrollment, step, "step.failed", str(exc), clock=clock
-            )
+    # Each pass works out a run of waits; a message whose `until` time was
+    # missed is skipped (see waits.late_skip_reason) and the next run follows.
+    while True:
+        missed = None
+        while index < len(sequence.steps) and sequence.steps[index].kind == "wait":
+            step = sequence.steps[index]
+            index += 1
+            when = step.spec.get("when")
+            # A wait whose condition cannot be checked still waits: sending
+            # early is the worse mistake.
+            if when and not holds_or(
+                when,
+                _condition_context(db, workspace, contact, enrollment),
+                True,
+                what=f"the when: of {sequence.name} step {step.index + 1}",
+            ):
+                continue
+            try:
+                spec = parse_wait(step.spec.get("wait"))
+                missed = missed_wait(spec, due, trigger_data) or missed
+                due, note = wait_until(spec, due, zone, calendar, trigger_data)
+            except ValueError as exc:
+                record_step_event(
+                    db, enrollment, step, "step.failed", str(exc), clock=clock
+                )
+                end_enrollment(
+                    db,
+                    enrollment,
+                    clock=clock,
+                    status="exited",
+                    reason=f"step {step.number} failed: {exc}",
+                )
+                return None
+            notes.append(f"step {step.number}: {note}")
+
+        if index >= len(sequence.steps):
             end_enrollment(
-                db,
-                enrollment,
-                clock=clock,
-                status="exited",
-                reason=f"step {step.number} failed: {exc}",
+                db, enrollment, clock=clock, status="completed", reason="all steps done"
             )
             return None
-        notes.append(f"step {step.number}: {note}")
 
-    if index >= len(sequence.steps):
-        end_enrollment(
-            db, enrollment, clock=clock, status="completed", reason="all steps done"
-        )
-        return None
+        step = sequence.steps[index]
+        # Only what reaches the contact is held back: a tag, branch or end
+        # after a missed wait still runs, so the sequence keeps its shape.
+        # Limitation: only the step right after the waits is checked; in
+        # "wait until starts_at - 24h, add_tag, send" the send still goes late.
+        if missed is None or step.kind not in ("send", "voicemail", "review_request"):
+            break
+        later = [
+            s.spec.get("wait") for s in sequence.steps[index + 1 :] if s.kind == "wait"
+        ]
+        reason = late_skip_reason(missed, due, later)
+        if reason is None:
+            break
+        record_step_event(db, enrollment, step, "step.skipped", reason, clock=clock)
+        index += 1
 
-    step = sequence.steps[index]
     return queue.schedule_step(
         db,
         enrollment_id=enrollment["id"],

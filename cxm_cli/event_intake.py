@@ -1,12 +1,14 @@
 """Events from scripts and cron: ``cxm events emit``.
 
 An event names its contact by id, email or phone; with ``email``/``phone`` (and
-a name) an unknown person is created first, with ``lead.created``, the way a
-web form would. A full name alone is split into first and last name the way
-the importer splits a name column; a known contact's blank first or last name
-is filled from it, never replaced. Each event commits with everything it
-causes (enrolments, exits) in one transaction, so a line of JSON either
-happened or did not.
+a name) an unknown person is created first: with ``lead.created``, the way a
+web form would, when the event is the person reaching out, and as a plain
+contact (``contact.imported``) for the types in ``NOT_LEAD_TYPES``, such as an
+opt-out or a bounce, so no new-lead follow-up starts. A full name alone is
+split into first and last name the way the importer splits a name column; a
+known contact's blank first or last name is filled from it, never replaced.
+Each event commits with everything it causes (enrolments, exits) in one
+transaction, so a line of JSON either happened or did not.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from cxm_cli import clock as clocks
-from cxm_cli.contacts import change_consent, find_contact, get_contact
+from cxm_cli.contacts import (
+    change_consent,
+    find_contact,
+    get_contact,
+)
 from cxm_cli.errors import CxmError, InputError, NotFound
 from cxm_cli.events import record_event
 from cxm_cli.importing.values import (
@@ -58,6 +64,42 @@ LINE_FIELDS = {
     "at",
     "source",
 }
+# Event types that are not the person reaching out: an unknown person they name
+# becomes a plain contact (``contact.imported``, as ``leads import
+# --existing-contacts`` records one), never a lead, so no new-lead sequence greets
+# them, and lead counts and the audit leave them out. Why each is here:
+# - opted_out, opted_in: a consent change, not an inquiry; thanking someone who
+#   just opted out "for getting in touch" would break the opt-out;
+# - contact.imported, contact.updated: say the person is already a contact;
+# - message.bounced, message.auto_reply, email.opened, email.clicked: written by
+#   a mail server or a tracker, not by the person;
+# - invoice.refunded, review.received, review.rated, feedback.received: money or
+#   a verdict after the business was done: a customer, not a lead;
+# - tag.added, tag.removed, stage.changed, visit.due, conversation.closed: the
+#   team's or a tool's bookkeeping about someone already known elsewhere.
+# Forms, messages, bookings and payments (invoice.paid) still make a lead: the
+# person came to the business. So do custom types, as they always have.
+NOT_LEAD_TYPES = frozenset(
+    {
+        "opted_out",
+        "opted_in",
+        "contact.imported",
+        "contact.updated",
+        "message.bounced",
+        "message.auto_reply",
+        "email.opened",
+        "email.clicked",
+        "invoice.refunded",
+        "review.received",
+        "review.rated",
+        "feedback.received",
+        "tag.added",
+        "tag.removed",
+        "stage.changed",
+        "visit.due",
+        "conversation.closed",
+    }
+)
 # Event types whose ``amount`` is money that lifetime value and the audit add up.
 MONEY_TYPES = {"invoice.paid", "invoice.refunded"}
 # "USD 180", "180 eur": a currency code next to the number.
@@ -169,15 +211,26 @@ def check_event_data(
     ``starts_at``/``ends_at`` become stored UTC text (a time written without
     an offset is read in ``timezone``, the workspace's); an invoice's
     ``$1,204.50`` becomes 1204.5 so lifetime value and the audit can add it
-    up. A value that cannot be read is refused, naming the field.
+    up. A value that cannot be read is refused, naming the field, and so is a
+    payment of zero or less (a refund is ``invoice.refunded``). A NaN or
+    infinite number becomes its text, so the stored data stays valid JSON.
     """
-    checked = dict(data)
+    checked = {key: _finite(value) for key, value in data.items()}
     for name in TIME_FIELDS:
         if name in checked and checked[name] is not None:
             checked[name] = parse_event_time(f"data.{name}", checked[name], timezone)
     if event_type not in MONEY_TYPES or data.get("amount") in (None, ""):
         return checked
-    amount, currency = parse_amount(data["amount"])
+    amount, currency = parse_amount(checked["amount"])
+    if event_type == "invoice.paid" and amount <= 0:
+        # The pointer to invoice.refunded is in the message, not only the hint:
+        # JSON lines and POST /events report the message alone.
+        raise InputError(
+            f"data.amount: {data['amount']!r}: invoice.paid needs an amount above "
+            "0; record money going back as invoice.refunded",
+            hint="give the refund as a positive amount: cxm events emit "
+            "invoice.refunded --contact ID --data amount=50",
+        )
     checked["amount"] = amount
     if currency and not checked.get("currency"):
         checked["currency"] = currency
@@ -299,16 +352,57 @@ def _tidy(amount: float) -> int | float:
     return int(rounded) if rounded.is_integer() else rounded
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (at any depth) turned into their text.
+
+    JSON has no NaN or Infinity: SQLite's ``json_valid()`` is 0 for a row
+    holding one, ``json_extract`` fails on it before SQLite 3.42 (JSON5), and
+    jq or a browser's ``JSON.parse`` refuse an export of it. Callers that
+    still have what was typed keep that text (:func:`loads_event_json`); this
+    is the net for ones that hand over a float.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _finite_float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def loads_event_json(text: str | bytes) -> Any:
+    """JSON as an event's sender wrote it, with no NaN or infinite numbers.
+
+    Python's json reads the non-standard ``NaN``/``Infinity`` and turns
+    ``1e400`` into infinity. Such values are converted, not refused: each is
+    kept as the text that was written (``"NaN"``, ``"1e400"``), the same as
+    ``--data a=NaN``, so one bad number does not cost the whole event, and a
+    field that must be a number (``data.amount``) still refuses it by name.
+    """
+    return json.loads(text, parse_constant=str, parse_float=_finite_float)
+
+
 def parse_data_options(values: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values that read as JSON (120, true) keep their type."""
+    """``KEY=VALUE`` pairs; values that read as JSON (120, true) keep their type.
+
+    ``NaN``, ``Infinity`` and ``1e400`` (too big for a float) stay text.
+    """
     data: dict[str, Any] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--data {item!r}: write KEY=VALUE")
         try:
-            parsed = json.loads(value)
+            parsed = loads_event_json(value)
         except ValueError:
+            parsed = value
+        if isinstance(parsed, str) and not value.lstrip().startswith('"'):
+            # A bare NaN or 1e400, read as text: kept exactly as typed.
             parsed = value
         if isinstance(parsed, (list, dict)) and not value.lstrip().startswith(
             ("[", "{")
@@ -377,6 +471,7 @@ def emit_event(
             first_name,
             last_name,
             source,
+            event_type,
         )
         if event_type in ("opted_out", "opted_in"):
             result = _consent(
@@ -410,31 +505,76 @@ def _identity(workspace, reference, email, phone) -> Identity | None:
     return check_identity(workspace, email=email, phone=phone)
 
 
-def _contact(workspace, db, clock, reference, identity, name, first, last, source):
+def _contact(
+    workspace, db, clock, reference, identity, name, first, last, source, event_type
+):
     if reference:
         return find_contact(db, str(reference), region=workspace.phone_region)[
             "id"
         ], False
-    from cxm_cli.inbound import create_minimal_contact
-
-    email, phone = identity.email, identity.phone
-    first, last = person_names(name, first, last)
-    found = match_person(db, email, phone, phone_field="phone")
-    if found:
-        fill_blank_names(db, clock, found, first, last)
-        return found["id"], False
-    contact_id = create_minimal_contact(
+    found, created = find_or_create_person(
         db,
         clock,
-        email=email,
-        phone=phone,
-        extension=identity.extension,
+        identity,
+        event_type=event_type,
+        name=name,
         first_name=first,
         last_name=last,
-        display_name=name,
         source=source,
     )
-    return contact_id, True
+    return found["id"], created
+
+
+def find_or_create_person(
+    db,
+    clock,
+    identity: Identity,
+    *,
+    event_type: str,
+    name: Any = None,
+    first_name: Any = None,
+    last_name: Any = None,
+    source: str,
+    phone_field: str = "phone",
+) -> tuple[dict[str, Any], bool]:
+    """The contact a checked identity names, made first if unknown; and if it was.
+
+    A known contact gets its blank names filled (never replaced). An unknown
+    person becomes a lead (``lead.created``) unless ``event_type`` is in
+    ``NOT_LEAD_TYPES``; then a plain contact, whose origin on the timeline is
+    ``contact.imported``. Call inside the event's write transaction.
+    """
+    from cxm_cli.inbound import create_minimal_contact
+
+    first, last = person_names(name, first_name, last_name)
+    found = match_person(db, identity.email, identity.phone, phone_field=phone_field)
+    if found:
+        fill_blank_names(db, clock, found, first, last)
+        return found, False
+
+    details = {
+        "email": identity.email,
+        "phone": identity.phone,
+        "extension": identity.extension,
+        "first_name": first,
+        "last_name": last,
+        "display_name": str(name).strip() or None if name else None,
+        "source": source,
+    }
+    if event_type == "contact.imported":
+        # The event itself is the contact's origin: not recorded twice.
+        contact_id = create_minimal_contact(db, clock, **details, origin=None)
+    elif event_type in NOT_LEAD_TYPES:
+        contact_id = create_minimal_contact(
+            db,
+            clock,
+            **details,
+            origin="contact.imported",
+            event_data={"event": event_type},
+        )
+    else:
+        contact_id = create_minimal_contact(db, clock, **details)
+    return get_contact(db, contact_id), True
 
 
 def person_names(name: Any, first: Any, last: Any) -> tuple[str | None, str | None]:
@@ -533,7 +673,16 @@ def _inbound(
     identity = _identity(workspace, contact, email, phone)
     with write_transaction(db):
         contact_id, created = _contact(
-            workspace, db, clock, contact, identity, name, first, last, source
+            workspace,
+            db,
+            clock,
+            contact,
+            identity,
+            name,
+            first,
+            last,
+            source,
+            "message.received",
         )
     text = data.pop("text", None) or data.pop("body", None)
     channel = str(data.pop("channel", None) or "sms")
@@ -567,7 +716,7 @@ def emit_lines(
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = loads_event_json(line)
         except ValueError as exc:
             problems.append(f"line {number}: not JSON ({exc.msg})")
             continue

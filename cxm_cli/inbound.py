@@ -469,12 +469,17 @@ def create_minimal_contact(
     display_name: str | None = None,
     source: str,
     event_data: dict[str, Any] | None = None,
+    origin: str = "lead.created",
 ) -> int:
     """Create a contact from what an inbound message or web form tells us.
 
     Records ``lead.created`` so the contact has an origin on its timeline and
     the new-lead sequences see them like any other lead. ``extension``: the
-    phone's, if it has one (a switchboard line: never texted).
+    phone's, if it has one (a switchboard line: never texted). ``origin``
+    ``contact.imported`` makes a plain contact instead (someone cxm learns of
+    from an opt-out or a bounce, not a person reaching out), as an import of
+    existing contacts does; None records no origin (the caller's own event
+    is one).
     """
     now = clocks.now_iso(clock)
     name = display_name or " ".join(p for p in (first_name, last_name) if p) or None
@@ -516,14 +521,17 @@ def create_minimal_contact(
             }
         )
         inherit_phone_opt_out(db, contact_id, phone, clock=clock)
-    record_event(
-        db,
-        contact_id,
-        "lead.created",
-        clock=clock,
-        data={"source": source, **(event_data or {})},
-        source=source,
-    )
+    if origin == "contact.imported":
+        event_data = {"existing": True, **(event_data or {})}
+    if origin is not None:
+        record_event(
+            db,
+            contact_id,
+            origin,
+            clock=clock,
+            data={"source": source, **(event_data or {})},
+            source=source,
+        )
     return contact_id
 
 

@@ -12,6 +12,12 @@ A wait is written as a short phrase in a sequence file::
 Days and weeks count calendar days in the contact's zone (a "1d" wait that
 crosses a daylight-saving change keeps the wall-clock time); hours, minutes and
 seconds are elapsed time.
+
+An ``until <field>`` wait whose time has already passed is *missed*
+(:func:`missed_wait`): the engine does not send the step after it late (a
+reminder of Tuesday's appointment on Friday) but skips it, unless it is the
+last step timed on that field and the field's own time is still ahead (a
+booking made one hour ahead still gets the two-hour "see you soon", now).
 """
 
 from __future__ import annotations
@@ -231,16 +237,88 @@ def wait_until(
     if spec.mode == "time_of_day":
         return next_time_of_day(base, spec.at, zone), f"wait until {spec.at:%H:%M}"
 
+    target = _field_time(spec, trigger_data) + spec.offset
+    if target < base:
+        return base, f"{spec.text} has passed; going on now"
+    return target, spec.text
+
+
+def _field_time(spec: WaitSpec, trigger_data: dict | None) -> datetime:
+    """The time in the event data an ``until <field>`` wait counts from."""
     raw = _lookup(trigger_data or {}, spec.field or "")
     if raw in (None, ""):
         raise ValueError(f"the trigger event has no {spec.field!r} for {spec.text!r}")
     try:
-        target = clocks.parse(str(raw)) + spec.offset
+        return clocks.parse(str(raw))
     except ValueError as exc:
         raise ValueError(f"{spec.field}={raw!r} is not a date and time") from exc
-    if target < base:
-        return base, f"{spec.text} has passed; going on now"
-    return target, spec.text
+
+
+# A target this little in the past still counts as on time: a booking made
+# 23h55m ahead, or a runner that was busy for a few minutes (cron runs it every
+# five), should not lose its reminder to a clock tick. Longer than that, the
+# message would read as stale ("your appointment tomorrow" at lunchtime).
+LATE_GRACE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class MissedWait:
+    """An ``until <field>`` wait whose time had passed when it was worked out."""
+
+    spec: WaitSpec
+    target: datetime
+    anchor: datetime  # the field's own time, offset left out
+
+    @property
+    def when(self) -> str:
+        """The wait's time in words: ``24h before starts_at``."""
+        rest = self.spec.text[len("until ") :]
+        for sign, word in (("-", "before"), ("+", "after")):
+            if sign in rest:
+                field, _, amount = rest.partition(sign)
+                return f"{amount.strip()} {word} {field.strip()}"
+        return rest.strip()
+
+
+def missed_wait(
+    spec: WaitSpec, base: datetime, trigger_data: dict | None = None
+) -> MissedWait | None:
+    """The wait, if it is ``until <field>`` and its time is more than
+    :data:`LATE_GRACE` before ``base``; else None (other waits are never late).
+
+    Raises ValueError when the event data lacks the field, as :func:`wait_until`.
+    """
+    if spec.mode != "until_field":
+        return None
+    anchor = _field_time(spec, trigger_data)
+    target = anchor + spec.offset
+    if target >= base - LATE_GRACE:
+        return None
+    return MissedWait(spec, target, anchor)
+
+
+def late_skip_reason(
+    missed: MissedWait, moment: datetime, later_waits: list[object]
+) -> str | None:
+    """Why the step after ``missed`` is skipped rather than sent at ``moment``;
+    None when it should go out late after all.
+
+    ``later_waits`` are the ``wait`` phrases of the steps after it. Only the
+    last step timed on the field goes out late, and only while the field's time
+    is ahead: an earlier one (the 24h reminder) is superseded by the later one.
+    """
+    reason = f"its time ({missed.when}) passed before it could go out"
+    field = missed.spec.field
+    if missed.anchor <= moment:
+        return f"{reason}; {field} has passed"
+    for text in later_waits:
+        try:
+            later = parse_wait(text)
+        except ValueError:
+            continue
+        if later.mode == "until_field" and later.field == field:
+            return f"{reason}; a later step timed on {field} goes instead"
+    return None
 
 
 def _lookup(data: dict, dotted: str):

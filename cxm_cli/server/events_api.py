@@ -12,12 +12,17 @@ JSON::
      "source": "website",                                 # optional
      "idempotency_key": "form-8812"}                      # optional
 
-The contact is found by email, then phone, and created (with
-``lead.created``) when neither matches; a phone shared by several contacts is
-refused unless the email or ``contact_id`` names one of them. ``starts_at`` and
-``ends_at`` in ``data`` are checked and stored as UTC (no offset: the
-workspace's time zone). A repeated ``idempotency_key`` (or
-``Idempotency-Key`` header) returns the first answer and records nothing new.
+The contact is found by email, then phone, and created when neither matches:
+with ``lead.created``, or as a plain contact (``contact.imported``) for types
+that are not the person reaching out (an opt-out, a bounce: see
+``event_intake.NOT_LEAD_TYPES``), the same as ``cxm events emit``. A phone
+shared by several contacts is refused unless the email or ``contact_id`` names
+one of them. ``starts_at`` and ``ends_at`` in ``data`` are checked and stored
+as UTC (no offset: the workspace's time zone); an ``invoice.paid`` amount must
+be above zero. ``NaN``, ``Infinity`` and ``1e400`` anywhere in the body are
+kept as the text written, as JSON has no such numbers. A repeated
+``idempotency_key`` (or ``Idempotency-Key`` header) returns the first answer
+and records nothing new.
 """
 
 from __future__ import annotations
@@ -35,13 +40,12 @@ from cxm_cli.errors import CxmError, InputError
 from cxm_cli.event_intake import (
     check_event_data,
     check_identity,
-    fill_blank_names,
-    match_person,
+    find_or_create_person,
+    loads_event_json,
     parse_contact_id,
-    person_names,
 )
 from cxm_cli.events import record_event
-from cxm_cli.inbound import create_minimal_contact, record_inbound
+from cxm_cli.inbound import record_inbound
 from cxm_cli.server import current_clock, current_db, current_workspace
 from cxm_cli.store import fetch_one, write_transaction
 
@@ -89,7 +93,7 @@ def post_event():
     problem = _token_problem()
     if problem:
         return _refuse(*problem)
-    body = request.get_json(silent=True)
+    body = _read_body()
     if not isinstance(body, dict):
         return _refuse("the body must be a JSON object")
     try:
@@ -97,6 +101,20 @@ def post_event():
     except CxmError as exc:
         return _refuse(exc.message)
     return jsonify(answer), status
+
+
+def _read_body() -> Any:
+    """The JSON body, or None when there is none or it cannot be read.
+
+    Not ``request.get_json``: Flask's reader lets NaN and Infinity through,
+    and SQLite's json functions call a row holding them invalid.
+    """
+    if not request.is_json:
+        return None
+    try:
+        return loads_event_json(request.get_data())
+    except ValueError:
+        return None
 
 
 def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -139,7 +157,7 @@ def _handle(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
                     "warnings": warnings,
                 }, 200
         contact_id, created = _find_or_create_contact(
-            workspace, db, clock, body, source
+            workspace, db, clock, body, source, event_type
         )
 
         if event_type in ("opted_out", "opted_in"):
@@ -192,7 +210,7 @@ def _inbound_message(workspace, db, clock, body, data, at, source, key):
     """A chat widget or booking tool passing on what the person wrote."""
     with write_transaction(db):
         contact_id, created = _find_or_create_contact(
-            workspace, db, clock, body, source
+            workspace, db, clock, body, source, "message.received"
         )
     result = record_inbound(
         workspace,
@@ -216,38 +234,30 @@ def _inbound_message(workspace, db, clock, body, data, at, source, key):
     return answer, 200 if result.duplicate else 201
 
 
-def _find_or_create_contact(workspace, db, clock, body, source) -> tuple[int, bool]:
+def _find_or_create_contact(
+    workspace, db, clock, body, source, event_type
+) -> tuple[int, bool]:
     if body.get("contact_id") is not None:
         return get_contact(db, parse_contact_id(body["contact_id"]))["id"], False
 
     person = _person(body)
     identity = _checked_identity(workspace, person)
-    email, phone = identity.email, identity.phone
-
-    first, last = person_names(
-        person.get("name"), person.get("first_name"), person.get("last_name")
-    )
-    # A known contact's name is never replaced by a form: a blank first or
-    # last name is filled, and a phone it did not have yet is added.
-    found = match_person(db, email, phone, phone_field="contact.phone")
-    if found:
-        fill_blank_names(db, clock, found, first, last)
-        _add_missing_phone(db, clock, found["id"], phone, identity.extension)
-        return found["id"], False
-
-    name = person.get("name")
-    contact_id = create_minimal_contact(
+    found, created = find_or_create_person(
         db,
         clock,
-        email=email,
-        phone=phone,
-        extension=identity.extension,
-        first_name=first,
-        last_name=last,
-        display_name=_text(name),
+        identity,
+        event_type=event_type,
+        name=person.get("name"),
+        first_name=person.get("first_name"),
+        last_name=person.get("last_name"),
         source=source,
+        phone_field="contact.phone",
     )
-    return contact_id, True
+    # A known contact's name is never replaced by a form (a blank one is
+    # filled), but a phone it did not have yet is added.
+    if not created:
+        _add_missing_phone(db, clock, found["id"], identity.phone, identity.extension)
+    return found["id"], created
 
 
 def _add_missing_phone(
@@ -295,7 +305,3 @@ def _identity_warnings(workspace, body) -> list[str]:
     if body.get("contact_id") is not None:
         return []
     return _checked_identity(workspace, _person(body)).warnings
-
-
-def _text(value) -> str | None:
-    return str(value).strip() or None if value else None
