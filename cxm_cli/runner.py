@@ -290,19 +290,7 @@ def run_once(
     run_id = _start_run(db, runner_id, "once", clock)
     renewing = _renewing(db, runner_id, clock, settings, stop, concurrent)
     try:
-        run_pass(
-            workspace,
-            db,
-            clock,
-            runner_id,
-            settings,
-            stop=renewing,
-            on_result=on_result,
-            report=report,
-        )
-        # A runner working beside this one (--concurrent) may have died
-        # meanwhile: its steps are taken back and done now, not by the next run.
-        while not stop() and recover_dead_claims(db):
+        while True:
             run_pass(
                 workspace,
                 db,
@@ -313,6 +301,10 @@ def run_once(
                 on_result=on_result,
                 report=report,
             )
+            # A runner working beside this one (--concurrent) may have died
+            # meanwhile: its steps are taken back and done now, not next run.
+            if stop() or not recover_dead_claims(db):
+                break
         if not stop():
             housekeeping(workspace, db, clock)
     finally:
