@@ -73,6 +73,20 @@ def _outbox_files(workspace) -> Counter:
     return counts
 
 
+def _outbox_refuses(monkeypatch, contact_id: int):
+    """Make the outbox fail (transiently) on one contact's texts; returns the
+    real record function, to put back."""
+    real_record = OutboxChannel._text_record
+
+    def text_record(self, message, message_id):
+        if message.contact_id == contact_id:
+            raise ChannelError("outbox folder is read-only", transient=True)
+        return real_record(self, message, message_id)
+
+    monkeypatch.setattr(OutboxChannel, "_text_record", text_record)
+    return real_record
+
+
 def _text_lines_per_message(workspace) -> Counter:
     """Whole text lines per message id, as written (not deduplicated)."""
     counts: Counter = Counter()
@@ -289,14 +303,7 @@ def test_an_outbox_write_error_mid_batch_fails_only_that_step(
     only_sequences(workspace, hello=TEXT)
     contacts = _leads(db, clock, 4)
     broken = contacts[1]
-    real_record = OutboxChannel._text_record
-
-    def text_record(self, message, message_id):
-        if message.contact_id == broken:
-            raise ChannelError("outbox folder is read-only", transient=True)
-        return real_record(self, message, message_id)
-
-    monkeypatch.setattr(OutboxChannel, "_text_record", text_record)
+    real_record = _outbox_refuses(monkeypatch, broken)
 
     report = run(workspace, db, clock)
 
@@ -587,14 +594,7 @@ def test_a_batch_whose_send_failed_claims_the_next_one_afterwards(
     workspace = update_settings(workspace, {"runner.batch_size": 2})
     contacts = _leads(db, clock, 5)
     broken = contacts[0]
-    real_record = OutboxChannel._text_record
-
-    def text_record(self, message, message_id):
-        if message.contact_id == broken:
-            raise ChannelError("outbox folder is read-only", transient=True)
-        return real_record(self, message, message_id)
-
-    monkeypatch.setattr(OutboxChannel, "_text_record", text_record)
+    _outbox_refuses(monkeypatch, broken)
 
     report = run(workspace, db, clock)
 
