@@ -6,16 +6,20 @@ enrollment's queued step, the steps after it are projected through their
 waits until a step whose path cannot be known ahead (a branch, a switch).
 A step's ``when:`` is checked as things stand now; it may hold or fail by
 the time the runner gets to the step.
+
+Each step's "why" gives its reasons once, in the order the runner meets them:
+the sequence file, the step's condition, consent, then quiet hours and caps.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from cxm_cli import clock as clocks
-from cxm_cli.caps import check_caps
+from cxm_cli.caps import STRICT_CHANNELS, check_caps
 from cxm_cli.conditions import ConditionContext, evaluate
 from cxm_cli.contacts import get_contact
 from cxm_cli.dispatch import caps_exempt, channel_of, consent_channel_of, step_for
@@ -25,9 +29,15 @@ from cxm_cli.messaging import CHANNELS, ConsentRefused, consent_facts
 from cxm_cli.queue import queue_counts
 from cxm_cli.runner import lease_status
 from cxm_cli.sendwindow import contact_zone, window_for, workspace_calendar
-from cxm_cli.sequences import Sequence, StepDef, load_sequences, tasks_without_staff
+from cxm_cli.sequences import (
+    Sequence,
+    SequenceSet,
+    StepDef,
+    load_sequences,
+    tasks_without_staff,
+)
 from cxm_cli.store import fetch_one, loads
-from cxm_cli.waits import parse_wait, wait_until
+from cxm_cli.waits import late_skip_reason, missed_wait, parse_wait, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,9 @@ UNPREDICTABLE_KINDS = {"branch", "goto", "switch", "end"}
 # Each round of the window/cap search moves the moment forward; a handful
 # settles any real mix of quiet hours, daily, weekly and 24-hour caps.
 MAX_ROUNDS = 10
+# What the runner writes on a row it put back (dispatch.precheck, apply_outcome).
+_WORKSPACE_CAP_NOTE = re.compile(r"cap: \d+ (\w+) per ")
+_RETRY_NOTE = re.compile(r"retry \d+ of \d+")
 
 
 def preview_due(
@@ -50,7 +63,7 @@ def preview_due(
     """Queued (and projected) steps that will run within ``within`` from now."""
     now = clock.now()
     horizon = now + within
-    sequences = load_sequences(workspace).sequences
+    sequence_set = load_sequences(workspace)
     sql = (
         "SELECT d.*, e.trigger_data, e.enrolled_at FROM due_steps d "
         "JOIN enrollments e ON e.id = d.enrollment_id "
@@ -65,9 +78,10 @@ def preview_due(
     planned: dict[int, list[tuple[str, datetime]]] = {}
     previews: list[dict[str, Any]] = []
     for row in rows:
-        sequence = sequences.get(row["sequence"])
+        sequence = sequence_set.sequences.get(row["sequence"])
         contact = get_contact(db, row["contact_id"])
         step = _step(sequence, row)
+        problem = _sequence_problem(sequence_set, sequence, step, row)
         start = max(clocks.parse(row["due_at"]), now)
         entry = _entry(
             workspace,
@@ -79,8 +93,8 @@ def preview_due(
             row,
             start,
             planned.setdefault(contact["id"], []),
+            problem=problem,
         )
-        entry["why"] = f"{row['note'] or 'queued'}; {entry['why']}".strip("; ")
         if render and step is not None:
             entry.update(
                 _render(
@@ -88,7 +102,7 @@ def preview_due(
                 )
             )
         previews.append(entry)
-        if project and sequence is not None and step is not None:
+        if project and problem is None:
             previews.extend(
                 _project(
                     workspace,
@@ -114,12 +128,43 @@ def _step(sequence: Sequence | None, row) -> StepDef | None:
     return None if sequence is None else step_for(sequence, row)
 
 
+def _sequence_problem(
+    sequence_set: SequenceSet, sequence: Sequence | None, step: StepDef | None, row
+) -> str | None:
+    """What the runner will do instead of the step when its file is gone,
+    broken, or no longer has the step (dispatch.process_step, in its order)."""
+    if sequence is None:
+        return f"will be cancelled: sequence {row['sequence']} no longer exists"
+    if sequence.path.name in sequence_set.invalid:
+        return f"held: {sequence.path.name} has problems (see cxm sequences validate)"
+    if step is None:
+        return (
+            f"will be cancelled: sequence {sequence.name} changed: its step "
+            f"{row['step_index'] + 1} ({row['step_label'] or row['kind']}) "
+            "cannot be found in it any more"
+        )
+    return None
+
+
 def _entry(
-    workspace, db, clock, contact, sequence, step, row, start: datetime, planned: list
+    workspace,
+    db,
+    clock,
+    contact,
+    sequence,
+    step,
+    row,
+    start: datetime,
+    planned: list,
+    *,
+    problem: str | None = None,
+    lead: str | None = None,
+    late_skip: str | None = None,
 ) -> dict[str, Any]:
+    """One preview line. ``lead`` opens a projected step's why; ``late_skip``
+    is why the engine will skip it after a missed ``until`` wait."""
     zone = contact_zone(workspace, contact)
     send_at = start
-    why: list[str] = []
     to = refused = None
     consent = consent_channel_of(step) if step is not None else None
     if consent in CHANNELS:
@@ -132,19 +177,45 @@ def _entry(
             facts.check(contact, consent)
         except ConsentRefused as exc:
             refused = exc
-    condition, condition_why = _condition(workspace, db, clock, contact, step, row)
-    if step is None:
-        why.append("sequence changed or removed: will be cancelled")
-    elif condition_why:
-        why.append(condition_why)
-    elif refused is not None and refused.reason == "opted_out":
-        why.append(f"will be skipped: opted out of {consent}")
-    elif refused is not None:
-        why.append(f"will be skipped: {refused.message}")
+    if late_skip is not None:
+        # The engine skips the step before the runner could check its condition.
+        condition, condition_why = None, None
+    else:
+        condition, condition_why = _condition(workspace, db, clock, contact, step, row)
+
+    note, held = (None, None)
+    if problem is None:
+        note, held = _stored_note(db, sequence, step, row)
+        if held is not None and start <= clock.now():
+            # The deferral has run out: the checks below say what holds it now.
+            held = None
+    why: list[str] = [part for part in (lead, note) if part]
+    if problem is not None and condition == "cannot be checked":
+        # The file is held for its problems; a condition that cannot be
+        # checked (a segment renamed in cxm.toml) is the likely one, and says
+        # more than "has problems". The runner holds the step meanwhile.
+        why.append(condition_why.replace("will fail:", "held:", 1))
+    elif problem is not None:
+        why.append(problem)
+    elif late_skip is not None:
+        why.append(f"will be skipped: {late_skip}")
+    elif condition_why or refused is not None:
+        if held is not None:
+            zone_shown = window_for(workspace, contact).zone
+            why.append(f"{held} until {_local(start, zone_shown)}")
+        if condition_why:
+            why.append(condition_why)
+        elif refused.reason == "opted_out":
+            why.append(f"will be skipped: opted out of {consent}")
+        else:
+            why.append(f"will be skipped: {refused.message}")
     elif step.kind in CONTACT_FACING_KINDS or step.spec.get("channel"):
-        send_at, why = _when_allowed(
-            workspace, db, contact, sequence, step, row, start, planned
+        send_at, reasons = _when_allowed(
+            workspace, db, contact, sequence, step, row, start, planned, held
         )
+        why.extend(reasons)
+    if not why:
+        why.append("queued")
     return {
         "due_step_id": row["id"] if row is not None else None,
         "contact_id": contact["id"],
@@ -162,6 +233,59 @@ def _entry(
         "why": "; ".join(why),
         "send_at_dt": send_at,
     }
+
+
+def _stored_note(db, sequence, step, row) -> tuple[str | None, str | None]:
+    """The row's note as ``(history, held)``, or neither when it is stale.
+
+    The runner overwrites the note each time it puts the row back, so after
+    an edit of the sequence file it may speak of another step. ``history``
+    (how the due time was worked out, a retry count) is shown as it is;
+    ``held`` names a deferral (quiet hours, a cap, a rate limit) that holds
+    the step until its due time, shown as the preview's own reasons are.
+    """
+    note = row.get("note")
+    if not note:
+        return None, None
+    channel = channel_of(step)
+    if note.startswith("quiet hours:"):
+        windowed = channel or step.kind in CONTACT_FACING_KINDS
+        return None, "quiet hours" if windowed else None
+    if note.startswith("cap: "):
+        return None, note if _cap_applies(note, sequence, step) else None
+    if note.startswith("rate limit of "):
+        sender = note.removeprefix("rate limit of ")
+        return None, note if sender.split(":")[0] == consent_channel_of(step) else None
+    if note.endswith("has problems (see cxm sequences validate)"):
+        # Whether the file still has them is the preview's own check.
+        return None, None
+    if _RETRY_NOTE.fullmatch(note) and not _retried_this_step(db, step, row):
+        return None, None
+    return note, None
+
+
+def _cap_applies(note: str, sequence, step) -> bool:
+    """Whether a cap the runner named could hold this step (same channel)."""
+    channel = channel_of(step)
+    workspace_cap = _WORKSPACE_CAP_NOTE.match(note)
+    if workspace_cap is not None:
+        return workspace_cap.group(1) == channel and not caps_exempt(sequence, step)
+    # A state's legal limit on texts and calls, which no sequence can lift.
+    return channel in STRICT_CHANNELS
+
+
+def _retried_this_step(db, step, row) -> bool:
+    """Whether a "retry N of M" note was written for this step's kind and
+    channel: a row that remembers its step was found by it (step_for); an
+    older row only by position and kind, so its last message tells."""
+    if row.get("step_key") is not None:
+        return row["step_key"] == step.key
+    message = fetch_one(
+        db,
+        "SELECT channel FROM messages WHERE due_step_id = ? ORDER BY id DESC LIMIT 1",
+        [row["id"]],
+    )
+    return message is None or message["channel"] == channel_of(step)
 
 
 def _condition(
@@ -190,7 +314,7 @@ def _condition(
         # A segment renamed in cxm.toml after enrolment, say: show the step
         # held with the problem instead of failing the whole preview.
         return "cannot be checked", (
-            f"held: its condition (when:) cannot be checked: {exc.message}"
+            f"will fail: its condition (when:) cannot be checked: {exc.message}"
         )
     if holds:
         return "holds", None
@@ -200,10 +324,16 @@ def _condition(
     )
 
 
-def _when_allowed(workspace, db, contact, sequence, step, row, start, planned):
+def _when_allowed(workspace, db, contact, sequence, step, row, start, planned, held):
     """The first moment from ``start`` at which the runner's checks let the
-    step go, and the reasons it waits, in the order the runner meets them."""
-    why: list[str] = []
+    step go, and the reasons it waits, in the order the runner meets them.
+
+    ``held`` is a deferral the runner recorded that holds the step until
+    ``start``; it comes first.
+    """
+    reasons: list[tuple[str, datetime | None]] = []
+    if held is not None:
+        reasons.append((held, start))
     channel = channel_of(step)
     window = window_for(workspace, contact)
     moment = start
@@ -211,7 +341,7 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned):
         # As in dispatch.precheck: the window first, then the caps.
         opened = window.next_open(moment)
         if opened != moment:
-            why.append(f"quiet hours until {_local(opened, window.zone)}")
+            _hold(reasons, "quiet hours", opened)
             moment = opened
         if not channel:
             break
@@ -232,17 +362,32 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned):
         )
         if decision.allowed:
             break
-        why.append(f"{decision.reason} until {_local(decision.until, window.zone)}")
-        # A rolling cap can lift at this very moment (a send exactly one
-        # period ago); step past it so every round moves forward.
-        moment = max(decision.until, moment + timedelta(minutes=1))
+        _hold(reasons, decision.reason, decision.until)
+        # A rolling cap still counts a send exactly one period ago (its
+        # bounds are inclusive), so at ``until`` it holds once more: step
+        # just past it, as the runner's next pass does.
+        moment = max(decision.until, moment + timedelta(seconds=1))
     else:
-        why.append(f"no free moment found in {MAX_ROUNDS} checks; the runner retries")
+        reasons.append(
+            (f"no free moment found in {MAX_ROUNDS} checks; the runner retries", None)
+        )
     if channel:
         planned.append((channel, moment))
-    if not why:
+    if not reasons:
         return moment, ["in the send window"]
-    return moment, [why[0], *(f"then {reason}" for reason in why[1:])]
+    texts = [
+        f"{reason} until {_local(until, window.zone)}" if until else reason
+        for reason, until in reasons
+    ]
+    return moment, [texts[0], *(f"then {text}" for text in texts[1:])]
+
+
+def _hold(reasons: list, reason: str, until: datetime) -> None:
+    """Add a reason the step waits; the same one again just moves its end."""
+    if reasons and reasons[-1][0] == reason:
+        reasons[-1] = (reason, max(until, reasons[-1][1]))
+    else:
+        reasons.append((reason, until))
 
 
 def _local(moment: datetime, zone) -> str:
@@ -261,32 +406,46 @@ def _project(
     horizon: datetime,
     planned: list,
 ) -> list[dict[str, Any]]:
-    """The steps after a queued one, as far as their timing can be known."""
+    """The steps after a queued one, as far as their timing can be known.
+
+    A message after an ``until`` wait whose time will have passed shows as
+    skipped, as :func:`cxm_cli.engine.schedule_from` will skip it.
+    """
     # Limitation: projections stop at a branch, goto, switch or end, and assume
     # each projected step runs as soon as it is allowed (no failures, retries
     # or exits); they are a forecast, the queued step is the commitment.
+    # Limitation: a wait's own when: is not checked; the engine passes over
+    # a wait whose condition does not hold, so such a wait may end sooner.
     if step.kind in UNPREDICTABLE_KINDS:
         return []
     zone = contact_zone(workspace, contact)
     calendar = workspace_calendar(workspace)
     trigger_data = loads(row["trigger_data"], {})
     moment = after
+    missed = None
     entries: list[dict[str, Any]] = []
     for following in sequence.steps[step.index + 1 :]:
         if following.kind == "wait":
             try:
-                moment, _ = wait_until(
-                    parse_wait(following.spec.get("wait")),
-                    moment,
-                    zone,
-                    calendar,
-                    trigger_data,
-                )
+                spec = parse_wait(following.spec.get("wait"))
+                missed = missed_wait(spec, moment, trigger_data) or missed
+                moment, _ = wait_until(spec, moment, zone, calendar, trigger_data)
             except ValueError:
                 break
             continue
         if moment > horizon or following.kind in UNPREDICTABLE_KINDS:
             break
+        late_skip = None
+        # schedule_from holds back only what reaches the contact, and only
+        # the step right after the waits.
+        if missed is not None and following.kind in CONTACT_FACING_KINDS:
+            later = [
+                s.spec.get("wait")
+                for s in sequence.steps[following.index + 1 :]
+                if s.kind == "wait"
+            ]
+            late_skip = late_skip_reason(missed, moment, later)
+        missed = None
         fake_row = {
             "id": None,
             "sequence": sequence.name,
@@ -306,10 +465,11 @@ def _project(
             fake_row,
             moment,
             planned,
+            lead=f"projected after step {step.number}",
+            late_skip=late_skip,
         )
         entry["due_step_id"] = None
         entry["projected"] = True
-        entry["why"] = f"projected after step {step.number}; {entry['why']}"
         entries.append(entry)
         moment = entry["send_at_dt"]
     return [e for e in entries if e["send_at_dt"] <= horizon]
