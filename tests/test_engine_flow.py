@@ -310,3 +310,31 @@ def test_status_and_validate_warn_of_staff_tasks_with_no_address(cli, workspace)
     workspace = update_settings(workspace, {"staff.email": "desk@example.com"})
     assert "[staff] email" not in cli("sequences", "validate").stderr
     assert cli("status", "--json").json()["sequences"]["tasks_without_staff"] == []
+
+
+def test_the_reschedule_task_tells_staff_which_appointment(db, workspace, clock):
+    from email import message_from_bytes, policy
+
+    workspace = update_settings(workspace, {"staff.email": "desk@example.com"})
+    clock.set("2026-03-02T15:00:00Z")
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    emit(
+        db,
+        clock,
+        contact_id,
+        "appointment.booked",
+        starts_at="2026-03-04T17:00:00Z",
+        appointment_id="A7",
+    )
+    run_until(workspace, db, clock, "2026-03-03T17:30:00Z")
+    emit(db, clock, contact_id, "message.received", channel="sms", text="R")
+    run_until(workspace, db, clock, "2026-03-03T18:00:00Z")
+
+    mails = [
+        message_from_bytes(path.read_bytes(), policy=policy.default)
+        for path in workspace.outbox_dir.rglob("*.eml")
+    ]
+    [task] = [mail for mail in mails if "Reschedule" in str(mail["Subject"])]
+    body = task.get_body(preferencelist=("plain",)).get_content()
+    assert "Wed, Mar 4 at 11:00 AM" in body
+    assert "booking A7" in body
