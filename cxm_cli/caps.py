@@ -117,11 +117,13 @@ def check_caps(
             continue
 
         period = timedelta(days=7) if rule.period == "week" else timedelta(hours=24)
+        # A send exactly one period ago has left the window: the cap lifts at
+        # the moment it said it would, not a pass later.
         times = _sent_times(
             db,
             contact["id"],
             rule.channels,
-            now - period,
+            now - period + timedelta(microseconds=1),
             now,
             planned,
             due_step_id,

@@ -363,9 +363,7 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned, h
         if decision.allowed:
             break
         _hold(reasons, decision.reason, decision.until)
-        # A rolling cap still counts a send exactly one period ago (its
-        # bounds are inclusive), so at ``until`` it holds once more: step
-        # just past it, as the runner's next pass does.
+        # Always forward, so a cap that names the present cannot loop.
         moment = max(decision.until, moment + timedelta(seconds=1))
     else:
         reasons.append(

@@ -448,3 +448,19 @@ def test_an_sms_sender_sends_about_one_text_a_second(
     gaps = [(times[i + 1] - times[i]).total_seconds() for i in range(len(times) - 1)]
     assert len(sms_provider.messages) == 3
     assert gaps == [1.0, 1.0]
+
+
+def test_a_rolling_cap_lifts_at_the_moment_it_names(db, workspace, clock):
+    # Three texts in a rolling week: the fourth may go exactly a week after
+    # the first, the time the deferral named, not on a later pass.
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    contact = get_contact(db, contact_id)
+    clock.set("2026-03-02T15:00:00Z")
+    for day in ("2026-02-24", "2026-02-26", "2026-02-28"):
+        _record_sms(db, contact_id, f"{day}T16:00:00.000000Z")
+    decision = check_caps(db, workspace, contact, "sms", clock=clock)
+    assert not decision.allowed
+    assert decision.until == utc("2026-03-03T16:00:00Z")
+
+    clock.set("2026-03-03T16:00:00Z")
+    assert check_caps(db, workspace, contact, "sms", clock=clock).allowed
