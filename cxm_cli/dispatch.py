@@ -178,6 +178,16 @@ def process_step(
             f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
             f"({row['step_label'] or row['kind']}) cannot be found in it any more"
         )
+    elif step.index != row["step_index"] and (
+        ran := already_ran_after(db, sequence, step, row)
+    ):
+        reason = (
+            f"sequence {sequence.name} changed: step {ran.describe()}, already "
+            f"done, now comes after the queued step {step.describe()}"
+        )
+    else:
+        reason = None
+    if reason is not None:
         end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason)
         result.outcome, result.detail = "cancelled", reason
         return result
@@ -267,23 +277,54 @@ def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
     """The step a queued row stands for in the sequence as the file is now;
     None when it cannot be told (the enrollment then ends, "changed").
 
-    A row remembers what its step is (:attr:`StepDef.key`). Steps inserted or
-    removed above it move it: it is found by what it is, so the step that
-    now sits at its old position (one the person may have had already) is
-    never run in its place.
+    A row remembers what its step is (:attr:`StepDef.key`: its shape and a
+    digest of what it says). Steps inserted, removed or reordered around it
+    move it: it is found by what it is, so the step that now sits at its old
+    position (one the person may have had already) is never run in its place.
+    A step whose wording was edited is the step of the same shape at its
+    position, or the only one of that shape.
     """
+    steps = sequence.steps
     index = row["step_index"]
-    at = sequence.steps[index] if 0 <= index < len(sequence.steps) else None
+    at = steps[index] if 0 <= index < len(steps) else None
     key = row.get("step_key")
     if key is None:
         # Queued before rows remembered their step: position and kind only.
         return at if at is not None and at.kind == row["kind"] else None
     if at is not None and at.key == key:
         return at
-    moved = [step for step in sequence.steps if step.key == key]
-    # Two steps alike (same kind, channel, template and name): which one the
-    # row was cannot be told, and guessing could send one twice.
-    return moved[0] if len(moved) == 1 else None
+    same = [step for step in steps if step.key == key]
+    if same:
+        # Two steps exactly alike cannot be told apart: guessing could send
+        # one of them twice.
+        return same[0] if len(same) == 1 else None
+    shape = key.partition("#")[0]
+    if at is not None and at.shape == shape:
+        return at
+    alike = [step for step in steps if step.shape == shape]
+    return alike[0] if len(alike) == 1 else None
+
+
+def already_ran_after(db, sequence: Sequence, step: StepDef, row) -> StepDef | None:
+    """A step after ``step`` in the file that this enrollment has run already.
+
+    Asked when the queued step was found away from its old position: the file
+    was reordered, and going on from there would run that step again.
+    """
+    later = {
+        each.key: each
+        for each in sequence.steps[step.index + 1 :]
+        if each.kind != "wait"
+    }
+    if not later:
+        return None
+    marks = ", ".join("?" for _ in later)
+    found = db.execute(
+        "SELECT step_key FROM due_steps WHERE enrollment_id = ? AND status = 'done' "
+        f"AND step_key IN ({marks}) LIMIT 1",
+        [row["enrollment_id"], *later],
+    ).fetchone()
+    return later[found[0]] if found else None
 
 
 def _run(
@@ -346,6 +387,7 @@ def _run(
             reserve=not batched,
             due_step_id=row["id"],
             batch=batch,
+            trigger_data=trigger_data,
         )
         if held is not None:
             return held
@@ -443,14 +485,20 @@ def precheck(
     reserve: bool = True,
     due_step_id: int | None = None,
     batch=None,
+    trigger_data: dict | None = None,
 ) -> StepOutcome | None:
     """Opt-out, send window, caps and rate limit; None when the step may run now.
 
     With a ``batch``, consent and recent sends come from what it read for all
     its steps, and its sends not recorded yet count towards the caps too.
     With ``reserve`` false no rate-limit slot is booked: the caller books it
-    with :func:`rate_hold` and waits for it itself.
+    with :func:`rate_hold` and waits for it itself. With the enrollment's
+    ``trigger_data``, a message timed before an event (``until starts_at -
+    2h``) that would go out at or after the event's time is skipped instead
+    (:func:`cxm_cli.waits.deadline_for`).
     """
+    from cxm_cli.waits import deadline_for
+
     channel = channel_of(step)
     consent_channel = consent_channel_of(step)
     if consent_channel in ("sms", "email"):
@@ -463,8 +511,16 @@ def precheck(
 
     now = clock.now()
     window = window_for(workspace, contact)
+    deadline = deadline_for(sequence, step, trigger_data)
+    # A reminder held back earlier whose appointment has begun meanwhile.
+    late = deadline and deadline.passed(now, window.zone)
+    if late:
+        return StepOutcome("skipped", detail=late)
     if not window.allows(now):
         until = window.next_open(now)
+        late = deadline and deadline.held_past("quiet hours last", until, window.zone)
+        if late:
+            return StepOutcome("skipped", detail=late)
         return StepOutcome(
             "deferred",
             detail=f"quiet hours: outside {window.describe()}",
@@ -486,6 +542,9 @@ def precheck(
         )
         if not decision.allowed:
             until = window.next_open(decision.until or now + timedelta(hours=1))
+            late = deadline and deadline.held_past(decision.reason, until, window.zone)
+            if late:
+                return StepOutcome("skipped", detail=late)
             return StepOutcome(
                 "deferred",
                 detail=decision.reason,
@@ -499,6 +558,9 @@ def precheck(
     if not reserve:
         return None
     held, slot = rate_hold(workspace, db, clock, consent_channel, settings)
+    if held is not None and deadline is not None:
+        late = deadline.held_past(held.detail, held.retry_at, window.zone)
+        held = StepOutcome("skipped", detail=late) if late else held
     if held is not None:
         return held
     if slot is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -87,9 +89,9 @@ class StepDef:
         return self.index + 1
 
     @property
-    def key(self) -> str:
-        """What the step is, apart from its position and wording: a queued
-        step finds itself again by this when the file changed around it."""
+    def shape(self) -> str:
+        """What kind of step it is, apart from its wording: kind, name,
+        channel, template (and the tag, stage or sequence it names)."""
         parts = [self.kind, self.label or ""]
         for field_name in ("send", "channel", "template"):
             value = self.spec.get(field_name)
@@ -97,6 +99,14 @@ class StepDef:
         if self.kind in _KEYED_BY_VALUE:
             parts.append(str(self.spec.get(self.kind)))
         return "|".join(parts)
+
+    @property
+    def key(self) -> str:
+        """The step's shape and a digest of all it says: a queued step finds
+        itself again by this when the file changed around it."""
+        written = json.dumps(self.spec, sort_keys=True, default=str)
+        digest = hashlib.sha256(written.encode("utf-8")).hexdigest()[:16]
+        return f"{self.shape}#{digest}"
 
     def describe(self) -> str:
         """A short human name: ``3 (send sms nudge_sms)``."""

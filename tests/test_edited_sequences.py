@@ -104,7 +104,7 @@ def test_a_queued_step_that_cannot_be_told_apart_ends_the_enrollment(
         trigger: go
         steps:
           - send: sms
-            text: A text on top
+            text: Still there?
           - name: welcome
             send: email
             subject: Welcome
@@ -118,8 +118,117 @@ def test_a_queued_step_that_cannot_be_told_apart_ends_the_enrollment(
     clock.advance(days=1, minutes=1)
     run(workspace, db, clock)
 
-    # Two unnamed texts: which one was queued cannot be told, so neither is
-    # sent, and the timeline says why.
+    # Two texts exactly alike: which one was queued cannot be told, so
+    # neither is sent, and the timeline says why.
     assert [m["subject"] for m in outbound(db, contact_id)] == ["Welcome"]
     [exited] = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
     assert "cannot be found" in exited["reason"]
+
+
+UNNAMED = """
+trigger: go
+steps:
+  - send: sms
+    text: A
+  - wait: 1d
+  - send: sms
+    text: B
+  - wait: 1d
+  - send: sms
+    text: C
+"""
+
+
+def _texts(db, contact_id) -> list[str]:
+    return [m["body"] for m in outbound(db, contact_id)]
+
+
+def _after_a(workspace, db, clock, sequence: str) -> int:
+    only_sequences(workspace, flow=sequence)
+    contact_id = make_contact(db, clock, email=None, phone="+15125550802")
+    emit(db, clock, contact_id, "go")
+    run(workspace, db, clock)
+    assert _texts(db, contact_id) == ["A"]
+    return contact_id
+
+
+def _days_pass(workspace, db, clock, days: int = 3) -> None:
+    for _ in range(days):
+        clock.advance(days=1, minutes=1)
+        run(workspace, db, clock)
+
+
+def test_swapped_unnamed_texts_send_none_twice(db, workspace, clock):
+    contact_id = _after_a(workspace, db, clock, UNNAMED)
+    write_sequence(
+        workspace,
+        "flow",
+        UNNAMED.replace("text: A", "text: X")
+        .replace("text: B", "text: A")
+        .replace("text: X", "text: B"),
+    )
+
+    _days_pass(workspace, db, clock)
+
+    # B is found first in the file now, and A, already sent, comes after it:
+    # going on would send A again, so the enrollment ends, saying why.
+    assert _texts(db, contact_id) == ["A"]
+    [exited] = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
+    assert "already done" in exited["reason"]
+
+
+def test_a_sent_step_moved_below_the_queued_one_is_not_sent_again(db, workspace, clock):
+    named = UNNAMED.replace(
+        "  - send: sms\n    text: A", "  - name: a\n    send: sms\n    text: A"
+    ).replace("  - send: sms\n    text: B", "  - name: b\n    send: sms\n    text: B")
+    contact_id = _after_a(workspace, db, clock, named)
+    write_sequence(
+        workspace,
+        "flow",
+        """
+        trigger: go
+        steps:
+          - name: b
+            send: sms
+            text: B
+          - wait: 1d
+          - name: a
+            send: sms
+            text: A
+          - wait: 1d
+          - send: sms
+            text: C
+        """,
+    )
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id).count("A") == 1
+
+
+def test_an_unnamed_text_inserted_above_is_not_run_in_the_queued_ones_place(
+    db, workspace, clock
+):
+    contact_id = _after_a(workspace, db, clock, UNNAMED)
+    write_sequence(
+        workspace,
+        "flow",
+        UNNAMED.replace(
+            "  - wait: 1d\n  - send: sms\n    text: B",
+            "  - send: sms\n    text: X\n  - wait: 1d\n  - send: sms\n    text: B",
+            1,
+        ),
+    )
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id) == ["A", "B", "C"]
+
+
+def test_a_reworded_unnamed_text_goes_out_with_its_new_words(db, workspace, clock):
+    contact_id = _after_a(workspace, db, clock, UNNAMED)
+    write_sequence(workspace, "flow", UNNAMED.replace("text: B", "text: B, reworded"))
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id) == ["A", "B, reworded", "C"]
