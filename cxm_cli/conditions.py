@@ -224,7 +224,8 @@ def named_in(
                 yield from named_in(item, (*where, index))
         elif key == "not":
             yield from named_in(value, where)
-        elif key in ("segment", "stage"):
+        elif key in ("segment", "stage") and isinstance(value, (str, list)):
+            # Anything else is not a name; validate_condition reports it.
             pipeline = condition.get("pipeline") if key == "stage" else None
             yield where, key, _names(value), str(pipeline) if pipeline else None
 

@@ -40,6 +40,7 @@ from cxm_cli.sendwindow import window_for
 from cxm_cli.sequences import Sequence, StepDef, load_sequences
 from cxm_cli.steps import STEP_KINDS, StepContext, StepOutcome
 from cxm_cli.store import fetch_one, loads, write_transaction
+from cxm_cli.waits import deadline_for
 
 log = logging.getLogger(__name__)
 
@@ -497,8 +498,6 @@ def precheck(
     2h``) that would go out at or after the event's time is skipped instead
     (:func:`cxm_cli.waits.deadline_for`).
     """
-    from cxm_cli.waits import deadline_for
-
     channel = channel_of(step)
     consent_channel = consent_channel_of(step)
     if consent_channel in ("sms", "email"):

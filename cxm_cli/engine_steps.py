@@ -260,11 +260,25 @@ def validate_task(step: dict[str, Any]) -> list[str]:
     via = step.get("via", "email")
     if via not in ("email", "webhook"):
         problems.append(f"via: {via!r} is not email or webhook")
+    if step.get("to") is not None:
+        problems.extend(_staff_address_problems(step["to"]))
     if via == "webhook" and not str(step.get("url") or "").startswith(
         ("http://", "https://")
     ):
         problems.append("url: a webhook task needs url: https://...")
     return problems
+
+
+def _staff_address_problems(to: Any) -> list[str]:
+    from email_validator import EmailNotValidError, validate_email
+
+    if not isinstance(to, str) or not to.strip():
+        return ["to: give the staff email address"]
+    try:
+        validate_email(to.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        return [f"to: {to!r} is not an email address ({exc})"]
+    return []
 
 
 def _run_task(ctx: StepContext) -> StepOutcome:

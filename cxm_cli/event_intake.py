@@ -231,6 +231,13 @@ def check_event_data(
             hint="give the refund as a positive amount: cxm events emit "
             "invoice.refunded --contact ID --data amount=50",
         )
+    if event_type == "invoice.refunded" and amount <= 0:
+        # Lifetime value and the audit subtract refunds: a negative one would
+        # be added back.
+        raise InputError(
+            f"data.amount: {data['amount']!r}: a refund is the amount given back, "
+            "above 0"
+        )
     checked["amount"] = amount
     if currency and not checked.get("currency"):
         checked["currency"] = currency

@@ -37,7 +37,13 @@ from cxm_cli.sequences import (
     tasks_without_staff,
 )
 from cxm_cli.store import fetch_one, loads
-from cxm_cli.waits import late_skip_reason, missed_wait, parse_wait, wait_until
+from cxm_cli.waits import (
+    deadline_for,
+    late_skip_reason,
+    missed_wait,
+    parse_wait,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -329,18 +335,29 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned, h
     step go, and the reasons it waits, in the order the runner meets them.
 
     ``held`` is a deferral the runner recorded that holds the step until
-    ``start``; it comes first.
+    ``start``; it comes first. A message timed before an event that they
+    would hold past the event's time shows as skipped, as the runner will
+    skip it (:func:`cxm_cli.waits.deadline_for`).
     """
     reasons: list[tuple[str, datetime | None]] = []
     if held is not None:
         reasons.append((held, start))
     channel = channel_of(step)
     window = window_for(workspace, contact)
+    deadline = deadline_for(sequence, step, loads(row["trigger_data"], {}))
+    late = deadline and deadline.passed(start, window.zone)
     moment = start
     for _ in range(MAX_ROUNDS):
+        if late:
+            break
         # As in dispatch.precheck: the window first, then the caps.
         opened = window.next_open(moment)
         if opened != moment:
+            late = deadline and deadline.held_past(
+                "quiet hours last", opened, window.zone
+            )
+            if late:
+                break
             _hold(reasons, "quiet hours", opened)
             moment = opened
         if not channel:
@@ -362,6 +379,11 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned, h
         )
         if decision.allowed:
             break
+        # The runner's own deferral ends when the window next opens.
+        until = window.next_open(decision.until)
+        late = deadline and deadline.held_past(decision.reason, until, window.zone)
+        if late:
+            break
         _hold(reasons, decision.reason, decision.until)
         # Always forward, so a cap that names the present cannot loop.
         moment = max(decision.until, moment + timedelta(seconds=1))
@@ -369,15 +391,17 @@ def _when_allowed(workspace, db, contact, sequence, step, row, start, planned, h
         reasons.append(
             (f"no free moment found in {MAX_ROUNDS} checks; the runner retries", None)
         )
-    if channel:
+    if channel and not late:
         planned.append((channel, moment))
-    if not reasons:
+    if not reasons and not late:
         return moment, ["in the send window"]
     texts = [
         f"{reason} until {_local(until, window.zone)}" if until else reason
         for reason, until in reasons
     ]
-    return moment, [texts[0], *(f"then {text}" for text in texts[1:])]
+    shown = [*texts[:1], *(f"then {text}" for text in texts[1:])]
+    # The runner skips it at ``moment``, when the hold that is too long begins.
+    return moment, [*shown, f"will be skipped: {late}"] if late else shown
 
 
 def _hold(reasons: list, reason: str, until: datetime) -> None:

@@ -346,3 +346,62 @@ def next_time_of_day(moment: datetime, when: time, zone: ZoneInfo) -> datetime:
     if candidate < moment:
         candidate = local_moment(local.date() + timedelta(days=1), when, zone)
     return candidate
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The time a message timed before an event must go out by: the event's own.
+
+    A reminder held by quiet hours or a cap past the appointment it announces
+    is worse than none ("see you soon" the morning after), so it is skipped.
+    """
+
+    at: datetime
+    field: str
+
+    def passed(self, moment: datetime, zone: ZoneInfo) -> str | None:
+        """Why a message run at ``moment`` is skipped; None while in time."""
+        if moment < self.at:
+            return None
+        return f"{self._what(zone)} has passed: too late for this message"
+
+    def held_past(self, held: str, until: datetime, zone: ZoneInfo) -> str | None:
+        """Why a message that ``held`` (``quiet hours last``) keeps back until
+        ``until`` is skipped instead; None when it still goes out in time."""
+        if until < self.at:
+            return None
+        return (
+            f"{held} until {until.astimezone(zone):%a %H:%M %Z}, "
+            f"after {self._what(zone)}: too late for this message"
+        )
+
+    def _what(self, zone: ZoneInfo) -> str:
+        return f"{self.field} ({self.at.astimezone(zone):%a %H:%M %Z})"
+
+
+def deadline_for(sequence, step, trigger_data: dict | None) -> Deadline | None:
+    """The deadline of a message timed before an event, or None.
+
+    That is a step right after waits whose last ``until <field>`` wait ends
+    before the field's time (``until starts_at - 2h``). A message after the
+    event (``until visited_at + 1d``) or at it (``until starts_at``) has none,
+    nor one whose event data lacks the field: nothing then says it is late.
+    """
+    # Limitation: a wait's own when: is not checked; a skipped wait on the
+    # field still sets the deadline of the step after it.
+    index = step.index - 1
+    while index >= 0 and sequence.steps[index].kind == "wait":
+        try:
+            spec = parse_wait(sequence.steps[index].spec.get("wait"))
+        except ValueError:
+            spec = None
+        index -= 1
+        if spec is None or spec.mode != "until_field":
+            continue
+        if spec.offset >= timedelta(0):
+            return None
+        try:
+            return Deadline(_field_time(spec, trigger_data), spec.field or "")
+        except ValueError:
+            return None
+    return None

@@ -299,3 +299,42 @@ def test_a_yes_goto_is_reported_once_with_its_own_word(cli, workspace):
     )
     assert 'goto: "yes"' in out
     assert "no step named True" not in out
+
+
+def test_unknown_filters_and_bad_staff_addresses_are_problems(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - send: sms
+            text: "Hi {{ first_name | upperr }}"
+          - task: "Call {{ first_name | nosuchfilter }}"
+            to: not-an-email
+          - send: sms
+            text: "See you {{ starts_at | when }}"
+        """,
+    )
+    assert (
+        "checked.yaml:4: text: template error on its line 1: No filter named 'upperr'"
+        in out
+    )
+    assert "No filter named 'nosuchfilter'" in out
+    assert "to: 'not-an-email' is not an email address" in out
+    assert "when" not in out.split("nosuchfilter")[1]
+
+
+def test_a_stage_condition_that_is_not_a_name_is_reported_once(cli, workspace):
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - when: {stage: {in: [won]}}
+            send: sms
+            text: hi
+        """,
+    )
+    assert out.count("stage:") == 1

@@ -271,3 +271,19 @@ def test_post_refuses_a_negative_payment_but_takes_a_refund(served, db, clock):
     data, _ = stored_data(db, "invoice.refunded")
     assert data["amount"] == 50
     assert "invoice.paid" not in event_types(db, contact_id)
+
+
+@pytest.mark.parametrize("amount", ["-5", "0"])
+def test_emit_refuses_a_refund_of_zero_or_less(cli, db, clock, amount):
+    contact_id = make_contact(db, clock)
+    result = cli(
+        "events",
+        "emit",
+        "invoice.refunded",
+        "--contact",
+        str(contact_id),
+        "--data",
+        f"amount={amount}",
+    )
+    assert result.exit_code != 0
+    assert "data.amount" in result.stderr and "above 0" in result.stderr
