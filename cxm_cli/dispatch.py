@@ -174,20 +174,7 @@ def process_step(
             result,
         )
 
-    if step is None:
-        reason = (
-            f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
-            f"({row['step_label'] or row['kind']}) cannot be found in it any more"
-        )
-    elif step.index != row["step_index"] and (
-        ran := already_ran_after(db, sequence, step, row)
-    ):
-        reason = (
-            f"sequence {sequence.name} changed: step {ran.describe()}, already "
-            f"done, now comes after the queued step {step.describe()}"
-        )
-    else:
-        reason = None
+    reason = sequence_changed(db, sequence, step, row)
     if reason is not None:
         end_enrollment(db, enrollment, clock=clock, status="exited", reason=reason)
         result.outcome, result.detail = "cancelled", reason
@@ -304,6 +291,28 @@ def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
         return at
     alike = [step for step in steps if step.shape == shape]
     return alike[0] if len(alike) == 1 else None
+
+
+def sequence_changed(
+    db, sequence: Sequence, step: StepDef | None, row: dict[str, Any]
+) -> str | None:
+    """Why a queued row's enrollment ends because its file changed (its step
+    is gone, or steps it already ran now come after it); None to go on.
+    ``step`` is what :func:`step_for` found for the row."""
+    if step is None:
+        return (
+            f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
+            f"({row['step_label'] or row['kind']}) cannot be found in it any more"
+        )
+    if step.index == row["step_index"]:
+        return None
+    ran = already_ran_after(db, sequence, step, row)
+    if ran is None:
+        return None
+    return (
+        f"sequence {sequence.name} changed: step {ran.describe()}, already "
+        f"done, now comes after the queued step {step.describe()}"
+    )
 
 
 def already_ran_after(db, sequence: Sequence, step: StepDef, row) -> StepDef | None:

@@ -22,7 +22,13 @@ from cxm_cli import clock as clocks
 from cxm_cli.caps import STRICT_CHANNELS, check_caps
 from cxm_cli.conditions import ConditionContext, evaluate
 from cxm_cli.contacts import get_contact
-from cxm_cli.dispatch import caps_exempt, channel_of, consent_channel_of, step_for
+from cxm_cli.dispatch import (
+    caps_exempt,
+    channel_of,
+    consent_channel_of,
+    sequence_changed,
+    step_for,
+)
 from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import CxmError
 from cxm_cli.messaging import CHANNELS, ConsentRefused, consent_facts
@@ -87,7 +93,7 @@ def preview_due(
         sequence = sequence_set.sequences.get(row["sequence"])
         contact = get_contact(db, row["contact_id"])
         step = _step(sequence, row)
-        problem = _sequence_problem(sequence_set, sequence, step, row)
+        problem = _sequence_problem(db, sequence_set, sequence, step, row)
         start = max(clocks.parse(row["due_at"]), now)
         entry = _entry(
             workspace,
@@ -135,21 +141,16 @@ def _step(sequence: Sequence | None, row) -> StepDef | None:
 
 
 def _sequence_problem(
-    sequence_set: SequenceSet, sequence: Sequence | None, step: StepDef | None, row
+    db, sequence_set: SequenceSet, sequence: Sequence | None, step: StepDef | None, row
 ) -> str | None:
     """What the runner will do instead of the step when its file is gone,
-    broken, or no longer has the step (dispatch.process_step, in its order)."""
+    broken, or changed around the step (dispatch.process_step, in its order)."""
     if sequence is None:
         return f"will be cancelled: sequence {row['sequence']} no longer exists"
     if sequence.path.name in sequence_set.invalid:
         return f"held: {sequence.path.name} has problems (see cxm sequences validate)"
-    if step is None:
-        return (
-            f"will be cancelled: sequence {sequence.name} changed: its step "
-            f"{row['step_index'] + 1} ({row['step_label'] or row['kind']}) "
-            "cannot be found in it any more"
-        )
-    return None
+    changed = sequence_changed(db, sequence, step, row)
+    return f"will be cancelled: {changed}" if changed else None
 
 
 def _entry(

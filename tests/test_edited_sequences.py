@@ -232,3 +232,24 @@ def test_a_reworded_unnamed_text_goes_out_with_its_new_words(db, workspace, cloc
     _days_pass(workspace, db, clock)
 
     assert _texts(db, contact_id) == ["A", "B, reworded", "C"]
+
+
+def test_due_says_a_reordered_sequence_ends_the_enrollment(db, workspace, clock):
+    from datetime import timedelta
+
+    from cxm_cli.preview import preview_due
+
+    contact_id = _after_a(workspace, db, clock, UNNAMED)
+    write_sequence(
+        workspace,
+        "flow",
+        UNNAMED.replace("text: A", "text: X")
+        .replace("text: B", "text: A")
+        .replace("text: X", "text: B"),
+    )
+
+    [row] = preview_due(workspace, db, clock, within=timedelta(days=3))
+
+    assert row["contact_id"] == contact_id
+    assert row["why"].startswith("will be cancelled: sequence flow changed")
+    assert "already done" in row["why"]
