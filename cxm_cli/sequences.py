@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -88,7 +89,7 @@ class StepDef:
     def number(self) -> int:
         return self.index + 1
 
-    @property
+    @functools.cached_property
     def shape(self) -> str:
         """What kind of step it is, apart from its wording: kind, name,
         channel, template (and the tag, stage or sequence it names)."""
@@ -100,10 +101,11 @@ class StepDef:
             parts.append(str(self.spec.get(self.kind)))
         return "|".join(parts)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The step's shape and a digest of all it says: a queued step finds
-        itself again by this when the file changed around it."""
+        itself again by this when the file changed around it. Worked out once:
+        a loaded step's spec is not changed."""
         written = json.dumps(self.spec, sort_keys=True, default=str)
         digest = hashlib.sha256(written.encode("utf-8")).hexdigest()[:16]
         return f"{self.shape}#{digest}"
