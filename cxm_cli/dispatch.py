@@ -143,7 +143,7 @@ def process_step(
         result.outcome, result.detail = "cancelled", reason
         return result
 
-    step = step_for(sequence, row)
+    step = step_for(sequence, row, db)
     if sequence.path.name in sequence_set.invalid:
         # A file with problems (a stray copy claiming this name, say) is not
         # trusted to say where the enrollment stands, so its steps neither
@@ -261,7 +261,7 @@ class _EarlyOutcome:
             raise
 
 
-def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
+def step_for(sequence: Sequence, row: dict[str, Any], db=None) -> StepDef | None:
     """The step a queued row stands for in the sequence as the file is now;
     None when it cannot be told (the enrollment then ends, "changed").
 
@@ -269,8 +269,9 @@ def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
     digest of what it says). Steps inserted, removed or reordered around it
     move it: it is found by what it is, so the step that now sits at its old
     position (one the person may have had already) is never run in its place.
-    A step whose wording was edited is the step of the same shape at its
-    position, or the only one of that shape.
+    A step whose wording was edited is the step of the same shape where it
+    should now be: its old position, moved as far as the last step this
+    enrollment ran has moved (read from ``db``).
     """
     steps = sequence.steps
     index = row["step_index"]
@@ -286,6 +287,9 @@ def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
         # Two steps exactly alike cannot be told apart: guessing could send
         # one of them twice.
         return same[0] if len(same) == 1 else None
+
+    expected = index + (_shift(db, sequence, row) if db is not None else 0)
+    at = steps[expected] if 0 <= expected < len(steps) else None
     shape = key.partition("#")[0]
     if at is not None and at.shape == shape:
         return at
@@ -293,18 +297,40 @@ def step_for(sequence: Sequence, row: dict[str, Any]) -> StepDef | None:
     return alike[0] if len(alike) == 1 else None
 
 
+def _shift(db, sequence: Sequence, row: dict[str, Any]) -> int:
+    """How far the file moved the enrollment's last finished step (0 when it
+    cannot be told): steps inserted or removed above move the queued one as
+    far."""
+    last = db.execute(
+        "SELECT step_key, step_index FROM due_steps WHERE enrollment_id = ? "
+        "AND status = 'done' AND step_key IS NOT NULL ORDER BY id DESC LIMIT 1",
+        [row["enrollment_id"]],
+    ).fetchone()
+    if last is None:
+        return 0
+    now_at = [step.index for step in sequence.steps if step.key == last[0]]
+    return now_at[0] - last[1] if len(now_at) == 1 else 0
+
+
 def sequence_changed(
     db, sequence: Sequence, step: StepDef | None, row: dict[str, Any]
 ) -> str | None:
     """Why a queued row's enrollment ends because its file changed (its step
-    is gone, or steps it already ran now come after it); None to go on.
-    ``step`` is what :func:`step_for` found for the row."""
+    is gone, it was already done at another place, or steps it already ran
+    now come after it); None to go on. ``step`` is what :func:`step_for`
+    found for the row."""
     if step is None:
         return (
             f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
             f"({row['step_label'] or row['kind']}) cannot be found in it any more"
         )
-    if step.index == row["step_index"]:
+    moved = step.index != row["step_index"]
+    if (moved or step.key in sequence.repeated_keys) and _done_elsewhere(db, step, row):
+        return (
+            f"sequence {sequence.name} changed: step {step.describe()} was already "
+            "done at another place in it (moved or copied)"
+        )
+    if not moved:
         return None
     ran = already_ran_after(db, sequence, step, row)
     if ran is None:
@@ -312,6 +338,19 @@ def sequence_changed(
     return (
         f"sequence {sequence.name} changed: step {ran.describe()}, already "
         f"done, now comes after the queued step {step.describe()}"
+    )
+
+
+def _done_elsewhere(db, step: StepDef, row: dict[str, Any]) -> bool:
+    """Whether this enrollment already ran the step at another position (a
+    goto loop runs it again at the same one)."""
+    return (
+        db.execute(
+            "SELECT 1 FROM due_steps WHERE enrollment_id = ? AND status = 'done' "
+            "AND step_key = ? AND step_index != ? LIMIT 1",
+            [row["enrollment_id"], step.key, step.index],
+        ).fetchone()
+        is not None
     )
 
 

@@ -952,7 +952,7 @@ def cancel_pending_steps(
         )
         for row in rows:
             sequence = sequence_set.sequences.get(row["sequence"])
-            step = step_for(sequence, row) if sequence is not None else None
+            step = step_for(sequence, row, db) if sequence is not None else None
             if step is None:
                 continue
             step_channel = channel_of(step)

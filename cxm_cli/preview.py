@@ -92,7 +92,7 @@ def preview_due(
     for row in rows:
         sequence = sequence_set.sequences.get(row["sequence"])
         contact = get_contact(db, row["contact_id"])
-        step = _step(sequence, row)
+        step = _step(db, sequence, row)
         problem = _sequence_problem(db, sequence_set, sequence, step, row)
         start = max(clocks.parse(row["due_at"]), now)
         entry = _entry(
@@ -136,8 +136,8 @@ def preview_due(
     return previews
 
 
-def _step(sequence: Sequence | None, row) -> StepDef | None:
-    return None if sequence is None else step_for(sequence, row)
+def _step(db, sequence: Sequence | None, row) -> StepDef | None:
+    return None if sequence is None else step_for(sequence, row, db)
 
 
 def _sequence_problem(

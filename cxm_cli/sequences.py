@@ -148,6 +148,17 @@ class Sequence:
     exits: list[ExitRule] = field(default_factory=list)
     steps: list[StepDef] = field(default_factory=list)
 
+    @functools.cached_property
+    def repeated_keys(self) -> frozenset[str]:
+        """Keys of steps written more than once: each copy is the same step."""
+        seen: set[str] = set()
+        repeated = set()
+        for step in self.steps:
+            if step.kind != "wait" and step.key in seen:
+                repeated.add(step.key)
+            seen.add(step.key)
+        return frozenset(repeated)
+
     def step_position(self, target: int | str) -> int | None:
         """Index of a step named by label or 1-based number."""
         if isinstance(target, int) and not isinstance(target, bool):

@@ -253,3 +253,95 @@ def test_due_says_a_reordered_sequence_ends_the_enrollment(db, workspace, clock)
     assert row["contact_id"] == contact_id
     assert row["why"].startswith("will be cancelled: sequence flow changed")
     assert "already done" in row["why"]
+
+
+FIVE = """
+trigger: go
+caps: false
+steps:
+  - send: sms
+    text: A
+  - wait: 1h
+  - send: sms
+    text: B
+  - wait: 1h
+  - send: sms
+    text: C
+"""
+
+
+def _after_a_and_b(workspace, db, clock) -> int:
+    contact_id = _after_a(workspace, db, clock, FIVE)
+    clock.advance(hours=1, minutes=1)
+    run(workspace, db, clock)
+    assert _texts(db, contact_id) == ["A", "B"]
+    return contact_id
+
+
+def test_a_step_added_on_top_and_the_queued_one_reworded_sends_nothing_twice(
+    db, workspace, clock
+):
+    contact_id = _after_a_and_b(workspace, db, clock)
+    edited = (
+        "trigger: go\ncaps: false\nsteps:\n  - send: sms\n    text: Y\n"
+        + FIVE.split("steps:\n", 1)[1].replace("text: C", "text: C, typo fixed")
+    )
+    write_sequence(workspace, "flow", edited)
+
+    _days_pass(workspace, db, clock)
+
+    # C's place moved down one with the new first step: its new wording goes,
+    # and B (now where C was) is not sent again.
+    assert _texts(db, contact_id) == ["A", "B", "C, typo fixed"]
+
+
+def test_a_step_removed_above_and_the_queued_one_reworded_is_not_lost(
+    db, workspace, clock
+):
+    contact_id = _after_a_and_b(workspace, db, clock)
+    edited = FIVE.replace("  - send: sms\n    text: A\n  - wait: 1h\n", "", 1)
+    write_sequence(workspace, "flow", edited.replace("text: C", "text: C, reworded"))
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id) == ["A", "B", "C, reworded"]
+
+
+def test_a_copy_of_a_sent_step_below_the_queued_one_is_not_sent_again(
+    db, workspace, clock
+):
+    contact_id = _after_a_and_b(workspace, db, clock)
+    write_sequence(
+        workspace, "flow", FIVE + "  - wait: 1h\n  - send: sms\n    text: B\n"
+    )
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id) == ["A", "B", "C"]
+    [exited] = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
+    assert "already done at another place" in exited["reason"]
+
+
+def test_a_goto_loop_still_sends_its_step_each_time_round(db, workspace, clock):
+    only_sequences(
+        workspace,
+        loop="""
+        trigger: go
+        steps:
+          - name: ping
+            send: sms
+            text: Ping
+          - wait: 1d
+          - branch: {tag: stop}
+            goto: done
+            else: ping
+          - name: done
+            end: stopped
+        """,
+    )
+    contact_id = make_contact(db, clock, email=None, phone="+15125550803")
+    emit(db, clock, contact_id, "go")
+    run(workspace, db, clock)
+    _days_pass(workspace, db, clock, days=2)
+
+    assert _texts(db, contact_id) == ["Ping", "Ping", "Ping"]
