@@ -265,13 +265,18 @@ def release(
     error: str | None = None,
     failed_attempt: bool = False,
 ) -> bool:
-    """Put a claimed step back to wait until ``due_at`` (deferral or retry)."""
+    """Put a claimed step back to wait until ``due_at`` (deferral or retry).
+
+    Its claim count starts again: it counts claims that never finished (a
+    runner crashing on the step), and being put back is finishing. A step a
+    cap or quiet hours defers day after day is not a crash loop.
+    """
     cursor = db.execute(
         """
         UPDATE due_steps
         SET status = 'pending', due_at = ?, note = ?, claimed_by = NULL,
             lease_until = NULL, last_error = COALESCE(?, last_error),
-            attempts = attempts + ?
+            attempts = attempts + ?, claims = 0
         WHERE id = ? AND status = 'claimed' AND claimed_by = ?
         """,
         [clocks.iso(due_at), note, error, int(failed_attempt), step_id, runner_id],

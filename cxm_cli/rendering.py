@@ -813,6 +813,10 @@ def _run(
         ) from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise TemplateError(f"{where} failed: {exc}") from exc
+    except jinja2.TemplateError as exc:
+        # What is left is found only while rendering (an unknown test, such as
+        # `is divisible_byy`): the template's fault, not a crash of cxm.
+        raise TemplateError(f"{where}: {exc}") from exc
 
 
 # ---------------------------------------------------------------- filters

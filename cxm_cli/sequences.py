@@ -810,15 +810,19 @@ def _templates(workspace) -> set[str] | None:
 
 
 def _template_channel_problem(workspace, step: StepDef, template: str) -> str | None:
-    channel = step.spec.get("send") if step.kind == "send" else step.spec.get("channel")
-    if not isinstance(channel, str):
-        return None
-    try:
-        from cxm_cli.rendering import load_template
+    from cxm_cli.rendering import load_template, syntax_problem
 
+    try:
         loaded = load_template(workspace, template)
     except CxmError as exc:
         return f"template: {template!r} cannot be read: {exc}"
+    for part in (loaded.body, loaded.subject or ""):
+        problem = syntax_problem(part)
+        if problem:
+            return f"template: {template!r} ({loaded.path}): {problem}"
+    channel = step.spec.get("send") if step.kind == "send" else step.spec.get("channel")
+    if not isinstance(channel, str):
+        return None
     if channel not in loaded.channels:
         return (
             f"template: {template!r} is for {', '.join(loaded.channels)}, not {channel}"

@@ -338,3 +338,44 @@ def test_a_stage_condition_that_is_not_a_name_is_reported_once(cli, workspace):
         """,
     )
     assert out.count("stage:") == 1
+
+
+def test_a_template_file_with_an_unknown_filter_is_a_problem(cli, workspace):
+    folder = workspace.root / "templates"
+    folder.mkdir(exist_ok=True)
+    (folder / "shout.j2").write_text(
+        "---\nchannels: [sms]\n---\nHi {{ first_name | shoutt }}\n", encoding="utf-8"
+    )
+    out = _validate(
+        cli,
+        workspace,
+        """
+        trigger: lead.created
+        steps:
+          - send: sms
+            template: shout
+        """,
+    )
+    assert "template: 'shout'" in out and "No filter named 'shoutt'" in out
+
+
+def test_an_unknown_jinja_test_fails_its_step_without_a_crash(
+    workspace, db, clock, caplog
+):
+    only_sequences(
+        workspace,
+        hello="""
+        trigger: lead.created
+        steps:
+          - send: sms
+            text: "{% if first_name is divisible_byy 3 %}x{% endif %}y"
+        """,
+    )
+    contact_id = make_contact(db, clock, email=None, phone="+15125550106")
+    emit(db, clock, contact_id, "lead.created")
+
+    [result] = run(workspace, db, clock).results
+
+    assert result.outcome == "failed"
+    assert "divisible_byy" in result.detail
+    assert "crashed" not in caplog.text

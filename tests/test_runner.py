@@ -641,3 +641,25 @@ def test_a_concurrent_runner_takes_back_the_steps_of_one_that_died_beside_it(
     assert [r.outcome for r in report.results].count("sent") == 4
     left = db.execute("SELECT COUNT(*) FROM due_steps WHERE status = 'claimed'")
     assert left.fetchone()[0] == 0
+
+
+def test_a_step_deferred_many_times_is_not_taken_for_a_crash_loop(db, workspace, clock):
+    # Claims count claims that never finished; a deferral finishes one. A
+    # text held night after night must still go out, not fail as "claimed
+    # 11 times without finishing".
+    only_sequences(workspace, hello=ONE_TEXT.format(template="new-lead-text"))
+    clock.set("2026-03-02T08:00:00Z")  # 02:00 in Chicago: quiet hours
+    contact_id = make_contact(db, clock, timezone="America/Chicago")
+    emit(db, clock, contact_id, "lead.created")
+    for _ in range(12):
+        with write_transaction(db):
+            db.execute(
+                "UPDATE due_steps SET due_at = ? WHERE status = 'pending'",
+                [clocks.now_iso(clock)],
+            )
+        [result] = run(workspace, db, clock).results
+        assert result.outcome == "deferred"
+
+    clock.set("2026-03-02T15:00:00Z")  # 09:00 in Chicago
+    outcomes = [r.outcome for r in run(workspace, db, clock).results]
+    assert "failed" not in outcomes and outcomes[0] == "sent"
