@@ -12,6 +12,7 @@ checks the runner still holds the claim.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -266,20 +267,21 @@ def step_for(sequence: Sequence, row: dict[str, Any], db=None) -> StepDef | None
     None when it cannot be told (the enrollment then ends, "changed").
 
     A row remembers what its step is (:attr:`StepDef.key`: its shape and a
-    digest of what it says). Steps inserted, removed or reordered around it
-    move it: it is found by what it is, so the step that now sits at its old
-    position (one the person may have had already) is never run in its place.
-    A step whose wording was edited is the step of the same shape where it
-    should now be: its old position, moved as far as the last step this
-    enrollment ran has moved (read from ``db``).
+    digest of what it says) and which version of the file queued it. Steps
+    inserted, removed or reordered around it move it: it is found by what it
+    is, so the step that now sits at its old position (one the person may
+    have had already) is never run in its place. A step whose wording was
+    edited is the step of the same shape where it should now be: its old
+    position, moved as far as the contact's last finished step has moved
+    (read from ``db``); when that cannot be told, it is not guessed.
     """
     steps = sequence.steps
     index = row["step_index"]
     at = steps[index] if 0 <= index < len(steps) else None
-    key = row.get("step_key")
-    if key is None:
+    if row.get("step_key") is None:
         # Queued before rows remembered their step: position and kind only.
         return at if at is not None and at.kind == row["kind"] else None
+    key, _, version = row["step_key"].partition("@")
     if at is not None and at.key == key:
         return at
     same = [step for step in steps if step.key == key]
@@ -287,93 +289,81 @@ def step_for(sequence: Sequence, row: dict[str, Any], db=None) -> StepDef | None
         # Two steps exactly alike cannot be told apart: guessing could send
         # one of them twice.
         return same[0] if len(same) == 1 else None
-
-    expected = index + (_shift(db, sequence, row) if db is not None else 0)
+    shift = _shift(db, sequence, row) if db is not None else 0
+    if shift is None:
+        return None
+    expected = index + shift
     at = steps[expected] if 0 <= expected < len(steps) else None
-    shape = key.partition("#")[0]
-    if at is not None and at.shape == shape:
-        return at
-    alike = [step for step in steps if step.shape == shape]
-    return alike[0] if len(alike) == 1 else None
+    return at if at is not None and at.shape == key.partition("#")[0] else None
 
 
-def _shift(db, sequence: Sequence, row: dict[str, Any]) -> int:
-    """How far the file moved the enrollment's last finished step (0 when it
-    cannot be told): steps inserted or removed above move the queued one as
-    far."""
-    last = db.execute(
-        "SELECT step_key, step_index FROM due_steps WHERE enrollment_id = ? "
-        "AND status = 'done' AND step_key IS NOT NULL ORDER BY id DESC LIMIT 1",
-        [row["enrollment_id"]],
-    ).fetchone()
-    if last is None:
+def _done_steps(db, row: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(key, position, file version) of every step this enrollment finished,
+    oldest first."""
+    return [
+        (stored.partition("@")[0], index, stored.partition("@")[2])
+        for stored, index in db.execute(
+            "SELECT step_key, step_index FROM due_steps WHERE enrollment_id = ? "
+            "AND status = 'done' AND step_key IS NOT NULL ORDER BY id",
+            [row["enrollment_id"]],
+        ).fetchall()
+    ]
+
+
+def _shift(db, sequence: Sequence, row: dict[str, Any]) -> int | None:
+    """How far the file moved the contact's last finished step: steps inserted
+    or removed above move the queued one as far. 0 when the contact finished
+    none; None when that step is gone or written twice (no telling)."""
+    done = _done_steps(db, row)
+    if not done:
         return 0
-    now_at = [step.index for step in sequence.steps if step.key == last[0]]
-    return now_at[0] - last[1] if len(now_at) == 1 else 0
+    # The latest finished step still written once tells; an older one would
+    # miss a change between it and the queued step.
+    last_key, last_index, _ = done[-1]
+    now_at = [step.index for step in sequence.steps if step.key == last_key]
+    return now_at[0] - last_index if len(now_at) == 1 else None
 
 
 def sequence_changed(
     db, sequence: Sequence, step: StepDef | None, row: dict[str, Any]
 ) -> str | None:
-    """Why a queued row's enrollment ends because its file changed (its step
-    is gone, it was already done at another place, or steps it already ran
-    now come after it); None to go on. ``step`` is what :func:`step_for`
-    found for the row."""
+    """Why a queued row's enrollment ends because its file changed since the
+    row was queued (its step is gone, or was already done at another place,
+    or a step it already ran now comes after it); None to go on. ``step`` is
+    what :func:`step_for` found for the row."""
     if step is None:
         return (
             f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
             f"({row['step_label'] or row['kind']}) cannot be found in it any more"
         )
-    moved = step.index != row["step_index"]
-    if (moved or step.key in sequence.repeated_keys) and _done_elsewhere(db, step, row):
+    unchanged = (row.get("step_key") or "").partition("@")[2] == sequence.version
+    if unchanged and step.key not in sequence.repeated_keys:
+        return None  # the file is as it was when the step was queued
+    done = _done_steps(db, row)
+    # Done under an older version of the file at another place: the step was
+    # moved or copied since. A step written twice on purpose (both copies in
+    # the file the contact started with) is sent twice.
+    if any(
+        key == step.key and index != step.index and version != sequence.version
+        for key, index, version in done
+    ):
         return (
             f"sequence {sequence.name} changed: step {step.describe()} was already "
             "done at another place in it (moved or copied)"
         )
-    if not moved:
+    if unchanged:
         return None
-    ran = already_ran_after(db, sequence, step, row)
-    if ran is None:
-        return None
-    return (
-        f"sequence {sequence.name} changed: step {ran.describe()}, already "
-        f"done, now comes after the queued step {step.describe()}"
-    )
-
-
-def _done_elsewhere(db, step: StepDef, row: dict[str, Any]) -> bool:
-    """Whether this enrollment already ran the step at another position (a
-    goto loop runs it again at the same one)."""
-    return (
-        db.execute(
-            "SELECT 1 FROM due_steps WHERE enrollment_id = ? AND status = 'done' "
-            "AND step_key = ? AND step_index != ? LIMIT 1",
-            [row["enrollment_id"], step.key, step.index],
-        ).fetchone()
-        is not None
-    )
-
-
-def already_ran_after(db, sequence: Sequence, step: StepDef, row) -> StepDef | None:
-    """A step after ``step`` in the file that this enrollment has run already.
-
-    Asked when the queued step was found away from its old position: the file
-    was reordered, and going on from there would run that step again.
-    """
-    later = {
-        each.key: each
-        for each in sequence.steps[step.index + 1 :]
-        if each.kind != "wait"
-    }
-    if not later:
-        return None
-    marks = ", ".join("?" for _ in later)
-    found = db.execute(
-        "SELECT step_key FROM due_steps WHERE enrollment_id = ? AND status = 'done' "
-        f"AND step_key IN ({marks}) LIMIT 1",
-        [row["enrollment_id"], *later],
-    ).fetchone()
-    return later[found[0]] if found else None
+    done_keys = {key for key, _, _ in done}
+    copies = Counter(each.key for each in sequence.steps)
+    for later in sequence.steps[step.index + 1 :]:
+        # A copy of a done step is stopped when it is reached (done at another
+        # place); the one written once and now after this step was moved.
+        if later.kind != "wait" and later.key in done_keys and copies[later.key] == 1:
+            return (
+                f"sequence {sequence.name} changed: step {later.describe()}, "
+                f"already done, now comes after the queued step {step.describe()}"
+            )
+    return None
 
 
 def _run(

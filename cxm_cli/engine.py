@@ -591,7 +591,7 @@ def schedule_from(
         step_index=index,
         step_label=step.label,
         kind=step.kind,
-        step_key=step.key,
+        step_key=sequence.row_key(step),
         due_at=due,
         note="; ".join(notes) or "next step",
         clock=clock,
@@ -637,7 +637,7 @@ def schedule_many(
                 sequence.steps[index].kind,
                 base,
                 "next step",
-                sequence.steps[index].key,
+                sequence.row_key(sequence.steps[index]),
             )
             for sequence, enrollment, index in queued
         ],

@@ -149,8 +149,15 @@ class Sequence:
     steps: list[StepDef] = field(default_factory=list)
 
     @functools.cached_property
+    def version(self) -> str:
+        """A digest of the steps as written: a queued row keeps the version
+        that queued it, so an unchanged file needs no checks at all."""
+        written = "\n".join(step.key for step in self.steps)
+        return hashlib.sha256(written.encode("utf-8")).hexdigest()[:12]
+
+    @functools.cached_property
     def repeated_keys(self) -> frozenset[str]:
-        """Keys of steps written more than once: each copy is the same step."""
+        """Keys of steps written more than once."""
         seen: set[str] = set()
         repeated = set()
         for step in self.steps:
@@ -158,6 +165,10 @@ class Sequence:
                 repeated.add(step.key)
             seen.add(step.key)
         return frozenset(repeated)
+
+    def row_key(self, step: StepDef) -> str:
+        """What a queued row stores of its step: the step and the version."""
+        return f"{step.key}@{self.version}"
 
     def step_position(self, target: int | str) -> int | None:
         """Index of a step named by label or 1-based number."""

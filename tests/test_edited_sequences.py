@@ -71,7 +71,7 @@ def test_a_step_inserted_above_does_not_send_the_welcome_again(db, workspace, cl
     ]
 
 
-def test_a_step_removed_above_does_not_skip_the_queued_one(db, workspace, clock):
+def test_a_reworded_step_whose_anchor_was_removed_is_not_guessed(db, workspace, clock):
     contact_id = _joined_and_welcomed(workspace, db, clock)
     write_sequence(
         workspace,
@@ -88,9 +88,12 @@ def test_a_step_removed_above_does_not_skip_the_queued_one(db, workspace, clock)
     clock.advance(days=1, minutes=1)
     run(workspace, db, clock)
 
-    # The queued text is the one step of its kind and channel: it is found
-    # at its new position, with its new wording.
-    assert [m["body"] for m in outbound(db, contact_id)][-1] == "Still there, Ana?"
+    # The welcome (the last step she had) is gone and the queued text was
+    # reworded: where it went cannot be told, so nothing is guessed, and the
+    # timeline says why.
+    assert [m["subject"] for m in outbound(db, contact_id)] == ["Welcome"]
+    [exited] = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
+    assert "cannot be found" in exited["reason"]
 
 
 def test_a_queued_step_that_cannot_be_told_apart_ends_the_enrollment(
@@ -345,3 +348,44 @@ def test_a_goto_loop_still_sends_its_step_each_time_round(db, workspace, clock):
     _days_pass(workspace, db, clock, days=2)
 
     assert _texts(db, contact_id) == ["Ping", "Ping", "Ping"]
+
+
+def test_a_step_written_twice_on_purpose_is_sent_twice(db, workspace, clock):
+    twice = FIVE.replace("text: C", "text: A")
+    contact_id = _after_a(workspace, db, clock, twice)
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id) == ["A", "B", "A"]
+
+
+def test_a_step_added_on_top_and_a_swap_below_sends_nothing_twice(db, workspace, clock):
+    contact_id = _after_a_and_b(workspace, db, clock)
+    # B (sent) and C (queued) swap places while a new first step pushes
+    # everything down one: C keeps its old index, B now comes after it.
+    write_sequence(
+        workspace,
+        "flow",
+        """
+        trigger: go
+        caps: false
+        steps:
+          - send: sms
+            text: New
+          - wait: 1h
+          - send: sms
+            text: A
+          - wait: 1h
+          - send: sms
+            text: C
+          - wait: 1h
+          - send: sms
+            text: B
+        """,
+    )
+
+    _days_pass(workspace, db, clock)
+
+    assert _texts(db, contact_id).count("B") == 1
+    [exited] = [d for t, d in timeline(db, contact_id) if t == "sequence.exited"]
+    assert "now comes after" in exited["reason"]
