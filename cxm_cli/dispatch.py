@@ -353,6 +353,11 @@ def sequence_changed(
         )
     if unchanged:
         return None
+    # Limitation: steps are matched by what they say. A sent step that is
+    # both renamed (or reworded) and moved below the queued one looks new and
+    # is sent again; a step moved above the queued one is never sent to this
+    # contact, with no note of it; and after any edit an enrollment inside a
+    # goto loop ends here, since the loop's later steps were done before.
     done_keys = {key for key, _, _ in done}
     copies = Counter(each.key for each in sequence.steps)
     for later in sequence.steps[step.index + 1 :]:
