@@ -38,7 +38,7 @@ from cxm_cli.engine_steps import CONTACT_FACING_KINDS
 from cxm_cli.errors import ChannelError, CxmError, NotFound
 from cxm_cli.events import NewEvent, record_events
 from cxm_cli.sendwindow import window_for
-from cxm_cli.sequences import Sequence, StepDef, load_sequences
+from cxm_cli.sequences import Sequence, StepDef, load_sequences, split_row_key
 from cxm_cli.steps import STEP_KINDS, StepContext, StepOutcome
 from cxm_cli.store import fetch_one, loads, write_transaction
 from cxm_cli.waits import deadline_for
@@ -281,7 +281,7 @@ def step_for(sequence: Sequence, row: dict[str, Any], db=None) -> StepDef | None
     if row.get("step_key") is None:
         # Queued before rows remembered their step: position and kind only.
         return at if at is not None and at.kind == row["kind"] else None
-    key, _, version = row["step_key"].partition("@")
+    key = split_row_key(row["step_key"])[0]
     if at is not None and at.key == key:
         return at
     same = [step for step in steps if step.key == key]
@@ -301,12 +301,13 @@ def _done_steps(db, row: dict[str, Any]) -> list[tuple[str, int, str]]:
     """(key, position, file version) of every step this enrollment finished,
     oldest first."""
     return [
-        (stored.partition("@")[0], index, stored.partition("@")[2])
+        (key, index, version)
         for stored, index in db.execute(
             "SELECT step_key, step_index FROM due_steps WHERE enrollment_id = ? "
             "AND status = 'done' AND step_key IS NOT NULL ORDER BY id",
             [row["enrollment_id"]],
         ).fetchall()
+        for key, version in [split_row_key(stored)]
     ]
 
 
@@ -336,7 +337,7 @@ def sequence_changed(
             f"sequence {sequence.name} changed: its step {row['step_index'] + 1} "
             f"({row['step_label'] or row['kind']}) cannot be found in it any more"
         )
-    unchanged = (row.get("step_key") or "").partition("@")[2] == sequence.version
+    unchanged = split_row_key(row.get("step_key"))[1] == sequence.version
     if unchanged and step.key not in sequence.repeated_keys:
         return None  # the file is as it was when the step was queued
     done = _done_steps(db, row)

@@ -40,6 +40,7 @@ from cxm_cli.sequences import (
     SequenceSet,
     StepDef,
     load_sequences,
+    split_row_key,
     tasks_without_staff,
 )
 from cxm_cli.store import fetch_one, loads
@@ -286,7 +287,7 @@ def _retried_this_step(db, step, row) -> bool:
     channel: a row that remembers its step was found by it (step_for); an
     older row only by position and kind, so its last message tells."""
     if row.get("step_key") is not None:
-        return row["step_key"].partition("@")[0] == step.key
+        return split_row_key(row["step_key"])[0] == step.key
     message = fetch_one(
         db,
         "SELECT channel FROM messages WHERE due_step_id = ? ORDER BY id DESC LIMIT 1",

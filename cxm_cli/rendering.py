@@ -485,9 +485,7 @@ def _environment(workspace, *, html: bool = False) -> ImmutableSandboxedEnvironm
             keep_trailing_newline=False,
             auto_reload=True,
         )
-        env.filters["when"] = _filter_when
-        env.filters["day"] = _filter_day
-        env.filters["time_of_day"] = _filter_time_of_day
+        env.filters.update(_cxm_filters())
         _ENVIRONMENTS[key] = env
     return env
 
@@ -713,9 +711,7 @@ def syntax_problem(source: str) -> str | None:
     global _SYNTAX
     if _SYNTAX is None:
         _SYNTAX = ImmutableSandboxedEnvironment()
-        _SYNTAX.filters.update(
-            when=_filter_when, day=_filter_day, time_of_day=_filter_time_of_day
-        )
+        _SYNTAX.filters.update(_cxm_filters())
     try:
         _SYNTAX.compile(source)
     except jinja2.TemplateAssertionError as exc:
@@ -844,6 +840,15 @@ def _in_contact_zone(context, value: Any, spell: Callable[[datetime], str]) -> s
     if local is None:
         return str(value)
     return spell(local)
+
+
+def _cxm_filters() -> dict[str, Any]:
+    """The filters cxm adds to Jinja's, for rendering and for checking."""
+    return {
+        "when": _filter_when,
+        "day": _filter_day,
+        "time_of_day": _filter_time_of_day,
+    }
 
 
 @jinja2.pass_context

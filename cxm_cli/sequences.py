@@ -183,6 +183,13 @@ class Sequence:
         return None
 
 
+def split_row_key(stored: str | None) -> tuple[str, str]:
+    """A queued row's stored key as (step key, file version); :meth:`Sequence.row_key`
+    writes it."""
+    key, _, version = (stored or "").partition("@")
+    return key, version
+
+
 @dataclass
 class SequenceSet:
     sequences: dict[str, Sequence]
